@@ -1,0 +1,44 @@
+"""keras_lightnets: lightweight mobile CNNs for Keras 3, with weights and export.
+
+```python
+import keras_lightnets as kl
+model = kl.MobileNetV2(alpha=1.0, weights=None, include_top=False, pooling="avg")
+```
+"""
+
+from keras_lightnets import layers
+from keras_lightnets.features import feature_extractor
+from keras_lightnets.layers import (
+    ChannelShuffle,
+    ChannelSplit,
+    HardSigmoid,
+    HardSwish,
+    group_conv,
+)
+from keras_lightnets.models import (
+    MobileNet,
+    MobileNetV2,
+    MobileNetV3Large,
+    MobileNetV3Small,
+)
+from keras_lightnets.profile import profile
+from keras_lightnets.registry import get_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelShuffle",
+    "ChannelSplit",
+    "HardSigmoid",
+    "HardSwish",
+    "MobileNet",
+    "MobileNetV2",
+    "MobileNetV3Large",
+    "MobileNetV3Small",
+    "feature_extractor",
+    "get_model",
+    "group_conv",
+    "layers",
+    "list_models",
+    "profile",
+]

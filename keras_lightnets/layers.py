@@ -1,0 +1,211 @@
+"""Registered layers used by keras_lightnets models.
+
+Every op in a keras_lightnets graph is a real, serializable Keras layer: no
+`Lambda`, no raw arithmetic on symbolic tensors. That keeps
+`keras.models.load_model(..., safe_mode=True)` working, lets TF-MOT annotate
+every op and keeps TFLite/ONNX graphs free of stray ops.
+"""
+
+import keras
+from keras import ops
+
+PACKAGE = "keras_lightnets"
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+@_register
+class HardSigmoid(keras.layers.Layer):
+    """Hard sigmoid, `relu6(x + 3) / 6` (Keras 3's formula, exactly)."""
+
+    def call(self, inputs):
+        return ops.hard_sigmoid(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class HardSwish(keras.layers.Layer):
+    """Hard swish, `x * relu6(x + 3) / 6` (Keras 3's `hard_swish`, exactly)."""
+
+    def call(self, inputs):
+        return ops.hard_silu(inputs)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class ChannelSplit(keras.layers.Layer):
+    """Splits a channels-last tensor into `num_splits` equal channel groups.
+
+    Args:
+        num_splits: number of groups; must divide the channel count.
+
+    Returns a list of `num_splits` tensors, in channel order.
+    """
+
+    def __init__(self, num_splits=2, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_splits) < 1:
+            raise ValueError(
+                f"`num_splits` must be a positive integer. Received: num_splits={num_splits}"
+            )
+        self.num_splits = int(num_splits)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % self.num_splits:
+            raise ValueError(
+                f"The channel count {channels} is not divisible by the number of splits. "
+                f"Received: num_splits={self.num_splits}"
+            )
+
+    def call(self, inputs):
+        if self.num_splits == 1:
+            return [inputs]
+        return ops.split(inputs, self.num_splits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        channels = input_shape[-1]
+        part = None if channels is None else channels // self.num_splits
+        return [tuple(input_shape[:-1]) + (part,)] * self.num_splits
+
+    def get_config(self):
+        return {**super().get_config(), "num_splits": self.num_splits}
+
+
+@_register
+class ChannelShuffle(keras.layers.Layer):
+    """Channel shuffle of ShuffleNet on a channels-last tensor.
+
+    Channel `g * (C // groups) + i` moves to position `i * groups + g`, as in
+    the reference implementations. The graph is reshape-transpose-reshape on a
+    3-D view (pixels, groups, channels per group), never above 4-D, so the
+    TFLite GPU delegate accepts it.
+
+    Args:
+        groups: number of channel groups to interleave.
+    """
+
+    def __init__(self, groups=2, **kwargs):
+        super().__init__(**kwargs)
+        if int(groups) < 1:
+            raise ValueError(f"`groups` must be a positive integer. Received: groups={groups}")
+        self.groups = int(groups)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % self.groups:
+            raise ValueError(
+                f"The channel count {channels} is not divisible by the number of groups. "
+                f"Received: groups={self.groups}"
+            )
+
+    def call(self, inputs):
+        if self.groups == 1:
+            return inputs
+        channels = inputs.shape[-1]
+        height, width = inputs.shape[1], inputs.shape[2]
+        x = ops.reshape(inputs, (-1, self.groups, channels // self.groups))
+        x = ops.transpose(x, (0, 2, 1))
+        if height is None or width is None:
+            dynamic = ops.shape(inputs)
+            height, width = dynamic[1], dynamic[2]
+        return ops.reshape(x, (-1, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+def group_conv(
+    x,
+    filters,
+    kernel_size,
+    groups,
+    strides=1,
+    padding="same",
+    use_bias=False,
+    name=None,
+    layers=None,
+    **conv_kwargs,
+):
+    """Grouped convolution as channels-last split, per-group `Conv2D`, concat.
+
+    Portable to every runtime (TFLite and its delegates, ONNX), unlike
+    `Conv2D(groups=g)`, which compiles through XLA and which tf2onnx cannot
+    convert. With `groups=1` it is a single `Conv2D` called `name`.
+
+    Args:
+        x: channels-last input tensor.
+        filters: total output channels; must be divisible by `groups`.
+        kernel_size: convolution kernel size.
+        groups: number of groups; must divide the input channels.
+        strides, padding, use_bias: as in `Conv2D`.
+        name: base name: layers are `{name}_split`, `{name}_g{i}`,
+            `{name}_concat`.
+        layers: layer namespace (defaults to `keras.layers` plus this
+            module's layers); the tf_keras twin passes its own.
+
+    Returns:
+        The output tensor.
+    """
+    ns = layers or default_namespace()
+    if groups < 1 or filters % groups:
+        raise ValueError(
+            f"`filters` ({filters}) must be divisible by `groups`. Received: groups={groups}"
+        )
+    if groups == 1:
+        return ns.Conv2D(
+            filters, kernel_size, strides=strides, padding=padding,
+            use_bias=use_bias, name=name, **conv_kwargs,
+        )(x)
+    base = name or "group_conv"
+    parts = ns.ChannelSplit(groups, name=f"{base}_split")(x)
+    outs = [
+        ns.Conv2D(
+            filters // groups, kernel_size, strides=strides, padding=padding,
+            use_bias=use_bias, name=f"{base}_g{i}", **conv_kwargs,
+        )(part)
+        for i, part in enumerate(parts)
+    ]
+    return ns.Concatenate(axis=-1, name=f"{base}_concat")(outs)
+
+
+class _Namespace:
+    """`keras.layers` plus the package's layers, looked up by attribute."""
+
+    def __init__(self, base, extra):
+        self._base = base
+        self._extra = extra
+
+    def __getattr__(self, item):
+        if item in self._extra:
+            return self._extra[item]
+        return getattr(self._base, item)
+
+
+CUSTOM_LAYERS = {
+    "HardSigmoid": HardSigmoid,
+    "HardSwish": HardSwish,
+    "ChannelSplit": ChannelSplit,
+    "ChannelShuffle": ChannelShuffle,
+}
+
+_DEFAULT = _Namespace(keras.layers, {**CUSTOM_LAYERS, "Model": keras.Model})
+
+
+def default_namespace():
+    """The Keras 3 layer namespace the model builders use by default."""
+    return _DEFAULT
+
+
+def make_namespace(base, extra):
+    """A layer namespace over `base` (a module like `tf_keras.layers`)."""
+    return _Namespace(base, dict(extra))

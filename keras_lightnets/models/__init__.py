@@ -1,0 +1,27 @@
+"""Model families; importing this package registers every variant."""
+
+from keras_lightnets.models.mobilenet import MobileNet
+from keras_lightnets.models.mobilenet_v2 import MobileNetV2
+from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from keras_lightnets.registry import register, width_tag
+
+# Registry rows. Columns: name prefix, family, factory, variant kwargs,
+# default (the family's representative in the heavier tests).
+VARIANTS = [
+    *[("mobilenet_v1", "MobileNet", MobileNet, {"alpha": a}, a == 0.25)
+      for a in (0.25, 0.5, 0.75, 1.0)],
+    *[("mobilenet_v2", "MobileNetV2", MobileNetV2, {"alpha": a}, a == 1.0)
+      for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)],
+    *[(prefix, family, factory, {"alpha": a, "minimalistic": m}, a == 1.0 and not m)
+      for prefix, family, factory in (
+          ("mobilenet_v3_large", "MobileNetV3Large", MobileNetV3Large),
+          ("mobilenet_v3_small", "MobileNetV3Small", MobileNetV3Small))
+      for a, m in ((0.75, False), (1.0, False), (1.0, True))],
+]
+
+for _prefix, _family, _factory, _kwargs, _default in VARIANTS:
+    _minimal = "_minimal" if _kwargs.get("minimalistic") else ""
+    register(f"{_prefix}{_minimal}_{width_tag(_kwargs['alpha'])}", _family, _factory,
+             default=_default, **_kwargs)
+
+__all__ = ["MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small"]

@@ -1,0 +1,224 @@
+"""What every factory shares: argument checks, the input, the head, weights.
+
+Every bad argument raises `ValueError` naming the argument and ending
+`Received: arg=value`, before any layer is built.
+"""
+
+import numbers
+import os
+import warnings
+
+import keras
+
+from keras_lightnets.layers import default_namespace
+
+POOLINGS = (None, "avg", "max")
+
+
+def received(message, **kwargs):
+    """`message` followed by ` Received: k=v` for each keyword."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{message} Received: {shown}"
+
+
+def check(condition, message, **kwargs):
+    if not condition:
+        raise ValueError(received(message, **kwargs))
+
+
+def is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_positive(name, value, integer=False, upper=None):
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+    if ok and upper is not None:
+        ok = value <= upper
+    bound = f" no larger than {upper}" if upper is not None else ""
+    what = "integer" if integer else "number"
+    check(ok, f"`{name}` must be a positive {what}{bound}.", **{name: value})
+
+
+def check_choice(name, value, choices):
+    ok = not isinstance(value, bool) and any(value == c for c in choices)
+    check(ok, f"`{name}` must be one of {list(choices)}.", **{name: value})
+
+
+def check_bool(name, value):
+    check(isinstance(value, bool), f"`{name}` must be True or False.", **{name: value})
+
+
+def check_fraction(name, value):
+    check(
+        is_number(value) and 0 <= value < 1,
+        f"`{name}` must be a number in [0, 1).",
+        **{name: value},
+    )
+
+
+def _is_path(weights):
+    return isinstance(weights, (str, os.PathLike)) and weights != "imagenet"
+
+
+def check_common(
+    *,
+    include_top,
+    weights,
+    input_tensor,
+    input_shape,
+    pooling,
+    classes,
+    classifier_activation,
+    include_preprocessing=True,
+    name=None,
+    min_size=32,
+):
+    """Checks the arguments every factory takes."""
+    check_bool("include_top", include_top)
+    check_bool("include_preprocessing", include_preprocessing)
+    check(
+        weights is None or weights == "imagenet"
+        or (_is_path(weights) and os.path.exists(weights)),
+        "The `weights` argument should be either `None` (random initialization), "
+        "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
+        "loaded.",
+        weights=weights,
+    )
+    check(pooling in POOLINGS, f"`pooling` must be one of {list(POOLINGS)}.", pooling=pooling)
+    check_positive("classes", classes, integer=True)
+    if weights == "imagenet" and include_top:
+        check(
+            classes == 1000,
+            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.",
+            classes=classes,
+        )
+    try:
+        activation = keras.activations.get(classifier_activation)
+    except (ValueError, TypeError):
+        activation = None
+        check(False, "Unknown `classifier_activation`.",
+              classifier_activation=classifier_activation)
+    if weights is not None and include_top:
+        check(
+            activation in (keras.activations.get("softmax"), keras.activations.get(None)),
+            "Only `None` and `softmax` activations are allowed for the "
+            "`classifier_activation` argument when using pretrained weights, with "
+            "`include_top=True`;",
+            classifier_activation=classifier_activation,
+        )
+    check(name is None or isinstance(name, str), "`name` must be a string.", name=name)
+    check(
+        keras.config.image_data_format() == "channels_last",
+        "keras_lightnets builds channels-last models only; set "
+        "`keras.config.set_image_data_format('channels_last')`.",
+        image_data_format=keras.config.image_data_format(),
+    )
+    if input_tensor is not None:
+        check(
+            keras.backend.is_keras_tensor(input_tensor) and len(input_tensor.shape) == 4,
+            "`input_tensor` must be a 4-D Keras tensor (the output of `keras.Input` "
+            "or of a layer).",
+            input_tensor=input_tensor,
+        )
+    if input_shape is not None:
+        ok = isinstance(input_shape, (tuple, list)) and len(input_shape) == 3 and all(
+            d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
+            for d in input_shape
+        )
+        check(ok, "`input_shape` must be a tuple of three positive integers or None.",
+              input_shape=input_shape)
+        check(input_shape[2] is not None, "`input_shape` must give the channel count.",
+              input_shape=input_shape)
+        check(
+            all(d is None or d >= min_size for d in input_shape[:2]),
+            f"Input size must be at least {min_size}x{min_size}.",
+            input_shape=input_shape,
+        )
+        if weights == "imagenet":
+            check(input_shape[2] == 3, "The input must have 3 channels.", input_shape=input_shape)
+        if input_tensor is not None:
+            check(
+                tuple(input_tensor.shape[1:]) == tuple(input_shape),
+                "`input_shape` must equal the shape of `input_tensor` (without the batch).",
+                input_shape=input_shape,
+            )
+
+
+def resolve_input_shape(input_shape, input_tensor, include_top, default_size, static_top,
+                        weights=None, channels=3, min_size=32):
+    """The (rows, cols, channels) the model is built for.
+
+    `static_top` families (MobileNet V1/V2, as in keras.applications) default
+    to `default_size` and need a static size with the top; the others default
+    to `(None, None, 3)`.
+    """
+    if input_tensor is not None:
+        shape = tuple(input_tensor.shape[1:])
+    elif input_shape is not None:
+        shape = tuple(input_shape)
+    elif static_top and include_top:
+        shape = (default_size, default_size, channels)
+    else:
+        shape = (None, None, channels)
+    if static_top and include_top:
+        check(None not in shape[:2],
+              "If `include_top` is True, you should specify a static `input_shape`.",
+              input_shape=shape)
+        if weights == "imagenet" and input_shape is not None:
+            expected = (default_size, default_size, 3)
+            check(tuple(input_shape) == expected,
+                  f"When setting `include_top=True` and loading `imagenet` weights, "
+                  f"`input_shape` should be {expected}.", input_shape=input_shape)
+    check(
+        all(d is None or d >= min_size for d in shape[:2]),
+        f"Input size must be at least {min_size}x{min_size}.",
+        input_shape=shape,
+    )
+    return shape
+
+
+def make_input(shape, input_tensor, L=None):
+    """`(img_input, model_inputs)` for the functional model."""
+    L = L or default_namespace()
+    if input_tensor is None:
+        img_input = L.Input(shape=shape)
+        return img_input, img_input
+    return input_tensor, keras.utils.get_source_inputs(input_tensor)
+
+
+def pool(x, pooling, names=("avg_pool", "max_pool"), L=None):
+    """Global pooling of a no-top model (None keeps the 4-D map)."""
+    L = L or default_namespace()
+    if pooling == "avg":
+        return L.GlobalAveragePooling2D(name=names[0])(x)
+    if pooling == "max":
+        return L.GlobalMaxPooling2D(name=names[1])(x)
+    return x
+
+
+def warn_default_size(rows, cols, sizes):
+    if rows != cols or rows not in sizes:
+        warnings.warn(
+            f"`input_shape` is undefined or non-square, or `rows` is not in {list(sizes)}. "
+            f"Weights for input shape (224, 224) will be loaded as the default.",
+            stacklevel=3,
+        )
+
+
+def functional(inputs, outputs, name, L=None):
+    L = L or default_namespace()
+    return L.Model(inputs, outputs, name=name)
+
+
+def load_weights(model, weights, family, variant, include_top):
+    """Loads `weights` ("imagenet", a path, or None) into `model`."""
+    if weights is None:
+        return model
+    from keras_lightnets import weights as weights_lib
+
+    if weights == "imagenet":
+        weights_lib.load_imagenet(model, family, variant, include_top)
+    else:
+        weights_lib.load_file(model, os.fspath(weights))
+    return model

@@ -1,0 +1,143 @@
+"""MobileNet (V1), layer-compatible with `keras.applications.MobileNet`.
+
+Reference:
+- [MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+  Applications](https://arxiv.org/abs/1704.04861)
+"""
+
+from keras_lightnets import blocks, imagenet
+from keras_lightnets.models import common
+
+# Paper Table 1 after the stem, one row per depthwise separable block
+# (block ids 1..13). Columns: pointwise filters, stride.
+BLOCKS = [
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+]
+STEM_FILTERS = 32
+IMAGENET_ALPHAS = (0.25, 0.5, 0.75, 1.0)
+IMAGENET_SIZES = (128, 160, 192, 224)
+
+
+def width(filters, alpha):
+    """MobileNet V1 scales widths by truncation, as keras.applications does."""
+    return int(filters * alpha)
+
+
+def MobileNet(
+    input_shape=None,
+    alpha=1.0,
+    depth_multiplier=1,
+    dropout=1e-3,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    name=None,
+    *,
+    _layers=None,
+):
+    """Instantiates the MobileNet architecture.
+
+    Reference:
+    - [MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+      Applications](https://arxiv.org/abs/1704.04861)
+
+    Layer names, order and weight shapes are those of
+    `keras.applications.MobileNet`, so its `.h5` weight files load as they are.
+    Inputs are float RGB pixels scaled to `[-1, 1]` by `preprocess_input`.
+
+    Args:
+        input_shape: optional `(rows, cols, channels)`; defaults to
+            `(224, 224, 3)` with the top, `(None, None, 3)` without.
+        alpha: width multiplier (0.25, 0.5, 0.75 and 1.0 have ImageNet
+            weights).
+        depth_multiplier: depthwise multiplier (1 for ImageNet weights).
+        dropout: dropout rate before the classifier.
+        include_top: whether to include the classifier.
+        weights: `None`, `"imagenet"` or the path to a weights file.
+        input_tensor: optional Keras tensor to use as the model input.
+        pooling: `None`, `"avg"` or `"max"` global pooling when
+            `include_top=False`.
+        classes: number of classes with the top.
+        classifier_activation: activation of the top layer (`None` for
+            logits).
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+    """
+    common.check_common(
+        include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name,
+    )
+    common.check_positive("alpha", alpha)
+    common.check_positive("depth_multiplier", depth_multiplier, integer=True)
+    common.check_fraction("dropout", dropout)
+    common.check(width(STEM_FILTERS, alpha) >= 1, "`alpha` is too small: a layer would have "
+                 "no filters.", alpha=alpha)
+    if input_shape is not None and input_shape[0] == input_shape[1] in IMAGENET_SIZES:
+        default_size = input_shape[0]
+    else:
+        default_size = 224
+    shape = common.resolve_input_shape(
+        input_shape, input_tensor, include_top, default_size, static_top=True, weights=weights,
+    )
+    rows, cols = shape[0], shape[1]
+    if weights == "imagenet":
+        common.check(depth_multiplier == 1, "If imagenet weights are being loaded, depth "
+                     "multiplier must be 1.", depth_multiplier=depth_multiplier)
+        common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+        common.warn_default_size(rows, cols, IMAGENET_SIZES)
+        if rows != cols or rows not in IMAGENET_SIZES:
+            rows = 224
+
+    L = _layers
+    img_input, inputs = common.make_input(shape, input_tensor, L)
+    x = blocks.conv_bn_act(
+        img_input, width(STEM_FILTERS, alpha), 3, strides=2, act="relu6",
+        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"}, L=L,
+    )
+    for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
+        x = blocks.depthwise_separable(
+            x, width(filters, alpha), strides=stride, depth_multiplier=depth_multiplier,
+            block_id=block_id, L=L,
+        )
+    if include_top:
+        x = _top(x, classes, dropout, classifier_activation, L)
+    else:
+        x = common.pool(x, pooling, L=L)
+    model = common.functional(inputs, x, name or f"mobilenet_{alpha:0.2f}_{rows}", L)
+    variant = {"alpha": alpha, "rows": rows}
+    return common.load_weights(model, weights, "MobileNet", variant, include_top)
+
+
+def _top(x, classes, dropout, classifier_activation, L):
+    L = L or common.default_namespace()
+    x = L.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+    x = L.Dropout(dropout, name="dropout")(x)
+    x = L.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
+    x = L.Reshape((classes,), name="reshape_2")(x)
+    return L.Activation(classifier_activation, name="predictions")(x)
+
+
+def preprocess_input(x, data_format=None):
+    """Scales RGB pixels from `[0, 255]` to `[-1, 1]`."""
+    return imagenet.preprocess_input(x, data_format=data_format, mode="tf")
+
+
+decode_predictions = imagenet.decode_predictions

@@ -1,0 +1,55 @@
+"""Shared fixtures: paths to ../shared, the sample photos, seeded data."""
+
+import csv
+import functools
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SAMPLE = SHARED / "data" / "imagenet-sample"
+WEIGHTS = SHARED / "data" / "weights"
+COMPLEXITY = SHARED / "reference" / "complexity.json"
+
+
+def shared_file(path):
+    """`path` under ../shared, or skip the test saying what is missing."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} (see ../shared/data/SOURCES.md)")
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _sample_photos(size, limit):
+    from PIL import Image
+
+    labels = shared_file(SAMPLE / "labels.csv")
+    with open(labels, newline="") as f:
+        rows = list(csv.DictReader(f))[:limit]
+    images = np.empty((len(rows), size, size, 3), dtype="float32")
+    for i, row in enumerate(rows):
+        with Image.open(SAMPLE / "jpeg" / row["filename"]) as img:
+            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+            images[i] = np.asarray(img, dtype="float32")
+    labels = np.array([int(r["class_index"]) for r in rows])
+    images.setflags(write=False)
+    return images, labels
+
+
+def sample_photos(size=224, limit=1000):
+    """The real ImageNet sample photos, resized straight to `size`: (x, y).
+
+    x is float32 RGB in [0, 255], read-only (copy before editing).
+    """
+    return _sample_photos(size, limit)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,114 @@
+"""The shared model test harness (keras-hub style `run_model_test`).
+
+Each family's tests are mostly parameters passed to these helpers.
+"""
+
+import json
+import os
+import tempfile
+
+import keras
+import numpy as np
+from conftest import COMPLEXITY
+
+FORBIDDEN_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+
+
+def randomize(model, seed=0, scale=0.2):
+    """Random weights with non-trivial batch-norm statistics, in place."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for w in model.weights:
+        shape = tuple(w.shape)
+        path = w.path
+        if path.endswith("moving_variance") or path.endswith("variance"):
+            values.append(rng.uniform(0.5, 1.5, shape))
+        elif path.endswith("gamma"):
+            values.append(rng.uniform(0.7, 1.3, shape))
+        elif path.endswith("moving_mean") or path.endswith("beta") or path.endswith("bias"):
+            values.append(rng.normal(0.0, 0.1, shape))
+        else:
+            fan_in = max(1, int(np.prod(shape[:-1])))
+            values.append(rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape))
+    model.set_weights([v.astype("float32") for v in values])
+    return model
+
+
+def reference_row(entry):
+    """The complexity.json row of a registry entry, or None."""
+    with open(COMPLEXITY) as f:
+        table = json.load(f)
+    for row in table.get(entry.family, []):
+        keys = [k for k in ("alpha", "minimalistic", "version", "groups") if k in row]
+        if all(entry.kwargs.get(k, _defaults(entry).get(k)) == row[k] for k in keys):
+            return row
+    return None
+
+
+def _defaults(entry):
+    import inspect
+
+    sig = inspect.signature(entry.factory)
+    return {k: p.default for k, p in sig.parameters.items()}
+
+
+def layer_class_names(model):
+    return {type(layer).__name__ for layer in model.layers}
+
+
+def assert_no_lambda(model):
+    bad = layer_class_names(model) & set(FORBIDDEN_LAYERS)
+    assert not bad, f"{model.name} has {bad} layers"
+
+
+def run_model_test(entry, input_size=64, expected=None, seed=0):
+    """Every generic check on one registered model.
+
+    Shapes with and without the top and for each pooling, exact parameter
+    counts (`expected` dict or the complexity.json row), config round trip,
+    `.keras` save and safe-mode load with equal outputs, no Lambda layers and
+    a seeded forward pass free of NaN.
+    """
+    expected = expected or reference_row(entry)
+    assert expected is not None, f"no reference parameter counts for {entry.name}"
+    size = (input_size, input_size, 3)
+
+    full = entry.build(weights=None)
+    assert full.count_params() == expected["total_params"], entry.name
+    trainable = sum(int(np.prod(w.shape)) for w in full.trainable_weights)
+    assert trainable == expected["trainable_params"], entry.name
+    assert full.output.shape == (None, 1000)
+    assert_no_lambda(full)
+
+    model = entry.build(weights=None, input_shape=size, classes=10, classifier_activation=None)
+    randomize(model, seed)
+    x = np.random.default_rng(seed).uniform(0, 255, (2, *size)).astype("float32")
+    x = np.asarray(entry.preprocess_input(x.copy()), dtype="float32")
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, 10)
+    assert np.isfinite(y).all(), f"{entry.name} forward pass has NaN/inf"
+    assert np.std(y) > 0, f"{entry.name} gives constant outputs"
+
+    clone = model.__class__.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(clone(x, training=False)), y, atol=1e-6, rtol=0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{entry.name}.keras")
+        model.save(path)
+        loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), y, atol=1e-6, rtol=0)
+    assert [w.shape for w in loaded.weights] == [w.shape for w in model.weights]
+
+    for pooling in (None, "avg", "max"):
+        headless = entry.build(weights=None, include_top=False, pooling=pooling,
+                               input_shape=size)
+        assert_no_lambda(headless)
+        if pooling is None:
+            assert len(headless.output.shape) == 4
+            channels = headless.output.shape[-1]
+            if "no_top_total_params" in expected:
+                assert headless.count_params() == expected["no_top_total_params"]
+        else:
+            assert headless.output.shape == (None, channels), (entry.name, pooling)
+    return model

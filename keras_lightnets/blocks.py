@@ -246,3 +246,78 @@ def inverted_residual(
     if residual and strides == 1 and in_filters == filters:
         x = L.Add(name=n["add"])([shortcut, x])
     return x
+
+
+def max_pool_ceil(x, pool_size=3, strides=2, name="pool", L=None):
+    """Max pooling with PyTorch's `ceil_mode=True` and no padding.
+
+    PyTorch keeps a last, partial window when the input does not tile
+    exactly: `ceil((size - pool_size) / strides) + 1` outputs. Here that is
+    zero padding after the map (bottom/right) and a 'valid' pool: the
+    `(pool_size - size) % strides` missing rows/cols when the size is static
+    (no padding layer when none are missing), `strides - 1` when it is
+    dynamic (a surplus row is never read by a window). PyTorch ignores the
+    missing cells; zero padding is the same only on non-negative maps, so
+    callers pool post-ReLU activations (as SqueezeNet does).
+
+    Layers: `{name}_pad` (when needed) and `{name}`.
+    """
+    L = L or default_namespace()
+    if pool_size < strides:
+        raise ValueError(
+            f"Ceil-mode pooling needs `pool_size >= strides`. Received: pool_size={pool_size}"
+        )
+    pads = [strides - 1 if size is None else (pool_size - size) % strides
+            for size in x.shape[1:3]]
+    if any(pads):
+        x = L.ZeroPadding2D(((0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
+    return L.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
+
+
+def fire(
+    x,
+    squeeze_filters,
+    expand1x1_filters,
+    expand3x3_filters,
+    bypass=False,
+    prefix="fire",
+    names=None,
+    L=None,
+):
+    """Fire module (SqueezeNet): 1x1 squeeze + ReLU, then 1x1 and 3x3 expand
+    convs + ReLU, concatenated (1x1 channels first).
+
+    With `bypass`, the paper's simple bypass: the input is added to the
+    output, which needs equal input and output channels.
+
+    `names` maps "squeeze", "squeeze_act", "expand1x1", "expand1x1_act",
+    "expand3x3", "expand3x3_act", "concat" and "bypass" to suffixes after
+    `{prefix}_`; the defaults are torchvision's `Fire` attribute names
+    (`{prefix}_squeeze`, `{prefix}_squeeze_activation`, ...).
+    """
+    L = L or default_namespace()
+    n = {
+        "squeeze": "squeeze", "squeeze_act": "squeeze_activation",
+        "expand1x1": "expand1x1", "expand1x1_act": "expand1x1_activation",
+        "expand3x3": "expand3x3", "expand3x3_act": "expand3x3_activation",
+        "concat": "concat", "bypass": "bypass", **(names or {}),
+    }
+    n = {k: f"{prefix}_{v}" for k, v in n.items()}
+    in_filters = x.shape[-1]
+    out_filters = expand1x1_filters + expand3x3_filters
+    if bypass and in_filters != out_filters:
+        raise ValueError(
+            f"The simple bypass needs equal input and output channels ({in_filters} in, "
+            f"{out_filters} out). Received: bypass={bypass}"
+        )
+    s = L.Conv2D(squeeze_filters, 1, name=n["squeeze"])(x)
+    s = L.ReLU(name=n["squeeze_act"])(s)
+    e1 = L.Conv2D(expand1x1_filters, 1, name=n["expand1x1"])(s)
+    e1 = L.ReLU(name=n["expand1x1_act"])(e1)
+    # "same" on a stride-1 3x3 is PyTorch's padding=1.
+    e3 = L.Conv2D(expand3x3_filters, 3, padding="same", name=n["expand3x3"])(s)
+    e3 = L.ReLU(name=n["expand3x3_act"])(e3)
+    out = L.Concatenate(axis=-1, name=n["concat"])([e1, e3])
+    if bypass:
+        out = L.Add(name=n["bypass"])([x, out])
+    return out

@@ -53,3 +53,35 @@ def sample_photos(size=224, limit=1000):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def import_torchvision():
+    """torch and torchvision.models for parity tests, or skip with a reason.
+
+    torchvision 0.28's compiled ops do not match the CPU torch build; its model
+    code does, once the meta-registrations module is stubbed out.
+    """
+    import sys
+    import types
+
+    torch = pytest.importorskip("torch", reason="torch is a dev dependency (pip install .[dev])")
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("stub"))
+    models = pytest.importorskip("torchvision.models",
+                                 reason="pip install --no-deps torchvision==0.28.0")
+    torch.manual_seed(0)
+    return torch, models
+
+
+def randomize_torch_bn(module, seed=0):
+    """Non-trivial batch-norm statistics on a torch module, in place."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.6 + 0.7)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+    return module.eval()

@@ -197,6 +197,18 @@ def pool(x, pooling, names=("avg_pool", "max_pool"), L=None):
     return x
 
 
+def normalization(mean, std, L=None, name="normalization"):
+    """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels.
+
+    A `Rescaling` layer with per-channel scale and offset: no weights, one
+    fused multiply-add in TFLite, and a raw-pixel input for phones.
+    """
+    L = L or default_namespace()
+    scale = [float(1.0 / (255.0 * s)) for s in std]
+    offset = [float(-m / s) for m, s in zip(mean, std, strict=True)]
+    return L.Rescaling(scale=scale, offset=offset, name=name)
+
+
 def warn_default_size(rows, cols, sizes):
     if rows != cols or rows not in sizes:
         warnings.warn(

@@ -27,3 +27,8 @@ def load_imagenet(model, family, variant, include_top):
         f"No published ImageNet weights are registered for {family} {variant} yet; "
         f"pass `weights=None` or a path. Received: weights='imagenet'"
     )
+
+
+from keras_lightnets.weights.torch_convert import load_torch_state_dict  # noqa: E402
+
+__all__ = ["load_file", "load_imagenet", "load_torch_state_dict"]

@@ -1,0 +1,121 @@
+"""Moving torchvision state dicts onto Keras models.
+
+Families whose weights come from torchvision (ShuffleNet V2, SqueezeNet,
+MnasNet) name every weighted Keras layer after the torchvision module that
+holds its tensors, with `.` written as `_` (`stage2_0_branch2_3` holds
+`stage2.0.branch2.3.*`). That makes the mapping a rule rather than a table:
+the layer type says how each tensor is laid out.
+"""
+
+import numpy as np
+
+# Layers that hold no torchvision tensor (embedded preprocessing).
+_SKIPPED = ("Rescaling", "Normalization", "InputLayer")
+
+
+def torch_prefix(layer_name):
+    """The torchvision module path of a Keras layer name."""
+    return layer_name.replace("_", ".")
+
+
+def _to_numpy(value):
+    if hasattr(value, "detach"):  # a torch tensor, when the caller has torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype="float32")
+
+
+class _StateDict:
+    def __init__(self, state_dict):
+        self.tensors = {k: v for k, v in state_dict.items()
+                        if not k.endswith("num_batches_tracked")}
+        self.used = set()
+
+    def take(self, key, shape, layer):
+        if key not in self.tensors:
+            raise ValueError(
+                f"The state dict has no tensor {key!r} for Keras layer {layer.name!r}; "
+                f"is it the state dict of the same variant? Received: state_dict "
+                f"with {len(self.tensors)} tensors"
+            )
+        value = _to_numpy(self.tensors[key])
+        if value.shape != tuple(shape):
+            raise ValueError(
+                f"Tensor {key!r} has shape {value.shape} but Keras layer {layer.name!r} needs "
+                f"{tuple(shape)} after conversion; is it the state dict of the same variant? "
+                f"Received: {key}.shape={value.shape}"
+            )
+        self.used.add(key)
+        return value
+
+
+def _conv_kernel(sd, prefix, layer, kernel_shape):
+    # PyTorch (out, in / groups, kh, kw) -> Keras (kh, kw, in / groups, out).
+    kh, kw, cin, cout = kernel_shape
+    value = sd.take(f"{prefix}.weight", (cout, cin, kh, kw), layer)
+    return value.transpose(2, 3, 1, 0)
+
+
+def _depthwise_kernel(sd, prefix, layer, kernel_shape):
+    # PyTorch (in * m, 1, kh, kw) -> Keras (kh, kw, in, m); output channel c*m + j.
+    kh, kw, cin, mult = kernel_shape
+    value = sd.take(f"{prefix}.weight", (cin * mult, 1, kh, kw), layer)
+    return value.reshape(cin, mult, kh, kw).transpose(2, 3, 0, 1)
+
+
+def _layer_values(sd, layer):
+    prefix = torch_prefix(layer.name)
+    kind = type(layer).__name__
+    shapes = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
+    values = {}
+    if kind == "Conv2D":
+        values["kernel"] = _conv_kernel(sd, prefix, layer, shapes["kernel"])
+    elif kind == "DepthwiseConv2D":
+        key = "kernel" if "kernel" in shapes else "depthwise_kernel"
+        values[key] = _depthwise_kernel(sd, prefix, layer, shapes[key])
+    elif kind == "Dense":
+        cin, cout = shapes["kernel"]
+        values["kernel"] = sd.take(f"{prefix}.weight", (cout, cin), layer).T
+    elif kind == "BatchNormalization":
+        for keras_name, torch_name in (("gamma", "weight"), ("beta", "bias"),
+                                       ("moving_mean", "running_mean"),
+                                       ("moving_variance", "running_var")):
+            if keras_name in shapes:
+                values[keras_name] = sd.take(f"{prefix}.{torch_name}", shapes[keras_name], layer)
+    else:
+        raise ValueError(
+            f"No torchvision conversion for layer {layer.name!r} of type {kind}. "
+            f"Received: layer={layer.name!r}"
+        )
+    if kind != "BatchNormalization" and "bias" in shapes:
+        values["bias"] = sd.take(f"{prefix}.bias", shapes["bias"], layer)
+    return [values[w.path.split("/")[-1]] for w in layer.weights]
+
+
+def load_torch_state_dict(model, state_dict, skip_classifier=None):
+    """Loads a torchvision state dict into the Keras model of the same variant.
+
+    Args:
+        model: a keras_lightnets model of a torchvision-sourced family
+            (ShuffleNetV2, SqueezeNet, MnasNet), with or without its top.
+        state_dict: mapping of torchvision tensor names to arrays (NumPy
+            arrays or torch tensors), e.g. `torchvision_model.state_dict()`.
+        skip_classifier: ignored tensors of the classifier are always
+            allowed; kept for symmetry with the loaders.
+
+    Returns:
+        The list of state-dict keys that were used.
+
+    Raises:
+        ValueError: naming the first missing or mis-shaped tensor.
+    """
+    del skip_classifier
+    sd = _StateDict(state_dict)
+    staged = []
+    for layer in model.layers:
+        if not layer.weights or type(layer).__name__ in _SKIPPED:
+            continue
+        staged.append((layer, _layer_values(sd, layer)))
+    # Nothing is assigned until every tensor converted cleanly.
+    for layer, values in staged:
+        layer.set_weights(values)
+    return sorted(sd.used)

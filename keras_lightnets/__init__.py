@@ -16,10 +16,14 @@ from keras_lightnets.layers import (
     group_conv,
 )
 from keras_lightnets.models import (
+    MnasNet,
     MobileNet,
     MobileNetV2,
     MobileNetV3Large,
     MobileNetV3Small,
+    ShuffleNetV1,
+    ShuffleNetV2,
+    SqueezeNet,
 )
 from keras_lightnets.profile import profile
 from keras_lightnets.registry import get_model, list_models
@@ -31,10 +35,14 @@ __all__ = [
     "ChannelSplit",
     "HardSigmoid",
     "HardSwish",
+    "MnasNet",
     "MobileNet",
     "MobileNetV2",
     "MobileNetV3Large",
     "MobileNetV3Small",
+    "ShuffleNetV1",
+    "ShuffleNetV2",
+    "SqueezeNet",
     "feature_extractor",
     "get_model",
     "group_conv",

@@ -6,7 +6,7 @@ Name suffixes come from a `names` mapping so that one builder serves families
 whose published weights use different layer names.
 """
 
-from keras_lightnets.layers import default_namespace
+from keras_lightnets.layers import default_namespace, group_conv
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -321,3 +321,164 @@ def fire(
     if bypass:
         out = L.Add(name=n["bypass"])([x, out])
     return out
+
+
+def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None):
+    """PyTorch's `MaxPool2d` / `AvgPool2d(pool_size, strides, padding=pool_size // 2)`.
+
+    Floor-mode output size, symmetric padding, exactly as PyTorch:
+    - "max" pads with -inf. A stride-1 'same' max pool pads
+      `(pool_size - 1) / 2` with -inf on each side (odd `pool_size`), so it
+      computes PyTorch's window at every position, and a 1x1 pool at
+      `strides` keeps PyTorch's positions. Zero padding would be exact only
+      on non-negative maps (not after swish). Layers: `{name}`,
+      `{name}_subsample`.
+    - "avg" pads with zeros that count in the mean (`count_include_pad=True`,
+      PyTorch's default). Layers: `{name}_pad`, `{name}`.
+    """
+    L = L or default_namespace()
+    if kind == "max":
+        x = L.MaxPooling2D(pool_size, strides=1, padding="same", name=name)(x)
+        return L.MaxPooling2D(1, strides=strides, name=f"{name}_subsample")(x)
+    if kind == "avg":
+        half = pool_size // 2
+        x = L.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
+        return L.AveragePooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
+    raise ValueError(f"`kind` must be 'max' or 'avg'. Received: kind={kind!r}")
+
+
+def _torch_depthwise(L, x, strides, pad_name, name):
+    # PyTorch's 3x3 padding=1: 'same' at stride 1, explicit symmetric zeros when strided.
+    padding = "same"
+    if strides > 1:
+        x, padding = pad_for_stride(L, x, 3, strides, "symmetric", pad_name)
+    return L.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)(x)
+
+
+GROUP_CONV_MODES = ("split", "native")
+
+
+def grouped_pointwise(x, filters, groups, mode="split", name="gconv", L=None):
+    """1x1 grouped convolution without bias.
+
+    "split" is `group_conv` (channel split, one `Conv2D` per group, concat:
+    portable to TFLite, its delegates and ONNX). "native" is one
+    `Conv2D(groups=groups)`: TFLite converts it, tf2onnx cannot, and TF runs
+    it through XLA on CPU. With `groups=1` both are one `Conv2D` `{name}`.
+    """
+    L = L or default_namespace()
+    if mode == "native" or groups == 1:
+        return L.Conv2D(filters, 1, groups=groups, use_bias=False, name=name)(x)
+    return group_conv(x, filters, 1, groups, use_bias=False, name=name, layers=L)
+
+
+def shufflenet_v1_unit(
+    x,
+    filters,
+    groups,
+    strides=1,
+    pw_groups=None,
+    mode="split",
+    prefix="stage2_unit1",
+    bn=None,
+    L=None,
+):
+    """ShuffleNet V1 unit (paper Fig. 2b/2c).
+
+    Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3
+    depthwise (at `strides`) + BN, grouped 1x1 + BN, then an identity
+    shortcut added (stride 1) or a 3x3/2 average-pool shortcut concatenated
+    before the branch (stride 2; the branch then makes `filters - in`
+    channels), and ReLU.
+
+    Args:
+        pw_groups: groups of the first 1x1 (default `groups`; the paper uses
+            1 on the very first unit of stage 2, whose input is narrow).
+        mode: grouped 1x1 convolutions, see `grouped_pointwise`.
+
+    Layers: `{prefix}_gconv1`, `_bn1`, `_relu1`, `_shuffle`, `_dw_pad`,
+    `_dw`, `_dw_bn`, `_gconv2`, `_bn2`, `_pool_pad`, `_pool`, `_concat` or
+    `_add`, `_relu`.
+    """
+    L = L or default_namespace()
+    bn = bn or {}
+    in_filters = x.shape[-1]
+    bottleneck = filters // 4
+    branch_filters = filters - in_filters if strides > 1 else filters
+    shortcut = x
+    x = grouped_pointwise(x, bottleneck, pw_groups or groups, mode, f"{prefix}_gconv1", L)
+    x = L.BatchNormalization(name=f"{prefix}_bn1", **bn)(x)
+    x = L.ReLU(name=f"{prefix}_relu1")(x)
+    if groups > 1:
+        x = L.ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
+    x = _torch_depthwise(L, x, strides, f"{prefix}_dw_pad", f"{prefix}_dw")
+    x = L.BatchNormalization(name=f"{prefix}_dw_bn", **bn)(x)
+    x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2", L)
+    x = L.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
+    if strides > 1:
+        # The official code concatenates the pooled shortcut first.
+        shortcut = torch_pool(shortcut, "avg", 3, strides, f"{prefix}_pool", L)
+        x = L.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
+    else:
+        x = L.Add(name=f"{prefix}_add")([shortcut, x])
+    return L.ReLU(name=f"{prefix}_relu")(x)
+
+
+# Layer-name suffixes of the ShuffleNet V2 unit: torchvision's module paths
+# (`branch1.0` -> `branch1_0`) for weighted layers, descriptive for the rest.
+SHUFFLE_V2_NAMES_TORCH = {
+    "split": "split", "b1_pad": "branch1_pad", "b1_dw": "branch1_0", "b1_dw_bn": "branch1_1",
+    "b1_pw": "branch1_2", "b1_pw_bn": "branch1_3", "b1_act": "branch1_{act}",
+    "b2_pw1": "branch2_0", "b2_pw1_bn": "branch2_1", "b2_act1": "branch2_{act}_a",
+    "b2_pad": "branch2_pad", "b2_dw": "branch2_3", "b2_dw_bn": "branch2_4",
+    "b2_pw2": "branch2_5", "b2_pw2_bn": "branch2_6", "b2_act2": "branch2_{act}_b",
+    "concat": "concat", "shuffle": "shuffle",
+}
+
+
+def shufflenet_v2_unit(
+    x,
+    filters,
+    strides=1,
+    act="relu",
+    prefix="stage2_0_",
+    names=SHUFFLE_V2_NAMES_TORCH,
+    bn=None,
+    L=None,
+):
+    """ShuffleNet V2 unit (paper Fig. 3c/3d), in torchvision's channel order.
+
+    Stride 1: the input's first half passes through, the second half goes
+    through 1x1 + BN + act, 3x3 depthwise + BN, 1x1 + BN + act. Stride 2:
+    branch 1 (3x3/2 depthwise + BN, 1x1 + BN + act) and branch 2 both see the
+    whole input. The halves are concatenated (branch 1 or the passed half
+    first) and shuffled with 2 groups.
+
+    Args:
+        filters: output channels (even); each branch makes half.
+        names: layer-name suffixes after `prefix` (`{act}` is replaced by the
+            activation kind).
+    """
+    L = L or default_namespace()
+    bn = bn or {}
+    n = {k: prefix + v.format(act=act) for k, v in names.items()}
+    branch = filters // 2
+    if strides == 1:
+        x1, x2 = L.ChannelSplit(2, name=n["split"])(x)
+    else:
+        x1 = _torch_depthwise(L, x, strides, n["b1_pad"], n["b1_dw"])
+        x1 = L.BatchNormalization(name=n["b1_dw_bn"], **bn)(x1)
+        x1 = L.Conv2D(branch, 1, use_bias=False, name=n["b1_pw"])(x1)
+        x1 = L.BatchNormalization(name=n["b1_pw_bn"], **bn)(x1)
+        x1 = apply_activation(L, x1, act, n["b1_act"])
+        x2 = x
+    x2 = L.Conv2D(branch, 1, use_bias=False, name=n["b2_pw1"])(x2)
+    x2 = L.BatchNormalization(name=n["b2_pw1_bn"], **bn)(x2)
+    x2 = apply_activation(L, x2, act, n["b2_act1"])
+    x2 = _torch_depthwise(L, x2, strides, n["b2_pad"], n["b2_dw"])
+    x2 = L.BatchNormalization(name=n["b2_dw_bn"], **bn)(x2)
+    x2 = L.Conv2D(branch, 1, use_bias=False, name=n["b2_pw2"])(x2)
+    x2 = L.BatchNormalization(name=n["b2_pw2_bn"], **bn)(x2)
+    x2 = apply_activation(L, x2, act, n["b2_act2"])
+    x = L.Concatenate(axis=-1, name=n["concat"])([x1, x2])
+    return L.ChannelShuffle(2, name=n["shuffle"])(x)

@@ -3,6 +3,7 @@
 Each family's tests are mostly parameters passed to these helpers.
 """
 
+import importlib
 import json
 import os
 import tempfile
@@ -35,14 +36,34 @@ def randomize(model, seed=0, scale=0.2):
 
 
 def reference_row(entry):
-    """The complexity.json row of a registry entry, or None."""
+    """The complexity.json row of a registry entry, or None.
+
+    Variants with no row of their own get one from `REFERENCE_PROVIDERS`.
+    """
     with open(COMPLEXITY) as f:
         table = json.load(f)
-    for row in table.get(entry.family, []):
+    kwargs = {**_defaults(entry), **entry.kwargs}
+    provider = REFERENCE_PROVIDERS.get(entry.family)
+    if provider is not None:
+        kwargs = provider(kwargs)
+    rows = table.get(entry.family, [])
+    if not isinstance(rows, list):
+        return None  # paper-level figures only (ShuffleNetV1), no per-variant rows
+    for row in rows:
         keys = [k for k in ("alpha", "minimalistic", "version", "groups") if k in row]
-        if all(entry.kwargs.get(k, _defaults(entry).get(k)) == row[k] for k in keys):
+        if all(kwargs.get(k) == row[k] for k in keys):
             return row
     return None
+
+
+def _squeezenet_reference(kwargs):
+    # The simple bypass is an identity `Add`: the weights and MACs of the plain version.
+    return {k: v for k, v in kwargs.items() if k != "bypass"}
+
+
+# Per family: variant kwargs -> the kwargs of the complexity.json row that
+# holds its figures (for variants the reference does not list).
+REFERENCE_PROVIDERS = {"SqueezeNet": _squeezenet_reference}
 
 
 def _defaults(entry):
@@ -69,7 +90,7 @@ def run_model_test(entry, input_size=64, expected=None, seed=0):
     `.keras` save and safe-mode load with equal outputs, no Lambda layers and
     a seeded forward pass free of NaN.
     """
-    expected = expected or reference_row(entry)
+    expected = expected or expected_params(entry)
     assert expected is not None, f"no reference parameter counts for {entry.name}"
     size = (input_size, input_size, 3)
 
@@ -112,3 +133,50 @@ def run_model_test(entry, input_size=64, expected=None, seed=0):
         else:
             assert headless.output.shape == (None, channels), (entry.name, pooling)
     return model
+
+
+def feature_check(entry, input_size=128):
+    """`(strides, sizes)` for the feature-extractor check of a registry entry.
+
+    The strides to ask `feature_extractor` for and the `(rows, cols)` of each
+    map at `input_size`: `(8, 16, 32)` and `input_size // stride` unless the
+    family's provider in `FEATURE_PROVIDERS` says otherwise.
+    """
+    provider = FEATURE_PROVIDERS.get(entry.family)
+    if provider is not None:
+        return provider({**_defaults(entry), **entry.kwargs}, input_size)
+    strides = (8, 16, 32)
+    return strides, [(input_size // s, input_size // s) for s in strides]
+
+
+def _squeezenet_features(kwargs, size):
+    # SqueezeNet stops at stride 16: an unpadded stride-2 conv1 (7x7 in 1.0, 3x3 in 1.1,
+    # torchvision's kernels) then three 3x3/2 ceil-mode max pools, PyTorch's size arithmetic.
+    kernel = 7 if kwargs["version"] == "1.0" else 3
+    sizes = [(size - kernel) // 2 + 1]
+    for _ in range(3):
+        sizes.append(-(-(sizes[-1] - 3) // 2) + 1)
+    return (4, 8, 16), [(n, n) for n in sizes[1:]]
+
+
+FEATURE_PROVIDERS = {"SqueezeNet": _squeezenet_features}
+
+
+# Families with variants that complexity.json has no row for: a provider of
+# parameter counts computed independently of the package (closed form from the
+# paper's table, checked against torchvision where it has the variant), as
+# "module:function" taking an entry and returning a dict like a complexity.json
+# row. Imported lazily, so that test_models.py runs on its own.
+EXPECTED_PROVIDERS = {
+    "ShuffleNetV1": "test_shufflenet:expected_params",
+    "ShuffleNetV2": "test_shufflenet:expected_params",
+}
+
+
+def expected_params(entry):
+    """The complexity.json row of `entry`, else its family provider's counts, else None."""
+    row = reference_row(entry)
+    if row is None and entry.family in EXPECTED_PROVIDERS:
+        module, function = EXPECTED_PROVIDERS[entry.family].split(":")
+        row = getattr(importlib.import_module(module), function)(entry)
+    return row

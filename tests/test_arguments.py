@@ -50,11 +50,33 @@ FAMILY_ARGS = {
         "minimalistic": st.booleans(),
         "include_preprocessing": st.booleans(),
     },
+    kl.SqueezeNet: {
+        "version": st.sampled_from(["1.0", "1.1", "1_1", 1.1, None]),
+        "bypass": st.sampled_from([None, "simple", "complex", True]),
+        "include_preprocessing": st.one_of(st.booleans(), st.just(None)),
+    },
+    kl.MnasNet: {
+        "dropout_rate": st.floats(-0.5, 1.5, allow_nan=False),
+        "include_preprocessing": st.booleans(),
+    },
+    kl.ShuffleNetV2: {
+        "activation": st.sampled_from(["relu", "swish", "gelu", None]),
+        "include_preprocessing": st.booleans(),
+    },
+    kl.ShuffleNetV1: {
+        "groups": st.sampled_from([1, 2, 3, 4, 8, 5, 0, 3.0, "3"]),
+        "group_conv": st.sampled_from(["split", "native", "grouped", None]),
+        "include_preprocessing": st.booleans(),
+    },
 }
+# Families without a width multiplier.
+NO_ALPHA = (kl.SqueezeNet,)
 
 
 def _kwargs(family):
     fields = {**COMMON, **FAMILY_ARGS[family]}
+    if family in NO_ALPHA:
+        del fields["alpha"]
     return st.fixed_dictionaries({}, optional=fields)
 
 

@@ -35,11 +35,12 @@ def test_profile_matches_reference(entry):
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
 def test_feature_extractor(entry):
     model = entry.build(weights=None, include_top=False)
-    features = kl.feature_extractor(model, strides=(8, 16, 32))
+    strides, sizes = harness.feature_check(entry, 128)
+    features = kl.feature_extractor(model, strides=strides)
     x = np.zeros((1, 128, 128, 3), "float32")
     outs = features(x)
-    assert [tuple(o.shape[1:3]) for o in outs] == [(16, 16), (8, 8), (4, 4)]
-    # The stride-32 map is the backbone's own output.
+    assert [tuple(o.shape[1:3]) for o in outs] == sizes
+    # The deepest map is the backbone's own output.
     np.testing.assert_allclose(np.asarray(outs[-1]), np.asarray(model(x)), atol=1e-6)
 
 

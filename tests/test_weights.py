@@ -327,7 +327,8 @@ def test_two_processes_loading_at_once_both_succeed(env, tmp_path):
     home, served = env
     ref = keras.applications.MobileNetV2(weights=None, alpha=0.35, include_top=False,
                                          input_shape=(96, 96, 3))
-    write_keras_h5(ref, served / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5")
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    write_keras_h5(ref, served / name)
     with http_server(served) as url:
         env_vars = {**os.environ, "KERAS_HOME": str(home), wl.MIRROR_ENV: url,
                     "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
@@ -341,3 +342,72 @@ def test_two_processes_loading_at_once_both_succeed(env, tmp_path):
     files = sorted(p.name for p in (home / "models").iterdir())
     assert files == ["mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"]
     assert download.hash_ok(home / "models" / files[0], None)
+
+
+# -- torchvision files ---------------------------------------------------------------------
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_torchvision_pth_through_mirror_reproduces_torchvision(env, monkeypatch, scheme):
+    from conftest import import_torchvision, randomize_torch_bn
+
+    torch, tvm = import_torchvision()
+    home, served = env
+    tv = randomize_torch_bn(tvm.shufflenet_v2_x0_5(), seed=3)
+    name = "shufflenetv2_x0.5-f707e7126e.pth"
+    torch.save(tv.state_dict(), served / name)
+    use_hashes(monkeypatch, **{name: sha256(served / name)})
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(http_server(served)) if scheme == "http" else served.as_uri()
+        monkeypatch.setenv(wl.MIRROR_ENV, url)
+        model = kl.ShuffleNetV2(alpha=0.5, weights="imagenet", classifier_activation=None)
+        headless = kl.ShuffleNetV2(alpha=0.5, weights="imagenet", include_top=False,
+                                   pooling="avg")
+    mean = np.array(kl.imagenet.TORCH_MEAN, "float32")
+    std = np.array(kl.imagenet.TORCH_STD, "float32")
+    xt = torch.from_numpy(((x / 255 - mean) / std).transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        expected = tv(xt).numpy()
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-4)
+    assert headless.output.shape == (None, 1024)
+    converted = sorted(p.name for p in (home / "keras_lightnets").iterdir())
+    assert len(converted) == 2 and all(n.endswith(".weights.h5") for n in converted)
+    # Second load: offline, from the converted cache, same numbers.
+    monkeypatch.setenv(wl.MIRROR_ENV, "http://127.0.0.1:9")
+    again = kl.ShuffleNetV2(alpha=0.5, weights="imagenet", classifier_activation=None)
+    np.testing.assert_allclose(np.asarray(again(x)), expected, atol=1e-4)
+
+
+def test_unpublished_variants_list_the_ones_that_exist():
+    with pytest.raises(ValueError, match="Variants with weights: .*ShuffleNetV2\\(alpha=0.5"):
+        kl.ShuffleNetV2(alpha=0.33, weights="imagenet")
+    with pytest.raises(ValueError, match="no published ImageNet weights|Variants with weights"):
+        kl.ShuffleNetV1(weights="imagenet")
+
+
+@pytest.mark.torch
+def test_real_squeezenet_caffe_weights_as_pth_through_path(tmp_path):
+    from conftest import import_torchvision
+    from test_squeezenet_mnasnet import CAFFE_BGR_MEAN, _caffe_state_dict
+
+    path = shared_file(WEIGHTS / "squeezenet_v1.1_caffe_fp32.npz")
+    torch, tvm = import_torchvision()
+    from torchvision.models.squeezenet import Fire
+
+    with np.load(path) as npz:
+        state = _caffe_state_dict(npz, torch, tvm.squeezenet1_1(), Fire)
+    pth = tmp_path / "squeezenet1_1_caffe.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, pth)
+    kwargs = dict(version="1.1", include_preprocessing=False, input_shape=(227, 227, 3))
+    model = kl.SqueezeNet(weights=str(pth), **kwargs)
+    direct = kl.SqueezeNet(weights=None, **kwargs)
+    wl.load_torch_state_dict(direct, state)
+    x, y = sample_photos(227)
+    x = np.ascontiguousarray(x[..., ::-1] - CAFFE_BGR_MEAN)
+    p = model.predict(x, batch_size=200, verbose=0)
+    np.testing.assert_allclose(p[:50], direct.predict(x[:50], verbose=0), atol=1e-6)
+    top1 = float((p.argmax(1) == y).mean())
+    print(f"SqueezeNet 1.1 Caffe weights through weights=<.pth>: top-1 {top1:.3f}")
+    assert abs(top1 - 0.659) <= 0.005  # torchvision's top-1 with these weights (test_squeezenet)

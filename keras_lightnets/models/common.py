@@ -218,6 +218,16 @@ def warn_default_size(rows, cols, sizes):
         )
 
 
+def check_published(family, variant):
+    """ValueError, listing those that exist, unless `variant` has ImageNet weights."""
+    from keras_lightnets.weights import manifest
+
+    if not manifest.has_imagenet_weights(family, variant):
+        shown = ", ".join(f"{k}={v!r}" for k, v in variant.items())
+        check(False, f"No published ImageNet weights for {family}({shown}). Variants with "
+              f"weights: {'; '.join(manifest.published_variants(family))}.", **variant)
+
+
 def functional(inputs, outputs, name, L=None):
     L = L or default_namespace()
     return L.Model(inputs, outputs, name=name)

@@ -72,7 +72,9 @@ def find(family, variant, include_top, rows=None):
             f"No published ImageNet weights for {family}({shown}). Variants with weights: "
             f"{'; '.join(have)}. Received: weights='imagenet'"
         )
-    keras_files = [e for e in found if e["format"] == "keras-h5" and e["include_top"] == include_top]
+    keras_files = [
+        e for e in found if e["format"] == "keras-h5" and e["include_top"] == include_top
+    ]
     if keras_files:
         by_size = {e["input_size"]: e for e in keras_files}
         return by_size.get(rows) or by_size.get(224) or keras_files[0]

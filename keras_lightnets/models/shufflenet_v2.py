@@ -1,0 +1,145 @@
+"""ShuffleNet V2, weight-compatible with torchvision's `shufflenet_v2_x*`.
+
+Reference:
+- [ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design](
+  https://arxiv.org/abs/1807.11164) (ECCV 2018)
+
+Every weighted layer is named after its torchvision module path (`stage2.0.branch2.3`
+-> `stage2_0_branch2_3`), so `keras_lightnets.weights.load_torch_state_dict` moves a
+torchvision state dict onto the model. Padding, pooling, channel split and shuffle
+follow torchvision, so converted weights give torchvision's logits.
+"""
+
+from keras_lightnets import blocks, imagenet
+from keras_lightnets.models import common
+
+# Output channels per width multiplier: paper Table 5 (0.5x-2.0x, as torchvision)
+# and PaddleClas (0.25x, 0.33x). Columns: alpha, stage2, stage3, stage4, conv5.
+WIDTHS = [
+    (0.25, 24, 48, 96, 512),
+    (0.33, 32, 64, 128, 512),
+    (0.5, 48, 96, 192, 1024),
+    (1.0, 116, 232, 464, 1024),
+    (1.5, 176, 352, 704, 1024),
+    (2.0, 244, 488, 976, 2048),
+]
+# Stages after the stem (3x3/2 conv, 3x3/2 max pool). Columns: name, repeats; the
+# first unit of each stage has stride 2.
+STAGES = [("stage2", 4), ("stage3", 8), ("stage4", 4)]
+STEM_FILTERS = 24
+ACTIVATIONS = ("relu", "swish")
+BN = {"epsilon": 1e-5, "momentum": 0.9}  # PyTorch's BatchNorm2d defaults.
+# Variants with published ImageNet weights (torchvision). Columns: alpha, activation.
+
+
+def decode_units(alpha):
+    """One `(prefix, filters, stride)` row per unit, and the conv5 channels."""
+    row = next(r for r in WIDTHS if r[0] == alpha)
+    units = []
+    for (stage, repeats), filters in zip(STAGES, row[1:4], strict=True):
+        units += [(f"{stage}_{i}_", filters, 2 if i == 0 else 1) for i in range(repeats)]
+    return units, row[4]
+
+
+def ShuffleNetV2(
+    input_shape=None,
+    alpha=1.0,
+    activation="relu",
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+    *,
+    _layers=None,
+):
+    """Instantiates the ShuffleNet V2 architecture.
+
+    Reference:
+    - [ShuffleNet V2: Practical Guidelines for Efficient CNN Architecture Design](
+      https://arxiv.org/abs/1807.11164) (ECCV 2018)
+
+    Numerically identical to torchvision's `shufflenet_v2_x0_5` ... `x2_0`
+    for the same weights; weighted layers carry torchvision's module paths
+    (`conv1_0`, `stage2_0_branch1_0`, ..., `fc`). With
+    `include_preprocessing=True` (default) the model takes float RGB pixels
+    in `[0, 255]` and embeds torchvision's mean/std normalization, and
+    `preprocess_input` is the identity; without it, inputs are normalized
+    as `imagenet.preprocess_input(x, mode="torch")` does.
+
+    Args:
+        input_shape: optional `(rows, cols, channels)`; defaults to
+            `(None, None, 3)`.
+        alpha: width multiplier, one of 0.25, 0.33, 0.5, 1.0, 1.5, 2.0
+            (0.5 to 2.0 have ImageNet weights).
+        activation: `"relu"` (the paper) or `"swish"` (PaddleClas' variant).
+        include_top: whether to include the classifier.
+        weights: `None`, `"imagenet"` or the path to a weights file.
+        input_tensor: optional Keras tensor to use as the model input.
+        pooling: `None`, `"avg"` or `"max"` global pooling when
+            `include_top=False`.
+        classes: number of classes with the top.
+        classifier_activation: activation of the top layer (`None` for
+            logits).
+        include_preprocessing: whether to embed the input normalization.
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+    """
+    common.check_common(
+        include_top=include_top, weights=weights, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing, name=name,
+    )
+    common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
+    common.check_choice("activation", activation, ACTIVATIONS)
+    if weights == "imagenet":
+        common.check_published("ShuffleNetV2", {"alpha": alpha, "activation": activation})
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
+                                       static_top=False)
+
+    L = _layers
+    Ls = L or common.default_namespace()
+    img_input, inputs = common.make_input(shape, input_tensor, L)
+    x = img_input
+    if include_preprocessing:
+        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD, L)(x)
+    x = blocks.conv_bn_act(
+        x, STEM_FILTERS, 3, strides=2, act=activation, pad_mode="symmetric",
+        names={"conv": "conv1_0", "bn": "conv1_1", "act": f"conv1_{activation}",
+               "pad": "conv1_pad"}, bn=BN, L=L,
+    )
+    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L)
+    units, last_filters = decode_units(alpha)
+    for prefix, filters, stride in units:
+        x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=BN, L=L)
+    x = blocks.conv_bn_act(
+        x, last_filters, 1, act=activation,
+        names={"conv": "conv5_0", "bn": "conv5_1", "act": f"conv5_{activation}"}, bn=BN, L=L,
+    )
+    if include_top:
+        x = Ls.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = Ls.Dense(classes, activation=classifier_activation, name="fc")(x)
+    else:
+        x = common.pool(x, pooling, L=L)
+    suffix = "" if activation == "relu" else f"_{activation}"
+    model = common.functional(inputs, x, name or f"shufflenetv2_{alpha:0.2f}{suffix}", L)
+    variant = {"alpha": alpha, "activation": activation}
+    return common.load_weights(model, weights, "ShuffleNetV2", variant, include_top)
+
+
+def preprocess_input(x, data_format=None):
+    """Identity: ShuffleNet V2 models embed their preprocessing."""
+    return x
+
+
+def decode_predictions(preds, top=5):
+    return imagenet.decode_predictions(preds, top=top)
+
+
+decode_predictions.__doc__ = "Decodes ImageNet predictions; see `imagenet.decode_predictions`."

@@ -30,6 +30,7 @@ EXTRAS = {
         "hypothesis",
         "ruff",
         "torch==2.13.0",
+        "jax",  # the multi-backend and distributed tests (KERAS_BACKEND=jax)
     ],
 }
 EXTRAS["all"] = EXTRAS["optimize"] + EXTRAS["onnx"] + EXTRAS["litert"]

@@ -11,11 +11,32 @@ from keras_lightnets import registry
 
 ENTRIES = registry.entries()
 IDS = [e.name for e in ENTRIES]
+# ShuffleNet V1's 25 variants (up to ~460 layers each with split group convs) run the full
+# harness in the heavy subset; the default run gives each of them the exact-params and shape
+# check below and the family default the full harness.
+HEAVY_FAMILIES = ("ShuffleNetV1",)
+HARNESS_CASES = [
+    pytest.param(e, id=e.name, marks=pytest.mark.heavy)
+    if e.family in HEAVY_FAMILIES and not e.default else pytest.param(e, id=e.name)
+    for e in ENTRIES
+]
+
+
+@pytest.mark.parametrize("entry", HARNESS_CASES)
+def test_harness(entry):
+    harness.run_model_test(entry)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
-def test_harness(entry):
-    harness.run_model_test(entry)
+def test_exact_params_and_shapes(entry):
+    expected = harness.expected_params(entry)
+    assert expected is not None, f"no reference parameter counts for {entry.name}"
+    model = entry.build(weights=None)
+    assert model.count_params() == expected["total_params"]
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == expected["trainable_params"]
+    assert model.output.shape == (None, 1000)
+    harness.assert_no_lambda(model)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)

@@ -1,18 +1,29 @@
 """The `keras-lightnets` command.
 
 User errors (bad arguments, unknown models, unreadable files) print one line
-and exit with code 2; they never print a traceback.
+and exit with code 2; a failed export prints one line and exits with code 1;
+neither prints a traceback.
 """
 
 import argparse
 import os
 import sys
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class UserError(Exception):
     """An error the user can fix; printed as one line, exit code 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line."""
+
+    def error(self, message):
+        print(f"keras-lightnets: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 def _weights_arg(value):
@@ -56,6 +67,15 @@ def _print_profile(model, out):
     return p
 
 
+def _print_layer_counts(model, out):
+    import collections
+
+    counts = collections.Counter(type(layer).__name__ for layer in model.layers)
+    counts.pop("InputLayer", None)
+    shown = ", ".join(f"{n} {name}" for name, n in counts.most_common())
+    print(f"  {'layers':<18} {sum(counts.values())}: {shown}", file=out)
+
+
 def _classify(entry, model, image, top, out):
     import numpy as np
 
@@ -92,21 +112,27 @@ def _classify(entry, model, image, top, out):
 
 def cmd_list(args, out):
     from keras_lightnets import profile, registry
+    from keras_lightnets.weights import has_imagenet_weights
 
-    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9}", file=out)
+    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}",
+          file=out)
     for entry in registry.entries():
         if args.family and entry.family != args.family:
             continue
-        model = entry.build(weights=None)
+        # Built at 224 directly: profile() would otherwise rebuild the
+        # dynamic-size families at a static size.
+        model = entry.build(weights=None, input_shape=(224, 224, 3))
         p = profile(model)
+        imagenet = "yes" if has_imagenet_weights(entry.family, entry.kwargs) else "no"
         print(f"{entry.name:<34} {entry.family:<18} {p['params']:>12,} "
-              f"{p['macs'] / 1e6:>9.1f}", file=out)
+              f"{p['macs'] / 1e6:>9.1f} {imagenet:>8}", file=out)
 
 
 def cmd_info(args, out):
     entry, model = _build(args.name, weights=args.weights)
     print(f"{entry.name}: {entry.family} {entry.kwargs}", file=out)
     _print_profile(model, out)
+    _print_layer_counts(model, out)
     if args.summary:
         model.summary(print_fn=lambda line, **kw: print(line, file=out))
 
@@ -127,29 +153,202 @@ def cmd_demo(args, out):
               file=out)
 
 
+def _batch_arg(value):
+    if value == "dynamic":
+        return "dynamic"
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive integer or 'dynamic'. Received: batch_size={value!r}")
+    return n
+
+
+def _positive_int(value):
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {value!r}")
+    return n
+
+
+def _model_kwargs(args):
+    size = getattr(args, "input_size", None)
+    return {"input_shape": (size, size, 3)} if size else {}
+
+
+def _input_domain(entry, model):
+    from keras_lightnets import export
+
+    if export.expects_raw_pixels(model):
+        return "raw RGB pixels in [0, 255] (preprocessing is embedded)", None
+    return (f"RGB pixels through {entry.module.__name__}.preprocess_input",
+            entry.preprocess_input)
+
+
+def _calibration_images(directory, size, limit, preprocess):
+    """A callable yielding preprocessed calibration batches, and its length."""
+    from keras_lightnets import imagenet
+
+    files = sorted(f for f in os.listdir(directory) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise UserError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in the calibration "
+                        f"directory. Received: calibration_dir={directory!r}")
+    files = files[:limit]
+
+    def images():
+        for name in files:
+            try:
+                batch = imagenet.load_image(os.path.join(directory, name), size)
+            except OSError:
+                continue  # not an image after all: calibrate on the others
+            yield batch if preprocess is None else preprocess(batch)
+
+    return images, len(files)
+
+
+def cmd_export(args, out):
+    if args.quantize and args.format != "tflite":
+        raise UserError(f"--quantize applies to --format tflite only. "
+                        f"Received: format={args.format!r}")
+    if args.quantize == "int8" and not args.calibration_dir:
+        raise UserError("--quantize int8 needs --calibration-dir DIR (a folder of images "
+                        "to calibrate on). Received: calibration_dir=None")
+    if args.calibration_dir and args.quantize != "int8":
+        raise UserError(f"--calibration-dir applies to --quantize int8 only. "
+                        f"Received: quantize={args.quantize!r}")
+    if args.io_dtype and args.quantize != "int8":
+        raise UserError(f"--io-dtype applies to --quantize int8 only. "
+                        f"Received: quantize={args.quantize!r}")
+    if args.calibration_dir and not os.path.isdir(args.calibration_dir):
+        raise UserError(f"No directory at this path. "
+                        f"Received: calibration_dir={args.calibration_dir!r}")
+    entry, model = _build(args.name, weights=args.weights, **_model_kwargs(args))
+    from keras_lightnets import export
+
+    domain, preprocess = _input_domain(entry, model)
+    batch = args.batch_size
+    if batch is None:
+        batch = 1 if args.format == "tflite" else "dynamic"
+    batch = None if batch == "dynamic" else batch
+    common = {"batch_size": batch, "verify": not args.no_verify}
+    try:
+        if args.format == "tflite":
+            data, n = None, None
+            if args.quantize == "int8":
+                rows, cols = (d or 224 for d in model.inputs[0].shape[1:3])
+                data, n = _calibration_images(args.calibration_dir, (rows, cols),
+                                              args.calibration_limit, preprocess)
+                print(f"Calibrating on {n} images from {args.calibration_dir}", file=out)
+            report = export.to_tflite(
+                model, args.output, quantization=args.quantize, representative_data=data,
+                io_dtype=args.io_dtype, calibration_steps=n if data else None, **common)
+        elif args.format == "onnx":
+            report = export.to_onnx(model, args.output, opset=args.opset, **common)
+        else:
+            report = export.to_saved_model(model, args.output, **common)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(report.summary(), file=out)
+    print(f"  expects {domain}", file=out)
+
+
+def cmd_benchmark(args, out):
+    import tempfile
+
+    from keras_lightnets import export
+    from keras_lightnets.export import _model, tflite
+
+    entries = [_entry(name) for name in args.names]
+    print(f"TFLite latency with ai-edge-litert (XNNPACK CPU, {args.threads} thread(s), "
+          f"batch 1): median of {args.runs} runs after {args.warmup} warm-up runs", file=out)
+    header = f"{'name':<34} {'input':>9} {'float32 ms':>11} {'int8 ms':>9} " \
+             f"{'float32 MiB':>12} {'int8 MiB':>9}"
+    print(header, file=out)
+    with tempfile.TemporaryDirectory() as tmp:
+        for entry in entries:
+            _, model = _build(entry.name, weights=args.weights, **_model_kwargs(args))
+            shape = _model.input_shape(model, 1)
+            # Latency does not depend on calibration quality: a few random
+            # inputs in the model's domain calibrate the int8 file.
+            calibration = _model.random_inputs(model, shape, 8)
+            row = {}
+            for kind, kwargs in (("float32", {}),
+                                 ("int8", {"quantization": "int8",
+                                           "representative_data": calibration})):
+                path = os.path.join(tmp, f"{entry.name}_{kind}.tflite")
+                report = export.to_tflite(model, path, verify=False, progress=False, **kwargs)
+                timing = tflite.latency(path, runs=args.runs, warmup=args.warmup,
+                                        num_threads=args.threads)
+                row[kind] = (timing["median_ms"], report.size_bytes / 2**20)
+            print(f"{entry.name:<34} {shape[1]:>4}x{shape[2]:<4} {row['float32'][0]:>11.2f} "
+                  f"{row['int8'][0]:>9.2f} {row['float32'][1]:>12.2f} {row['int8'][1]:>9.2f}",
+                  file=out)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="keras-lightnets",
-        description="Lightweight mobile CNNs for Keras 3: list, inspect, classify, demo.",
+        description="Lightweight mobile CNNs for Keras 3: list, inspect, classify, export, "
+                    "benchmark.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("list", help="registered models with params and MACs")
+    p = sub.add_parser("list", help="registered models with params, MACs and ImageNet weights")
     p.add_argument("--family", default=None, help="only this family (e.g. MobileNetV2)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="profile of one model")
+    p = sub.add_parser("info", help="profile and layer summary of one model")
     p.add_argument("name")
     p.add_argument("--weights", default="none", help="imagenet, none or a file path")
-    p.add_argument("--summary", action="store_true", help="print the layer summary too")
+    p.add_argument("--summary", action="store_true", help="print the full layer table too")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("classify", help="top-k ImageNet classes of images")
     p.add_argument("name")
     p.add_argument("images", nargs="+")
     p.add_argument("--weights", default="imagenet", help="imagenet, none or a file path")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=_positive_int, default=5)
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser(
+        "export", help="export to TFLite, ONNX or SavedModel, verified against Keras",
+        description="Export a registered model. TFLite files have batch 1 and builtin ops "
+                    "only; int8 files are full-integer and need calibration images.")
+    p.add_argument("name")
+    p.add_argument("--weights", default="imagenet", help="imagenet (default), none or a path")
+    p.add_argument("--format", required=True, choices=["tflite", "onnx", "saved_model"])
+    p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
+                   help="TFLite quantization (default: float32)")
+    p.add_argument("--calibration-dir", default=None,
+                   help="folder of images for int8 calibration")
+    p.add_argument("--calibration-limit", type=_positive_int, default=200,
+                   help="at most this many calibration images (default 200)")
+    p.add_argument("--io-dtype", choices=["int8", "uint8"], default=None,
+                   help="int8 input/output type (default int8)")
+    p.add_argument("--input-size", type=_positive_int, default=None,
+                   help="build the model for SIZE x SIZE inputs (default: its own, else 224)")
+    p.add_argument("--batch-size", type=_batch_arg, default=None,
+                   help="static batch or 'dynamic' (default: 1 for TFLite, dynamic otherwise)")
+    p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip running the artifact and comparing it with Keras")
+    p.add_argument("-o", "--output", required=True, help="file (or SavedModel directory)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("benchmark", help="TFLite float32 and int8 latency on this CPU")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--weights", default="none", help="none (default), imagenet or a path")
+    p.add_argument("--input-size", type=_positive_int, default=None,
+                   help="input SIZE x SIZE (default: the model's own, else 224)")
+    p.add_argument("--runs", type=_positive_int, default=50)
+    p.add_argument("--warmup", type=_positive_int, default=5)
+    p.add_argument("--threads", type=_positive_int, default=1)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("demo", help="build a model, print its profile, classify an image")
     p.add_argument("--model", default="mobilenet_v3_small_100")
@@ -160,6 +359,8 @@ def build_parser():
 
 
 def main(argv=None, out=None):
+    from keras_lightnets.export.verify import ExportError
+
     out = out or sys.stdout
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -168,6 +369,12 @@ def main(argv=None, out=None):
     except UserError as exc:
         print(f"keras-lightnets: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ExportError as exc:
+        print(f"keras-lightnets: export failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokenPipeError:
+        # `keras-lightnets list | head`: the reader left; not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -124,6 +124,8 @@ def test_manifest_complexity_other_sizes(entry):
 def test_has_imagenet_weights_and_unpublished_variants():
     assert wl.has_imagenet_weights("MobileNetV2", {"alpha": 1.4})
     assert not wl.has_imagenet_weights("MobileNetV2", {"alpha": 0.9})
+    assert wl.has_imagenet_weights("SqueezeNet", {"version": "1.0"})
+    assert not wl.has_imagenet_weights("SqueezeNet", {"version": "1.0", "bypass": "simple"})
     with pytest.raises(ValueError, match="Variants with weights: .*MobileNetV2\\(alpha=0.35\\)"):
         manifest.find("MobileNetV2", {"alpha": 0.9}, True)
 

@@ -1,0 +1,44 @@
+"""Export to SavedModel, TFLite (LiteRT) and ONNX, verified numerically.
+
+```python
+import keras_lightnets as kl
+from keras_lightnets import export
+
+model = kl.MobileNetV3Small(input_shape=(224, 224, 3), weights=None)
+export.to_tflite(model, "v3s.tflite")                      # float32, batch 1
+export.to_tflite(model, "v3s_int8.tflite", "int8", representative_data=photos)
+export.to_onnx(model, "v3s.onnx")                          # dynamic batch
+export.to_saved_model(model, "v3s_savedmodel")
+```
+
+Every exporter works on Keras 3 models (TensorFlow backend) and on tf_keras
+models (the pruned and quantization-aware models of
+`keras_lightnets.optimize`), writes atomically, and by default runs the
+artifact (ai-edge-litert, onnxruntime, TensorFlow) and compares it with the
+Keras model, raising `ExportVerificationError` when the difference exceeds
+the tolerance. Each returns an `ExportReport`.
+
+Artifacts take what the Keras model takes: raw `[0, 255]` RGB pixels for
+models with embedded preprocessing (`expects_raw_pixels(model)`), the output
+of the family's `preprocess_input` for the others.
+"""
+
+from keras_lightnets.export._model import expects_raw_pixels
+from keras_lightnets.export.onnx import to_onnx
+from keras_lightnets.export.saved_model import to_saved_model
+from keras_lightnets.export.tflite import to_tflite
+from keras_lightnets.export.verify import (
+    ExportError,
+    ExportReport,
+    ExportVerificationError,
+)
+
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "ExportVerificationError",
+    "expects_raw_pixels",
+    "to_onnx",
+    "to_saved_model",
+    "to_tflite",
+]

@@ -1,0 +1,220 @@
+"""What the exporters need to know about a model, for Keras 3 and tf_keras.
+
+A model is either a Keras 3 `keras.Model` (TensorFlow backend) or a
+`tf_keras.Model` (the pruned and quantization-aware twins of
+`keras_lightnets.optimize`). tf_keras is never imported here: a model can only
+be a tf_keras one if the caller has imported it already.
+"""
+
+import numbers
+import sys
+
+import keras
+import numpy as np
+
+DEFAULT_INPUT_SIZE = 224
+INPUT_NAME = "input"
+# Layers that make a model take raw [0, 255] pixels when they come first.
+PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
+QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+
+
+def received(message, **kwargs):
+    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{message} Received: {shown}"
+
+
+def is_tf_keras(model):
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def check_model(model):
+    """Checks that `model` is an exportable one-input image model."""
+    if is_tf_keras(model):
+        pass
+    elif isinstance(model, keras.Model):
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(received(
+                "Export traces the model with TensorFlow; set KERAS_BACKEND=tensorflow "
+                "before importing keras.", backend=keras.backend.backend()))
+    else:
+        raise ValueError(received(
+            "`model` must be a Keras 3 `keras.Model` or a `tf_keras.Model`.",
+            model=type(model).__name__))
+    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
+        raise ValueError(received(
+            "`model` must have one 4-D (batch, rows, cols, channels) input.",
+            input_shapes=[tuple(t.shape) for t in model.inputs]))
+    return model
+
+
+def _check_positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+    if not ok:
+        what = "a positive integer or None" if allow_none else "a positive integer"
+        raise ValueError(received(f"`{name}` must be {what}.", **{name: value}))
+
+
+def input_shape(model, batch_size, input_size=None, keep_dynamic=False):
+    """The static (batch, rows, cols, channels) shape the export is traced at.
+
+    Args:
+        model: the model.
+        batch_size: a positive integer, or None for a dynamic batch.
+        input_size: int or (rows, cols) for a model whose spatial size is
+            None; defaults to 224. For a model with a static size it must
+            match it.
+        keep_dynamic: keep None spatial dimensions when `input_size` is None
+            (SavedModel, which serves any size).
+    """
+    _check_positive_int("batch_size", batch_size, allow_none=True)
+    _, rows, cols, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
+    if input_size is not None:
+        size = (input_size, input_size) if isinstance(input_size, numbers.Integral) else input_size
+        ok = (isinstance(size, (tuple, list)) and len(size) == 2
+              and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
+                      for d in size))
+        if not ok:
+            raise ValueError(received(
+                "`input_size` must be a positive integer or a (rows, cols) pair.",
+                input_size=input_size))
+        for static, wanted in ((rows, size[0]), (cols, size[1])):
+            if static is not None and static != wanted:
+                raise ValueError(received(
+                    f"The model is built for {rows}x{cols} inputs; rebuild it with "
+                    "`input_shape` to export another size.", input_size=input_size))
+        rows, cols = int(size[0]), int(size[1])
+    elif not keep_dynamic:
+        rows = DEFAULT_INPUT_SIZE if rows is None else rows
+        cols = DEFAULT_INPUT_SIZE if cols is None else cols
+    return (batch_size, rows, cols, channels)
+
+
+def tensor_spec(shape):
+    import tensorflow as tf
+
+    return tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)
+
+
+def serving_fn(model, named=True):
+    """A tf.function running `model` for inference.
+
+    With `named`, outputs are a dict `{"output": y}` (or `output_0`, ... for
+    several outputs), which names them in SavedModel and ONNX graphs.
+    """
+    import tensorflow as tf
+
+    def serve(x):
+        y = call(model, x)
+        if not named:
+            return y
+        if isinstance(y, (list, tuple)):
+            return {f"output_{i}": t for i, t in enumerate(y)}
+        return {"output": y}
+
+    return tf.function(serve)
+
+
+def call(model, x):
+    """`model(x)` for inference, with `x` in the structure the model was built with."""
+    return model([x] if isinstance(model.input, list) else x, training=False)
+
+
+def output_names(model):
+    n = len(model.outputs)
+    return ["output"] if n == 1 else [f"output_{i}" for i in range(n)]
+
+
+def predict(model, x, batch_size=32):
+    """The model's outputs on numpy `x`, as a list of float32 arrays."""
+    outs = []
+    for start in range(0, len(x), batch_size):
+        y = call(model, x[start:start + batch_size])
+        y = list(y) if isinstance(y, (list, tuple)) else [y]
+        outs.append([np.asarray(t, dtype="float32") for t in y])
+    return [np.concatenate(parts) for parts in zip(*outs, strict=True)]
+
+
+def all_layers(model):
+    """Every layer of `model`, nested models and wrapped layers included."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is not None:
+        return [layer for layer in flatten(include_self=False, recursive=True)]
+    return list(model.layers)
+
+
+def expects_raw_pixels(model):
+    """Whether `model` embeds its preprocessing and takes raw [0, 255] pixels.
+
+    True when the first layer after the input is a `Rescaling` or
+    `Normalization` layer (`include_preprocessing=True` families). Otherwise
+    the model takes what its family's `preprocess_input` returns.
+    """
+    for layer in model.layers:
+        name = type(layer).__name__
+        if name == "InputLayer":
+            continue
+        inner = getattr(layer, "layer", None)  # QAT wrappers
+        if inner is not None and name in QAT_LAYERS:
+            name = type(inner).__name__
+        if name == "QuantizeLayer":
+            continue
+        return name in PREPROCESSING_LAYERS
+    return False
+
+
+def is_quantization_aware(model):
+    return any(type(layer).__name__ in QAT_LAYERS for layer in all_layers(model))
+
+
+def grouped_conv_layers(model):
+    """Names of convolution layers with `groups > 1` (not the depthwise ones)."""
+    names = []
+    for layer in all_layers(model):
+        kind = type(layer).__name__
+        if kind in QAT_LAYERS and getattr(layer, "layer", None) is not None:
+            layer = layer.layer
+            kind = type(layer).__name__
+        if kind.startswith("Conv") and getattr(layer, "groups", 1) > 1:
+            names.append(layer.name)
+    return names
+
+
+def random_inputs(model, shape, count, seed=0):
+    """`count` deterministic random inputs in the model's input domain.
+
+    Raw pixels in [0, 255] for models with embedded preprocessing, values in
+    [-1, 1] for the others.
+    """
+    rng = np.random.default_rng(seed)
+    low, high = (0.0, 255.0) if expects_raw_pixels(model) else (-1.0, 1.0)
+    return rng.uniform(low, high, (count, *shape[1:])).astype("float32")
+
+
+def as_array(data, shape, name):
+    """`data` as a float32 (n, rows, cols, channels) array matching `shape`."""
+    x = np.asarray(data, dtype="float32")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or any(
+        want is not None and got != want for got, want in zip(x.shape[1:], shape[1:], strict=True)
+    ):
+        raise ValueError(received(
+            f"`{name}` must hold images of shape {tuple(shape[1:])}.",
+            **{f"{name}.shape": x.shape}))
+    return x
+
+
+def chunks(x, step):
+    """`(batch, n)` pairs covering `x` in batches of exactly `step` (the last
+    one padded by repeating its last image; only its first `n` rows count)."""
+    step = step or len(x)
+    for start in range(0, len(x), step):
+        chunk = x[start:start + step]
+        n = len(chunk)
+        if n < step:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+        yield chunk, n

@@ -1,0 +1,164 @@
+"""ONNX export through tf2onnx, verified with onnxruntime."""
+
+import contextlib
+import logging
+import numbers
+
+import numpy as np
+
+from keras_lightnets.export import _atomic, _capture, _model
+from keras_lightnets.export import verify as verify_lib
+
+MIN_OPSET = 13
+VERIFY_SAMPLES = 4
+BATCH_DIM = "batch"
+
+
+def to_onnx(
+    model,
+    path,
+    opset=17,
+    batch_size=None,
+    *,
+    input_size=None,
+    verify=True,
+    verify_data=None,
+    tolerance=None,
+):
+    """Exports a Keras 3 or tf_keras image model to ONNX with tf2onnx.
+
+    The graph takes one float32 NHWC input named `input`, shape
+    `(batch, rows, cols, 3)` in the model's input domain (raw `[0, 255]`
+    pixels for models with embedded preprocessing), with a static batch or a
+    dynamic one named `batch`, and returns `output` (`output_0`, ... for
+    several outputs).
+
+    Models built with `group_conv="native"` (Keras `Conv2D(groups>1)`, which
+    tf2onnx cannot convert) are refused: build them with
+    `group_conv="split"`, which has the same weights and outputs.
+
+    Args:
+        model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
+        path: the `.onnx` file to write (atomically).
+        opset: the ONNX opset (13 to 18).
+        batch_size: a static batch size, or `None` (default) for a dynamic one.
+        input_size: rows and cols (int or pair) for a model whose spatial
+            size is `None`; defaults to 224.
+        verify: run the file with onnxruntime (CPU) and compare it with the
+            Keras model before publishing it.
+        verify_data: inputs to verify on, or an `(inputs, labels)` pair.
+        tolerance: max relative difference (default 1e-4).
+
+    Returns:
+        An `ExportReport` (path, size, ONNX op types, measured difference).
+    """
+    _model.check_model(model)
+    import tf2onnx
+
+    max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    ok = isinstance(opset, numbers.Integral) and not isinstance(opset, bool)
+    if not ok or not MIN_OPSET <= opset <= max_opset:
+        raise ValueError(_model.received(
+            f"`opset` must be an integer from {MIN_OPSET} to {max_opset}.", opset=opset))
+    grouped = _model.grouped_conv_layers(model)
+    if grouped:
+        raise ValueError(_model.received(
+            f"tf2onnx cannot convert grouped convolutions (`Conv2D(groups>1)`, which Keras "
+            f"compiles through XLA): layers {grouped[:3]}{' ...' if len(grouped) > 3 else ''}. "
+            'Build the model with `group_conv="split"` (same weights and outputs, a '
+            "split/conv/concat graph every runtime supports).",
+            group_conv="native"))
+    shape = _model.input_shape(model, batch_size, input_size)
+    x_verify, labels = verify_lib.split_verify_data(verify_data)
+    if x_verify is not None:
+        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    final = _atomic.check_destination(path)
+
+    proto = convert(model, shape, opset)
+    names = [o.name for o in proto.graph.output]
+    with _atomic.staged(final) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(proto.SerializeToString())
+        report = verify_lib.ExportReport(
+            path=final, format="onnx", size_bytes=_atomic.size_of(tmp),
+            ops=tuple(sorted({node.op_type for node in proto.graph.node})),
+            inputs=[_value_info(v) for v in proto.graph.input],
+            outputs=[_value_info(v) for v in proto.graph.output],
+        )
+        if verify:
+            if x_verify is None:
+                x_verify = _model.random_inputs(model, shape, VERIFY_SAMPLES)
+            actual = run(tmp, x_verify, names, shape[0])
+            reference = _model.predict(model, x_verify)
+            verify_lib.apply(report, verify_lib.measure(reference, actual, labels))
+            verify_lib.check(report, "float32", tolerance)
+    return report
+
+
+@contextlib.contextmanager
+def _collect_errors():
+    """tf2onnx logs unsupported ops as errors and still returns a model."""
+    errors = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            errors.append(record.getMessage())
+
+    logger = logging.getLogger("tf2onnx")
+    handler = Handler(level=logging.ERROR)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.ERROR)
+    propagate = logger.propagate
+    logger.propagate = False
+    try:
+        yield errors
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+def convert(model, shape, opset=17):
+    """The ONNX `ModelProto` of `model` traced at `shape`."""
+    import tf2onnx
+
+    fn = _model.serving_fn(model)
+    with _collect_errors() as errors, _capture.native_stderr() as log:
+        try:
+            proto, _ = tf2onnx.convert.from_function(
+                fn, input_signature=[_model.tensor_spec(shape)], opset=opset)
+        except Exception as exc:
+            raise verify_lib.ExportError(
+                f"tf2onnx could not convert the model: {exc}\n{log.tail()}") from exc
+    if errors:
+        raise verify_lib.ExportError("tf2onnx could not convert the model: "
+                                     + "; ".join(errors))
+    if shape[0] is None:
+        for value in (*proto.graph.input, *proto.graph.output):
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.ClearField("dim_value")
+            dim.dim_param = BATCH_DIM
+    return proto
+
+
+def _value_info(value):
+    dims = value.type.tensor_type.shape.dim
+    shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in dims]
+    return {"name": value.name, "shape": shape, "dtype": "float32"}
+
+
+def run(path, x, names=None, batch_size=None):
+    """Runs an ONNX file with onnxruntime (CPU) on `x`; a list of outputs."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = names or [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    outs = [[] for _ in names]
+    for chunk, n in _model.chunks(x, batch_size):
+        for i, y in enumerate(session.run(names, {input_name: chunk})):
+            outs[i].append(np.asarray(y, dtype="float32")[:n])
+    return [np.concatenate(o) for o in outs]

@@ -31,6 +31,11 @@ EXTRAS = {
         "ruff",
         "torch==2.13.0",
         "jax",  # the multi-backend and distributed tests (KERAS_BACKEND=jax)
+        # tests/test_notebooks.py executes examples/*.ipynb
+        "nbclient",
+        "nbformat",
+        "ipykernel",
+        "matplotlib",
     ],
 }
 EXTRAS["all"] = EXTRAS["optimize"] + EXTRAS["onnx"] + EXTRAS["litert"]

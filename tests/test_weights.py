@@ -228,6 +228,24 @@ def test_truncated_or_foreign_files_raise_value_error_naming_them(tmp_path):
         wl.load_file(model, pth)
 
 
+def test_full_h5_file_loads_into_a_model_without_top(tmp_path):
+    """A full model's legacy `.h5` (backbone + head) loads into `include_top=False` by name."""
+    full = harness.randomize(kl.MobileNetV2(weights=None, alpha=0.35, input_shape=(96, 96, 3)))
+    path = tmp_path / "fine_tuned.h5"
+    write_keras_h5(full, path)
+    backbone = kl.MobileNetV2(weights=str(path), alpha=0.35, include_top=False,
+                              input_shape=(64, 64, 3), pooling="avg")
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    assert len(weighted) == len([la for la in full.layers if la.weights]) - 1  # the head
+    for layer in weighted:
+        for mine, theirs in zip(layer.get_weights(), full.get_layer(layer.name).get_weights(),
+                                strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+    # A file that lacks some of the model's layers still fails, naming the file.
+    with pytest.raises(ValueError, match="fine_tuned.h5"):
+        kl.MobileNetV2(weights=str(path), alpha=0.5, include_top=False)
+
+
 # -- the real MobileNet 0.25 file ---------------------------------------------------------
 
 

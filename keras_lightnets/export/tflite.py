@@ -68,8 +68,9 @@ def to_tflite(
         representative_data: for `"int8"`, the calibration images, in the
             model's input domain (see above): an array `(n, rows, cols, 3)`,
             an iterable of such batches or of single images, or a callable
-            returning one. Required for `"int8"` unless the model is a
-            quantization-aware (TF-MOT) model.
+            returning one. Required for `"int8"`, also for quantization-aware
+            (TF-MOT) models: the converter calibrates the few tensors that
+            carry no fake-quant ranges from it.
         batch_size: the static batch of the file (1 for phones); `None`
             gives a dynamic batch.
         io_dtype: `"int8"` (default) or `"uint8"` input and output for
@@ -116,7 +117,7 @@ def to_tflite(
         if io_dtype not in IO_DTYPES:
             raise ValueError(_model.received(
                 f"`io_dtype` must be one of {list(IO_DTYPES)}.", io_dtype=io_dtype))
-        if representative_data is None and not qat:
+        if representative_data is None:
             raise ValueError(_model.received(
                 "Full-integer (int8) quantization needs calibration images: pass "
                 "`representative_data` (an array or an iterable of image batches in the "

@@ -22,8 +22,10 @@ def load_file(model, path):
     """Loads a weights file of the same variant into `model`.
 
     Accepts a legacy Keras `.h5` (keras.applications layout, matched by layer
-    order as Keras does), a `.weights.h5`, a `.keras` file, or a torchvision
-    `.pth` state dict (read without torch).
+    order as Keras does, or by layer name when the file holds more layers than
+    the model, e.g. a full model's file loaded into `include_top=False`), a
+    `.weights.h5`, a `.keras` file, or a torchvision `.pth` state dict (read
+    without torch).
 
     Raises:
         ValueError: the file is missing, truncated, foreign or of another
@@ -36,13 +38,36 @@ def load_file(model, path):
         load_torch_state_dict(model, load_state_dict(path))
         return model
     try:
-        model.load_weights(path)
+        try:
+            model.load_weights(path)
+        except Exception:
+            if not _covers_by_name(model, path):
+                raise
+            model.load_weights(path, by_name=True)
     except Exception as exc:  # h5py and Keras raise many types for a bad file
         raise ValueError(
             f"Could not load the weights file {path!r} into model {model.name!r} "
             f"({type(exc).__name__}: {exc}). Received: weights={path!r}"
         ) from None
     return model
+
+
+def _covers_by_name(model, path):
+    """Whether legacy `.h5` file `path` has a layer for every weighted layer of `model`.
+
+    Keras' `by_name` loading skips the model's layers the file lacks without a
+    word; this makes sure nothing is skipped before it is used.
+    """
+    if not path.endswith((".h5", ".hdf5")) or path.endswith(".weights.h5"):
+        return False
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+        names = {n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("layer_names", [])}
+        present = {n for n in names if len(group[n].attrs.get("weight_names", []))}
+    needed = {layer.name for layer in model.layers if layer.weights}
+    return bool(needed) and needed <= present
 
 
 def load_imagenet(model, family, variant, include_top):

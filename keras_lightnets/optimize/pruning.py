@@ -1,0 +1,313 @@
+"""Magnitude pruning with TF-MOT, on the tf_keras twin of a Keras 3 model."""
+
+import numbers
+
+from keras_lightnets.optimize import twin as twin_lib
+
+SCHEDULES = ("polynomial", "constant")
+# TF-MOT updates masks every `frequency` steps; the last update must fall on
+# `end_step` for the final sparsity to be reached.
+MAX_FREQUENCY = 100
+
+
+def _received(message, **kwargs):
+    return twin_lib._received(message, **kwargs)
+
+
+def tfmot_module():
+    """`tensorflow_model_optimization`, imported on first use only.
+
+    Importing TF-MOT sets `TF_USE_LEGACY_KERAS=1`, which makes TensorFlow's
+    lazily loaded Keras attribute resolve to tf_keras for the whole process.
+    That attribute is resolved first (to whatever the process already had)
+    and the variable restored, so importing TF-MOT here changes nothing for
+    the caller; TF-MOT then picks up tf_keras itself.
+    """
+    import os
+    import sys
+
+    twin_lib.tf_keras_module()
+    if "tensorflow_model_optimization" in sys.modules:
+        return sys.modules["tensorflow_model_optimization"]
+    import tensorflow as tf
+
+    previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    getattr(tf.keras, "version", None)
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ImportError as exc:  # an optional dependency
+        raise ImportError(
+            "keras_lightnets.optimize needs TF-MOT: pip install keras-lightnets[optimize]"
+        ) from exc
+    finally:
+        if previous is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = previous
+    return tfmot
+
+
+def _check_step(name, value, allow_none=False):
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
+    if not ok:
+        what = "a non-negative integer" + (" or None" if allow_none else "")
+        raise ValueError(_received(f"`{name}` must be {what}.", **{name: value}))
+
+
+def frequency_for(span):
+    """The largest mask-update interval up to 100 steps that divides `span`."""
+    return max(d for d in range(1, min(MAX_FREQUENCY, max(span, 1)) + 1) if span % d == 0)
+
+
+def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="polynomial"):
+    """Wraps a model's Conv2D and Dense layers for magnitude pruning (TF-MOT).
+
+    The model is translated to its tf_keras twin (TF-MOT takes only tf_keras
+    models) and every `Conv2D` and `Dense` layer is wrapped with
+    `prune_low_magnitude`; other layers pass through unchanged. TF-MOT does
+    not prune depthwise kernels, so `DepthwiseConv2D` layers stay dense.
+    Train the result with plain `model.fit` and the returned callbacks, then
+    call `strip` to get a sparse Keras 3 model back.
+
+    Args:
+        model: a Keras 3 model (any functional model: a keras_lightnets
+            model, or a backbone with your own head), or a tf_keras model.
+        target_sparsity: fraction of each kernel's weights set to zero at
+            `end_step`, in (0, 1).
+        begin_step: training step at which pruning starts.
+        end_step: training step at which `target_sparsity` is reached.
+            `None` (default): the last step of the first `fit` call (epochs
+            times steps per epoch, which `fit` must know).
+        schedule: `"polynomial"` (sparsity rises from 0 at `begin_step` to
+            the target at `end_step`, TF-MOT's `PolynomialDecay`) or
+            `"constant"` (the target from `begin_step` on, masks updated
+            every step until `end_step` or, when it is None, throughout).
+
+    Returns:
+        `(pruned_model, callbacks)`: the tf_keras model to compile and fit,
+        and the callbacks to pass to `fit`.
+
+    Example:
+
+    ```python
+    pruned, callbacks = optimize.prune(model, target_sparsity=0.5)
+    pruned.compile("adam", "sparse_categorical_crossentropy")
+    pruned.fit(dataset, epochs=2, callbacks=callbacks)
+    sparse = optimize.strip(pruned)  # a Keras 3 model
+    ```
+    """
+    ok = (isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
+          and 0 < target_sparsity < 1)
+    if not ok:
+        raise ValueError(_received("`target_sparsity` must be a number in (0, 1).",
+                                   target_sparsity=target_sparsity))
+    _check_step("begin_step", begin_step)
+    _check_step("end_step", end_step, allow_none=True)
+    if end_step is not None and end_step <= begin_step:
+        raise ValueError(_received(f"`end_step` must be after `begin_step` ({begin_step}).",
+                                   end_step=end_step))
+    if schedule not in SCHEDULES:
+        raise ValueError(_received(f"`schedule` must be one of {list(SCHEDULES)}.",
+                                   schedule=schedule))
+    tfmot = tfmot_module()
+    sparsity = tfmot.sparsity.keras
+    tf_keras = twin_lib.tf_keras_module()
+    source = model if not twin_lib.is_tf_keras(model) else twin_lib.source_of(model)
+
+    # end_step=None is settled by the callback once `fit` tells the step count;
+    # a placeholder of one step keeps TF-MOT's argument checks happy until then.
+    end = begin_step + 1 if end_step is None else end_step
+    span = end - begin_step
+    if schedule == "polynomial":
+        pruning_schedule = sparsity.PolynomialDecay(
+            0.0, float(target_sparsity), begin_step, end, frequency=frequency_for(span))
+    else:
+        pruning_schedule = sparsity.ConstantSparsity(
+            float(target_sparsity), begin_step, end_step=-1 if end_step is None else end_step,
+            frequency=1 if end_step is None else frequency_for(span))
+    prunable = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)
+
+    def wrap(layer):
+        # Exact types: tf_keras' DepthwiseConv2D subclasses Conv2D.
+        if type(layer) in prunable:
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=pruning_schedule)
+        return layer
+
+    pruned = _clone_with(model, wrap, tf_keras)
+    if source is not None:
+        twin_lib.remember_source(pruned, source)
+    callback_cls = _callback_class(sparsity)
+    callbacks = [callback_cls(pruning_schedule, begin_step, schedule,
+                              settle_end=end_step is None)]
+    return pruned, callbacks
+
+
+def _clone_with(model, transform, tf_keras):
+    """A tf_keras model of fresh layers, each passed through `transform`.
+
+    A Keras 3 `model` is translated first (the twin's layers are fresh); a
+    tf_keras one is rebuilt layer by layer from its configs and its weights
+    copied by name, so training the result leaves the caller's model alone.
+    """
+    if not twin_lib.is_tf_keras(model):
+        twin = twin_lib.to_tf_keras(model)
+        return tf_keras.models.clone_model(twin, clone_function=transform)
+
+    def fresh(layer):
+        return transform(layer.__class__.from_config(layer.get_config()))
+
+    from keras_lightnets.optimize import tf_keras_layers
+
+    with tf_keras.utils.custom_object_scope(tf_keras_layers.custom_objects()):
+        clone = tf_keras.models.clone_model(model, clone_function=fresh)
+    return twin_lib.copy_weights(model, clone)
+
+
+def _callback_class(sparsity):
+    class UpdatePruningStep(sparsity.UpdatePruningStep):
+        """TF-MOT's step callback; also settles `end_step=None` from `fit`'s step count."""
+
+        def __init__(self, pruning_schedule, begin_step, kind, settle_end):
+            super().__init__()
+            self.pruning_schedule = pruning_schedule
+            self.begin_step = begin_step
+            self.kind = kind
+            self.settle_end = settle_end
+
+        def on_train_begin(self, logs=None):
+            if self.settle_end:
+                self._settle()
+            super().on_train_begin(logs)
+
+        def _settle(self):
+            # Runs before the first training step is traced, so the traced
+            # schedule sees these values.
+            steps, epochs = self.params.get("steps"), self.params.get("epochs")
+            if not steps:
+                raise ValueError(_received(
+                    "`prune(end_step=None)` takes the end of pruning from `fit`, which does "
+                    "not know the number of steps of this dataset; pass `end_step` to "
+                    "`prune`, or `steps_per_epoch` to `fit`.", steps=steps))
+            end = int(steps) * int(epochs)
+            if end <= self.begin_step:
+                raise ValueError(_received(
+                    f"Training has {end} steps, which end before `begin_step`.",
+                    begin_step=self.begin_step))
+            schedule = self.pruning_schedule
+            if self.kind == "polynomial":
+                schedule.end_step = end
+                schedule.frequency = frequency_for(end - self.begin_step)
+            self.settle_end = False
+
+    return UpdatePruningStep
+
+
+def strip(model, like=None):
+    """Removes the pruning wrappers; returns a sparse Keras 3 model.
+
+    The wrapped layers' weights are copied by layer name into a fresh clone
+    of the Keras 3 model that `prune` was given, ready for `.keras` saving
+    and export, with the pruned weights exactly zero (kernel times mask).
+    Once the schedule has reached its target, every kernel holds at least
+    that fraction of zeros: TF-MOT keeps weights tied in magnitude at its
+    threshold, and those ties are broken here. (`tfmot.sparsity.keras.
+    strip_pruning` gives the stripped tf_keras model instead.)
+
+    Args:
+        model: the tf_keras model returned by `prune`, after training.
+        like: the Keras 3 model to clone; defaults to the one given to
+            `prune` (required when `prune` was given a tf_keras model built
+            without `build_tf_keras`).
+
+    Returns:
+        A Keras 3 model with the sparse weights.
+    """
+    if not twin_lib.is_tf_keras(model):
+        raise ValueError(_received("`model` must be the tf_keras model returned by `prune`.",
+                                   model=type(model).__name__))
+    like = like if like is not None else twin_lib.source_of(model)
+    if like is None:
+        raise ValueError(_received(
+            "This tf_keras model does not come from a Keras 3 model `prune` saw; pass the "
+            "Keras 3 model to copy the weights into as `like`.", like=like))
+    import numpy as np
+
+    kernels = {}
+    for layer in model.layers:
+        # PruneLowMagnitude wrappers. Masking here makes the zeros exact
+        # whatever the optimizer did after the last mask update.
+        target = _reached_sparsity(layer)
+        for weight, mask, _ in getattr(layer, "pruning_vars", ()):
+            values = np.asarray(weight) * np.asarray(mask)
+            kernels[layer.layer.name] = _at_least(values, target)
+    # Weights move by name and wrappers are looked through: no need to
+    # rebuild the tf_keras model without them first.
+    stripped = twin_lib.to_keras3(model, like=like)
+    for layer in twin_lib.leaf_layers(stripped):
+        if layer.name in kernels:
+            layer.weights[0].assign(kernels[layer.name])
+    return stripped
+
+
+def _reached_sparsity(layer):
+    """The target sparsity of a pruning wrapper whose schedule is over, else None."""
+    schedule = getattr(layer, "pruning_schedule", None)
+    if schedule is None:
+        return None
+    step = int(layer.pruning_step.numpy())
+    if hasattr(schedule, "final_sparsity"):  # PolynomialDecay
+        return float(schedule.final_sparsity) if step >= schedule.end_step else None
+    if hasattr(schedule, "target_sparsity"):  # ConstantSparsity
+        # Masks update on steps begin + k * frequency; training steps count from 1.
+        begin = schedule.begin_step
+        first = begin if begin >= 1 else schedule.frequency
+        return float(schedule.target_sparsity) if step >= first else None
+    return None
+
+
+def _at_least(values, sparsity):
+    """`values` with its smallest-magnitude entries zeroed up to `sparsity`."""
+    import math
+
+    import numpy as np
+
+    if sparsity is None:
+        return values
+    flat = values.reshape(-1).copy()
+    missing = math.ceil(sparsity * flat.size - 1e-6) - int(np.sum(flat == 0))
+    if missing > 0:
+        alive = np.flatnonzero(flat)
+        flat[alive[np.argsort(np.abs(flat[alive]), kind="stable")[:missing]]] = 0
+    return flat.reshape(values.shape)
+
+
+def sparsity_report(model):
+    """Fraction of zero weights of every Conv2D and Dense kernel, by layer name.
+
+    Works on Keras 3 and tf_keras models, pruning and QAT wrappers included;
+    depthwise kernels are not listed (TF-MOT does not prune them).
+    """
+    import numpy as np
+
+    report = {}
+    for layer in _outer_layers(model):
+        inner = layer
+        while getattr(inner, "layer", None) is not None:
+            inner = inner.layer
+        if type(inner).__name__ not in ("Conv2D", "Dense"):
+            continue
+        # A QAT wrapper owns its layer's kernel: look in the outer layer's weights.
+        kernels = [w for w in layer.weights
+                   if w.name.split("/")[-1].split(":")[0] == "kernel"]
+        report[inner.name] = float(np.mean(np.asarray(kernels[0]) == 0))
+    return report
+
+
+def _outer_layers(model):
+    for layer in model.layers:
+        if getattr(layer, "layers", None) is not None and hasattr(layer, "inputs"):
+            yield from _outer_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,117 @@
+"""tf_keras twins of the package's registered layers.
+
+TF-MOT only accepts tf_keras (Keras 2) models, so the twin of a keras_lightnets
+model is built from these layers. They compute what the Keras 3 layers of
+`keras_lightnets.layers` compute, carry the same class names and configs, and
+are registered with tf_keras' own serialization (package "keras_lightnets"),
+which TF-MOT's clone and quantize passes go through.
+"""
+
+import tensorflow as tf
+import tf_keras
+
+PACKAGE = "keras_lightnets"
+
+
+def _register(cls):
+    return tf_keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+@_register
+class HardSigmoid(tf_keras.layers.Layer):
+    """Hard sigmoid, `relu6(x + 3) / 6` (Keras 3's formula, not tf_keras')."""
+
+    def call(self, inputs):
+        return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class HardSwish(tf_keras.layers.Layer):
+    """Hard swish, `x * gate(relu6(x + 3) / 6)`, `gate` the identity.
+
+    `gate` is a real (linear) activation so that QAT can quantize the gate
+    with TF-MOT's activation mechanism: the int8 graph is then ADD (fused
+    RELU6), MUL, MUL, which LiteRT's XNNPACK runs in int8, instead of the
+    fused HARD_SWISH op, which it leaves to a reference int8 kernel ~40x
+    slower than the float one (what makes keras.applications'
+    MobileNetV3 slower in int8 than in float32). Float graphs still fuse into
+    one HARD_SWISH.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gate = tf_keras.activations.linear
+
+    def call(self, inputs):
+        return inputs * self.gate(tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@_register
+class ChannelSplit(tf_keras.layers.Layer):
+    """Splits a channels-last tensor into `num_splits` equal channel groups."""
+
+    def __init__(self, num_splits=2, **kwargs):
+        super().__init__(**kwargs)
+        self.num_splits = int(num_splits)
+
+    def call(self, inputs):
+        if self.num_splits == 1:
+            return [inputs]
+        return tf.split(inputs, self.num_splits, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        part = None if shape[-1] is None else shape[-1] // self.num_splits
+        return [tf.TensorShape(shape[:-1] + [part])] * self.num_splits
+
+    def get_config(self):
+        return {**super().get_config(), "num_splits": self.num_splits}
+
+
+@_register
+class ChannelShuffle(tf_keras.layers.Layer):
+    """Channel shuffle of ShuffleNet (reshape-transpose-reshape, never above 4-D)."""
+
+    def __init__(self, groups=2, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+
+    def call(self, inputs):
+        if self.groups == 1:
+            return inputs
+        channels = inputs.shape[-1]
+        height, width = inputs.shape[1], inputs.shape[2]
+        x = tf.reshape(inputs, (-1, self.groups, channels // self.groups))
+        x = tf.transpose(x, (0, 2, 1))
+        if height is None or width is None:
+            dynamic = tf.shape(inputs)
+            height, width = dynamic[1], dynamic[2]
+        return tf.reshape(x, (-1, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+CUSTOM_LAYERS = {
+    "HardSigmoid": HardSigmoid,
+    "HardSwish": HardSwish,
+    "ChannelSplit": ChannelSplit,
+    "ChannelShuffle": ChannelShuffle,
+}
+
+
+def custom_objects():
+    """The twins by class name and by registered name, for tf_keras deserialization."""
+    return {
+        **CUSTOM_LAYERS,
+        **{f"{PACKAGE}>{name}": cls for name, cls in CUSTOM_LAYERS.items()},
+    }

@@ -64,7 +64,8 @@ def _covers_by_name(model, path):
 
     with h5py.File(path, "r") as f:
         group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
-        names = {n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("layer_names", [])}
+        names = [n.decode() if isinstance(n, bytes) else n
+                 for n in group.attrs.get("layer_names", [])]
         present = {n for n in names if len(group[n].attrs.get("weight_names", []))}
     needed = {layer.name for layer in model.layers if layer.weights}
     return bool(needed) and needed <= present

@@ -17,8 +17,8 @@ dogs and on the rest) is the headline figure because dogs are few.
 """
 
 import argparse
-import csv
 import pathlib
+import sys
 import time
 
 import keras
@@ -28,8 +28,12 @@ from keras import ops
 import keras_lightnets as kl
 from keras_lightnets.distill import Distiller
 
+# The offline task's photo loader, next to this script.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import _offline_data as offline  # noqa: E402
+
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
-DOG_CLASSES = range(151, 269)
+DOG_CLASSES = offline.DOG_CLASSES
 STUDENT_SIZE = 96
 TEACHER_SIZE = 160
 # Student layers up to this one keep their ImageNet weights (blocks 1-11).
@@ -53,20 +57,6 @@ class MergeLogits(keras.layers.Layer):
         rest = ops.logsumexp(ops.where(mask, floor, logits), axis=-1)
         members = ops.logsumexp(ops.where(mask, logits, floor), axis=-1)
         return ops.stack([rest, members], axis=-1)
-
-
-def load_sample(folder, size):
-    """The sample photos resized straight to `size` (0-255 RGB) and their ImageNet classes."""
-    from PIL import Image
-
-    folder = pathlib.Path(folder)
-    with open(folder / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    images = np.empty((len(rows), size, size, 3), dtype="float32")
-    for i, row in enumerate(rows):
-        with Image.open(folder / "jpeg" / row["filename"]) as img:
-            images[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
-    return images, np.array([int(r["class_index"]) for r in rows])
 
 
 def teacher_model(weights):
@@ -185,7 +175,7 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
-    images, class_index = load_sample(args.sample, STUDENT_SIZE)
+    images, class_index = offline.load_photos(args.sample, STUDENT_SIZE)
     results, distiller = run(images, class_index, args.weights, args.temperature, args.alpha,
                              args.epochs)
     print(report(results))

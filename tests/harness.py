@@ -38,14 +38,15 @@ def randomize(model, seed=0, scale=0.2):
 def reference_row(entry):
     """The complexity.json row of a registry entry, or None.
 
-    Variants with no row of their own get one from `REFERENCE_PROVIDERS`.
+    Variants with no row of their own borrow one through their family's
+    `reference` hook (see `FAMILY_HOOKS`).
     """
     with open(COMPLEXITY) as f:
         table = json.load(f)
     kwargs = {**_defaults(entry), **entry.kwargs}
-    provider = REFERENCE_PROVIDERS.get(entry.family)
-    if provider is not None:
-        kwargs = provider(kwargs)
+    hook = _hook(entry, "reference")
+    if hook is not None:
+        kwargs = hook(kwargs)
     rows = table.get(entry.family, [])
     if not isinstance(rows, list):
         return None  # paper-level figures only (ShuffleNetV1), no per-variant rows
@@ -60,10 +61,6 @@ def _squeezenet_reference(kwargs):
     # The simple bypass is an identity `Add`: the weights and MACs of the plain version.
     return {k: v for k, v in kwargs.items() if k != "bypass"}
 
-
-# Per family: variant kwargs -> the kwargs of the complexity.json row that
-# holds its figures (for variants the reference does not list).
-REFERENCE_PROVIDERS = {"SqueezeNet": _squeezenet_reference}
 
 
 def _defaults(entry):
@@ -140,11 +137,11 @@ def feature_check(entry, input_size=128):
 
     The strides to ask `feature_extractor` for and the `(rows, cols)` of each
     map at `input_size`: `(8, 16, 32)` and `input_size // stride` unless the
-    family's provider in `FEATURE_PROVIDERS` says otherwise.
+    family's `features` hook says otherwise.
     """
-    provider = FEATURE_PROVIDERS.get(entry.family)
-    if provider is not None:
-        return provider({**_defaults(entry), **entry.kwargs}, input_size)
+    hook = _hook(entry, "features")
+    if hook is not None:
+        return hook({**_defaults(entry), **entry.kwargs}, input_size)
     strides = (8, 16, 32)
     return strides, [(input_size // s, input_size // s) for s in strides]
 
@@ -159,24 +156,33 @@ def _squeezenet_features(kwargs, size):
     return (4, 8, 16), [(n, n) for n in sizes[1:]]
 
 
-FEATURE_PROVIDERS = {"SqueezeNet": _squeezenet_features}
-
-
-# Families with variants that complexity.json has no row for: a provider of
-# parameter counts computed independently of the package (closed form from the
-# paper's table, checked against torchvision where it has the variant), as
-# "module:function" taking an entry and returning a dict like a complexity.json
-# row. Imported lazily, so that test_models.py runs on its own.
-EXPECTED_PROVIDERS = {
-    "ShuffleNetV1": "test_shufflenet:expected_params",
-    "ShuffleNetV2": "test_shufflenet:expected_params",
+# What a family does differently from the defaults, per hook:
+# - "reference": variant kwargs -> the kwargs of the complexity.json row that
+#   holds its figures (for variants the reference does not list);
+# - "features": (kwargs, input_size) -> (strides, map sizes) for feature_extractor;
+# - "expected": for variants complexity.json has no row for, "module:function"
+#   returning a dict like a row, with counts computed independently of the
+#   package (closed form from the paper's table, checked against torchvision
+#   where it has the variant); imported lazily, so test_models.py runs alone.
+FAMILY_HOOKS = {
+    "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
+    "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
+    "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
 }
+
+
+def _hook(entry, kind):
+    hook = FAMILY_HOOKS.get(entry.family, {}).get(kind)
+    if isinstance(hook, str):
+        module, function = hook.split(":")
+        hook = getattr(importlib.import_module(module), function)
+    return hook
 
 
 def expected_params(entry):
     """The complexity.json row of `entry`, else its family provider's counts, else None."""
     row = reference_row(entry)
-    if row is None and entry.family in EXPECTED_PROVIDERS:
-        module, function = EXPECTED_PROVIDERS[entry.family].split(":")
-        row = getattr(importlib.import_module(module), function)(entry)
+    hook = _hook(entry, "expected")
+    if row is None and hook is not None:
+        row = hook(entry)
     return row

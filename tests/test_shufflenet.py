@@ -1,7 +1,7 @@
 """ShuffleNet V1 and V2: torchvision parity, paper complexity, group-conv forms, TFLite.
 
 Parameter counts and MACs here are computed in closed form from the papers'
-tables, independently of the package; `harness.EXPECTED_PROVIDERS` points the
+tables, independently of the package; `harness.FAMILY_HOOKS` points the
 generic registry test at `expected_params` for the variants complexity.json
 does not list.
 """

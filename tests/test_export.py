@@ -16,7 +16,7 @@ from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
 from harness import randomize
 
 from keras_lightnets import export, imagenet, registry
-from keras_lightnets.export import _bias_correction
+from keras_lightnets.export import _rounding
 from keras_lightnets.export import onnx as onnx_lib
 from keras_lightnets.export import tflite as tflite_lib
 
@@ -158,38 +158,118 @@ def test_real_mobilenet_int8_agrees_with_float(tmp_path):
     photos, labels = sample_photos(224, 300)
     x = np.asarray(preprocess_input(np.array(photos)), dtype="float32")
     model = kl.MobileNet(alpha=0.25, weights=str(weights), classifier_activation=None)
+    before = model.get_weights()
     report = export.to_tflite(
         model, tmp_path / "mobilenet_int8.tflite", "int8", representative_data=x[200:],
         io_dtype="uint8", verify_data=(x[:200], labels[:200]), min_top1_agreement=0.9,
         progress=False)
+    print(f"\nMobileNet 0.25 int8 on 200 photos: {report.summary()}")
     assert report.inputs[0]["dtype"] == "uint8" and report.outputs[0]["dtype"] == "uint8"
-    # Measured 0.925 with bias correction (0.83 without); the issue's 0.95 is out of
-    # reach for PTQ of this width (a 1-pixel shift of the photos alone gives 0.845).
+    # Measured: cosine 0.9980, top-1 agreement 0.925 (the converter's own rounding:
+    # 0.976 and 0.815; bias correction alone: 0.996 and 0.925). At this error level the
+    # agreement on 200 photos hangs on a dozen near-ties and moves by +-0.03 with any
+    # numerical detail (0.955 with the statistics summed in another order); 0.92-0.94
+    # on other photo sets. The int8 activations alone, with float weights, give cosine
+    # 0.9974 (0.95 here, 0.92 on 700 other photos): 0.95 is not a reliable bound.
+    assert report.cosine >= 0.997, report
     assert report.top1_agreement >= 0.9, report
     assert report.top1_accuracy >= report.reference_top1_accuracy - 0.02, report
-    assert report.cosine >= 0.95, report
     assert 0.55 <= report.reference_top1_accuracy <= 0.7  # real weights, wired right
-
-
-def test_bias_correction_restores_weights_and_matches_tflite_rounding():
-    entry = registry.get_entry("mobilenet_v1_025")
-    model = random_model(entry)
-    before = [w.copy() for w in model.get_weights()]
-    x = model_inputs(entry, model, sample_photos(SIZE, 8)[0])
-    with _bias_correction.corrected(model, x):
-        changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights(),
-                                                             strict=True)]
-        assert any(changed)
-        # Only batch-norm moving means (and the classifier's bias) move; kernels
-        # stay float.
-        paths = [w.path for w, c in zip(model.weights, changed, strict=True) if c]
-        assert all(p.endswith(("moving_mean", "conv_preds/bias")) for p in paths), paths
     for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    kernel = np.random.default_rng(0).normal(size=(3, 3, 8, 1)).astype("float32")
-    rounded = _bias_correction.quantize_kernel(kernel, depthwise=True)
-    steps = rounded / (np.abs(kernel).max(axis=(0, 1), keepdims=True) / 127)
-    np.testing.assert_allclose(steps, np.round(steps), atol=1e-4)
+
+
+def _small_convnet(sequential=False):
+    """Conv-BN-ReLU6, depthwise-BN-ReLU, a bare conv, then a dense head."""
+    layers = [
+        keras.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="c1"),
+        keras.layers.BatchNormalization(name="c1_bn"),
+        keras.layers.ReLU(6.0, name="c1_relu"),
+        keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="pad"),
+        keras.layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2, use_bias=False,
+                                     name="dw"),
+        keras.layers.BatchNormalization(name="dw_bn"),
+        keras.layers.ReLU(name="dw_relu"),
+        keras.layers.Conv2D(12, 1, name="pw"),
+        keras.layers.GlobalAveragePooling2D(name="pool"),
+        keras.layers.Dense(5, name="fc"),
+    ]
+    if sequential:
+        model = keras.Sequential([keras.Input((32, 32, 3)), *layers])
+    else:
+        inputs = x = keras.Input((32, 32, 3))
+        for layer in layers:
+            x = layer(x)
+        model = keras.Model(inputs, x)
+    return randomize(model, seed=3)
+
+
+def _int8_steps(kernel, depthwise):
+    """`kernel` in steps of its per-output-channel int8 grid (max |w| / 127)."""
+    axes = (0, 1) if depthwise else tuple(range(kernel.ndim - 1))
+    return kernel / (np.max(np.abs(kernel), axis=axes, keepdims=True) / 127), axes
+
+
+@pytest.mark.parametrize("sequential", [False, True], ids=["functional", "sequential"])
+def test_int8_rounding_works_on_a_folded_copy(sequential, tmp_path):
+    model = _small_convnet(sequential)
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).uniform(-1, 1, (24, 32, 32, 3)).astype("float32")
+    expected = np.asarray(model(x, training=False))
+
+    folded = _rounding.fold(model)
+    assert "BatchNormalization" not in {type(layer).__name__ for layer in folded.layers}
+    np.testing.assert_allclose(np.asarray(folded(x, training=False)), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())
+
+    copy = _rounding.rounded(model, x[:16])
+    assert copy is not model
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Each fitted kernel sits on its int8 grid with a weight at 127 steps per channel,
+    # so the converter, which scales by the largest weight, finds the same grid ...
+    grids = {}
+    for name in ("c1", "dw", "pw", "fc"):
+        steps, axes = _int8_steps(np.asarray(copy.get_layer(name).kernel), name == "dw")
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+        np.testing.assert_allclose(np.max(np.abs(steps), axis=axes), 127, atol=1e-3)
+        grids[name] = np.round(steps).astype("int8")
+    # ... and keeps exactly those integers.
+    path = tmp_path / "small.tflite"
+    report = export.to_tflite(model, path, "int8", representative_data=x[:16],
+                              verify_data=x[16:], progress=False)
+    assert report.verified and report.cosine >= 0.99, report
+    interp = tflite_lib.interpreter(str(path))
+    stored = [interp.get_tensor(t["index"]) for t in interp.get_tensor_details()
+              if t["dtype"] == np.int8 and len(t["quantization_parameters"]["scales"]) > 1]
+    tflite_layout = {"c1": lambda q: q.transpose(3, 0, 1, 2),  # (out, rows, cols, in)
+                     "dw": lambda q: q.reshape(1, 3, 3, -1),  # (1, rows, cols, channels)
+                     "pw": lambda q: q.transpose(3, 0, 1, 2), "fc": lambda q: q.T}
+    for name, grid in grids.items():
+        want = tflite_layout[name](grid)
+        assert any(s.shape == want.shape and np.array_equal(s, want) for s in stored), name
+
+
+def test_int8_rounding_fits_layers_better_than_nearest():
+    """On inputs carrying int8 rounding errors, the fitted weights and bias reproduce
+    the float layer on unseen inputs better than rounding to nearest does."""
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(24, 24)) / 5
+    x_float = np.clip(rng.normal(size=(8000, 24)) @ mixing + 0.3, 0, 6).astype("float32")
+    step = 6 / 255  # a ReLU6 output's int8 step
+    x_int = (np.floor(x_float / step) * step).astype("float32")  # biased: always down
+    weights = rng.normal(size=(1, 24, 16)) / 5
+    bias = rng.normal(size=(1, 16)) / 10
+    fitted, fitted_bias = _rounding.fit(x_float[:4000, :, None], x_int[:4000, :, None],
+                                        weights, bias)
+    target = x_float[4000:] @ weights[0] + bias[0]
+
+    def error(w, b):
+        return np.mean((x_int[4000:] @ w[0] + b[0] - target) ** 2)
+
+    assert error(fitted, fitted_bias) < 0.5 * error(_rounding._nearest(weights), bias)
+    steps, _ = _int8_steps(fitted[0], depthwise=False)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-6)
 
 
 def test_calibration_accepts_generators_and_limits():

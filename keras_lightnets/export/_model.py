@@ -120,7 +120,11 @@ def serving_fn(model, named=True):
 
 def call(model, x):
     """`model(x)` for inference, with `x` in the structure the model was built with."""
-    return model([x] if isinstance(model.input, list) else x, training=False)
+    try:
+        structure = model.input
+    except AttributeError:  # a Keras 3 Sequential model has `inputs` only
+        structure = None
+    return model([x] if isinstance(structure, list) else x, training=False)
 
 
 def output_names(model):

@@ -27,7 +27,8 @@ IO_DTYPES = ("int8", "uint8")
 VERIFY_SAMPLES = 8
 # Calibration samples kept to verify an int8 export on in-distribution data.
 KEPT_CALIBRATION_SAMPLES = 16
-BIAS_CORRECTION_SAMPLES = 32
+# Calibration images the int8 weight rounding is fitted on.
+ROUNDING_SAMPLES = 64
 
 
 def to_tflite(
@@ -40,7 +41,7 @@ def to_tflite(
     io_dtype=None,
     input_size=None,
     calibration_steps=None,
-    bias_correction=True,
+    adaptive_rounding=True,
     verify=True,
     verify_data=None,
     tolerance=None,
@@ -78,14 +79,17 @@ def to_tflite(
         input_size: rows and cols (int or pair) for a model whose spatial
             size is `None`; defaults to 224.
         calibration_steps: at most this many calibration images.
-        bias_correction: for `"int8"` with calibration images, fold the
-            output shift that int8 weight rounding causes in each
-            convolution into the following batch norm (or the bias),
-            measured on the first 32 calibration images. It raises the
-            top-1 agreement of MobileNet 0.25 with its float model from
-            about 0.83 to about 0.93. The model's offsets hold the correction
-            during the conversion only. Keras 3 models only; tf_keras models
-            are converted as they are.
+        adaptive_rounding: for `"int8"` with calibration images, choose the
+            int8 rounding of every convolution and dense weight, and its bias,
+            on the first 64 calibration images so that each layer reproduces
+            its float output from the int8 inputs the layers before it give
+            (sequential GPTQ-style rounding with bias correction). On the
+            real MobileNet 0.25 it halves the error of rounding to nearest with
+            bias correction (mean cosine 0.996 to 0.998; 0.976 without either):
+            top-1 agreement with the float model about 0.94 instead of 0.91
+            (0.81). The model is not changed: a copy with batch norm folded is
+            converted. Keras 3 models only; tf_keras models are converted as
+            they are.
         verify: run the file with ai-edge-litert and compare it with the
             Keras model before publishing it.
         verify_data: inputs to verify on (model input domain), or an
@@ -139,16 +143,14 @@ def to_tflite(
     final = _atomic.check_destination(path)
 
     calibration = None
-    correction = contextlib.nullcontext()
+    converted = model
     if representative_data is not None:
         calibration = Calibration(representative_data, shape, calibration_steps, progress)
-        if bias_correction and not _model.is_tf_keras(model) and not qat:
-            from keras_lightnets.export import _bias_correction
+        if adaptive_rounding and not _model.is_tf_keras(model) and not qat:
+            from keras_lightnets.export import _rounding
 
-            images = calibration.head(BIAS_CORRECTION_SAMPLES)
-            correction = _bias_correction.corrected(model, images)
-    with correction:
-        content = convert(model, shape, quantization, calibration, io_dtype)
+            converted = _rounding.rounded(model, calibration.head(ROUNDING_SAMPLES))
+    content = convert(converted, shape, quantization, calibration, io_dtype)
 
     with _atomic.staged(final) as tmp:
         with open(tmp, "wb") as f:
@@ -172,7 +174,7 @@ class Calibration:
 
     Keeps the first images: an int8 export is verified on the data it was
     calibrated on rather than on noise outside the calibrated ranges, and
-    bias correction measures on them.
+    the int8 weight rounding is fitted on them.
     """
 
     def __init__(self, data, shape, limit=None, progress=True):

@@ -1,0 +1,468 @@
+"""Int8 weight rounding chosen on calibration images, for full-integer TFLite.
+
+The TFLite converter rounds each weight to the nearest step of its output
+channel's int8 grid (symmetric, `max |w| / 127`). In thin networks such as
+MobileNet 0.25 those rounding errors, and the int8 rounding of every
+activation, add up layer after layer: plain post-training quantization of the
+real MobileNet 0.25 agrees with its float model on 75-82% of top-1
+predictions (mean output cosine 0.976). Here the weights are put on that grid
+before the converter sees them, each rounded up or down so that every layer
+reproduces its float output (cosine 0.998, agreement 92-95%; the int8
+activations alone, with float weights, give 0.997):
+
+- The layers run in graph order on the calibration images twice side by side,
+  as the float model computes them and as the int8 file will (activations
+  rounded to int8 with their calibrated ranges), so each layer is fitted to
+  the inputs the int8 file really gives it, after the errors of the layers
+  before it (sequential correction).
+- A layer's target is the ridge least-squares map from those int8 inputs to
+  the float layer's outputs; when there are too few positions for that (a
+  classifier sees one per image), the float weights with the mean shift moved
+  into the bias (empirical bias correction: Nagel et al., "Data-Free
+  Quantization Through Weight Equalization and Bias Correction", ICCV 2019).
+- The target is rounded one input at a time, each rounding error spread over
+  the inputs not rounded yet and finally the 32-bit bias (GPTQ: Frantar et
+  al., ICLR 2023, after Optimal Brain Quantization).
+
+It converts a copy of the model with batch norm folded into the
+convolutions, so the converter quantizes exactly the chosen weights (each
+channel keeps a weight at 127 steps: the converter finds the same grid). The
+user's model is not changed.
+"""
+
+import collections
+
+import keras
+import numpy as np
+
+# Layers whose weights are fitted; TFLite quantizes all three per output channel.
+FITTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+# Layers TFLite runs without requantizing (same scale in and out) or removes.
+SAME_SCALE = ("InputLayer", "Identity", "Dropout", "SpatialDropout2D", "GaussianDropout",
+              "GaussianNoise", "Reshape", "Flatten", "ZeroPadding2D", "MaxPooling2D",
+              "ChannelShuffle", "ChannelSplit")
+# Positions (pixels of the layer's output) sampled per fitted input, at most MAX_SAMPLES
+# per layer: random with a fixed seed.
+SAMPLES_PER_INPUT = 256
+MAX_SAMPLES = 16384
+# The least-squares target needs this many positions per input; with fewer only the
+# bias moves.
+FIT_SAMPLES_PER_INPUT = 16
+# Ridge (and GPTQ dampening) relative to the mean input energy: measured on MobileNet
+# 0.25, 0.1 to 0.3 beat 0.01 and 1.
+DAMPING = 0.1
+# Wider inputs (a 3x3 convolution over more than 227 channels) are rounded to nearest.
+MAX_INPUTS = 2048
+# Bytes of activations in flight in the side-by-side walk: bounds the images used.
+MEMORY = 512 * 2**20
+
+
+def _graph(model):
+    """The functional graph of `model` (a Sequential model's inner one), or None."""
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    inner = getattr(model, "_functional", None)  # Sequential
+    return inner if hasattr(inner, "_nodes_by_depth") else None
+
+
+def _nodes(model):
+    """The computing nodes of `model`'s graph in execution order."""
+    by_depth = _graph(model)._nodes_by_depth  # Keras exposes its graph walk privately only
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+            if not node.is_input]
+
+
+def _walk(model, x, call):
+    """Runs `model` on `x` node by node: `call(node, args, kwargs)` computes
+    each node. Tensors are dropped after their last use."""
+    nodes = _nodes(model)
+    uses = collections.Counter(id(t) for node in nodes for t in node.input_tensors)
+    values = {id(_graph(model).inputs[0]): x}
+    for node in nodes:
+        if any(id(t) not in values for t in node.input_tensors):
+            continue
+        args, kwargs = node.arguments.fill_in(values)
+        outputs = keras.tree.flatten(call(node, args, kwargs))
+        for t in node.input_tensors:
+            uses[id(t)] -= 1
+            if uses[id(t)] <= 0:
+                values.pop(id(t), None)
+        for t, y in zip(node.outputs, outputs, strict=True):
+            if uses[id(t)] > 0:
+                values[id(t)] = y
+        del args, kwargs, outputs  # hold no tensor past its last use
+
+
+def _consumers(nodes):
+    consumers = collections.defaultdict(list)
+    for node in nodes:
+        for t in node.input_tensors:
+            consumers[id(t)].append(node)
+    return consumers
+
+
+def _is_relu(layer):
+    """Whether TFLite fuses `layer` into the convolution before it."""
+    kind = type(layer).__name__
+    if kind == "ReLU":
+        return (float(layer.negative_slope) == 0 and float(layer.threshold) == 0
+                and layer.max_value in (None, 6))
+    if kind == "Activation":
+        return getattr(layer.activation, "__name__", "") in ("relu", "relu6")
+    return False
+
+
+def _is_linear(layer):
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
+
+
+def _fittable(layer, calls):
+    kind = type(layer).__name__
+    if (kind not in FITTED or calls[id(layer)] != 1 or not _is_linear(layer)
+            or getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode):
+        return False
+    if kind != "Dense" and (layer.data_format != "channels_last"
+                            or getattr(layer, "groups", 1) != 1):
+        return False
+    return len(layer.kernel.shape) in (2, 4)
+
+
+def _plan(model):
+    """`{fitted layer name: name of the batch norm folded into it, or None}`."""
+    nodes = _nodes(model)
+    calls = collections.Counter(id(node.operation) for node in nodes)
+    consumers = _consumers(nodes)
+    plan = {}
+    for node in nodes:
+        layer = node.operation
+        if not _fittable(layer, calls):
+            continue
+        after = consumers.get(id(node.outputs[0]), [])
+        bn = after[0].operation if len(after) == 1 else None
+        foldable = (type(bn).__name__ == "BatchNormalization" and calls[id(bn)] == 1
+                    and bn.axis in (-1, len(node.outputs[0].shape) - 1))
+        plan[layer.name] = bn.name if foldable else None
+    return plan
+
+
+def fold(model, plan=None):
+    """A copy of `model` with batch norm folded into the fitted layers.
+
+    Each fitted layer gets a bias; each batch norm it feeds becomes an
+    `Identity`. Outputs equal the model's up to float rounding.
+    """
+    plan = _plan(model) if plan is None else plan
+    folded = {bn: layer for layer, bn in plan.items() if bn is not None}
+
+    def clone(layer):
+        if layer.name in folded:
+            return keras.layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if layer.name in plan:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        if layer.name in folded:  # batch norm's `training` and `mask` mean nothing now
+            return layer(args[0])
+        return layer(*args, **kwargs)
+
+    sequential = isinstance(model, keras.Sequential)  # its layers take no call arguments
+    copy = keras.models.clone_model(model, clone_function=clone,
+                                    call_function=None if sequential else call)
+    originals = {layer.name: layer for layer in model.layers}
+    for layer in copy.layers:
+        if layer.name in folded or not layer.weights:
+            continue
+        source = originals[layer.name]
+        if layer.name not in plan:
+            layer.set_weights(source.get_weights())
+            continue
+        kernel = np.asarray(source.kernel, "float64")
+        channels = _out_channels(source)
+        bias = np.asarray(source.bias, "float64") if source.use_bias else np.zeros(channels)
+        bn_name = plan[layer.name]
+        if bn_name is not None:
+            bn = originals[bn_name]
+            scale = 1.0 / np.sqrt(np.asarray(bn.moving_variance, "float64") + bn.epsilon)
+            if bn.scale:
+                scale = scale * np.asarray(bn.gamma, "float64")
+            bias = (bias - np.asarray(bn.moving_mean, "float64")) * scale
+            if bn.center:
+                bias = bias + np.asarray(bn.beta, "float64")
+            kernel = kernel * scale.reshape(kernel.shape[-2:] if _depthwise(source) else -1)
+        layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
+    return copy
+
+
+def _depthwise(layer):
+    return type(layer).__name__ == "DepthwiseConv2D"
+
+
+def _out_channels(layer):
+    shape = layer.kernel.shape
+    return int(shape[-2] * shape[-1]) if _depthwise(layer) else int(shape[-1])
+
+
+def _input_quantize(x):
+    """Images through the int8 input as `tflite.run` feeds them (numpy rounding)."""
+    low, high = min(float(np.min(x)), 0.0), max(float(np.max(x)), 0.0)
+    if high <= low:
+        return x
+    scale = (high - low) / 255.0
+    zero = -128 - low / scale
+    # The converter rounds the zero point half away from zero (std::round).
+    zero = np.clip(np.sign(zero) * np.floor(np.abs(zero) + 0.5), -128, 127)
+    return ((np.clip(np.round(x / scale + zero), -128, 127) - zero) * scale).astype("float32")
+
+
+def _quantize_like(y_int, y_float):
+    """`y_int` through int8 with the range of `y_float`, as the converter calibrates it."""
+    import tensorflow as tf
+
+    low = min(float(tf.reduce_min(y_float)), 0.0)
+    high = max(float(tf.reduce_max(y_float)), 0.0)
+    if high <= low or not y_int.dtype.is_floating:
+        return y_int
+    return tf.quantization.fake_quant_with_min_max_args(y_int, min=low, max=high, num_bits=8)
+
+
+class _Pair:
+    """A tensor of the float model and the same tensor as the int8 file computes it."""
+
+    __slots__ = ("float", "int")
+
+    def __init__(self, y_float, y_int):
+        self.float, self.int = y_float, y_int
+
+
+def _halves(structure):
+    """`structure` of `_Pair`s as its float and int8 structures."""
+    pick = lambda attr: keras.tree.map_structure(  # noqa: E731
+        lambda v: getattr(v, attr) if isinstance(v, _Pair) else v, structure)
+    return pick("float"), pick("int")
+
+
+def _same_pad(size, kernel, stride, dilation):
+    out = -(-size // stride)
+    return max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0) // 2, out
+
+
+def _patches(layer, pair, inputs, rng):
+    """Inputs of `layer` at random output positions, float and int8.
+
+    Returns two arrays (rows, inputs, groups): one group for Conv2D and Dense,
+    one per input channel for DepthwiseConv2D.
+    """
+    halves = [np.asarray(pair.float), np.asarray(pair.int)]
+    samples = min(MAX_SAMPLES, SAMPLES_PER_INPUT * (inputs + 1))
+    if type(layer).__name__ == "Dense":
+        flat = [h.reshape(-1, h.shape[-1]) for h in halves]
+        pick = _sample(len(flat[0]), samples, rng)
+        return flat[0][pick][..., None], flat[1][pick][..., None]
+    n, rows, cols, _ = halves[0].shape
+    kh, kw = layer.kernel_size
+    (sh, sw), (dh, dw) = layer.strides, layer.dilation_rate
+    if layer.padding == "same":
+        top, out_r = _same_pad(rows, kh, sh, dh)
+        left, out_c = _same_pad(cols, kw, sw, dw)
+    else:
+        top = left = 0
+        out_r, out_c = (rows - (kh - 1) * dh - 1) // sh + 1, (cols - (kw - 1) * dw - 1) // sw + 1
+    img, pos = np.divmod(_sample(n * out_r * out_c, samples, rng), out_r * out_c)
+    r, c = np.divmod(pos, out_c)
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            y, x = r * sh + i * dh - top, c * sw + j * dw - left
+            inside = ((y >= 0) & (y < rows) & (x >= 0) & (x < cols))[:, None]
+            y, x = np.clip(y, 0, rows - 1), np.clip(x, 0, cols - 1)
+            taps.append([np.where(inside, h[img, y, x], 0) for h in halves])  # zero padding
+    out = [np.stack([tap[k] for tap in taps], axis=1) for k in (0, 1)]  # (rows, kh*kw, channels)
+    if _depthwise(layer):
+        return tuple(out)
+    return tuple(h.reshape(len(img), -1, 1) for h in out)
+
+
+def _sample(count, size, rng):
+    return np.sort(rng.choice(count, size, replace=False)) if count > size else np.arange(count)
+
+
+def _moments(x_int, x_float):
+    """Per group, `x_int`'s Gram matrix and its cross moments with `x_float`
+    (arrays (rows, inputs, groups)), with a column of ones appended to both
+    (for the bias), in float64."""
+    import tensorflow as tf
+
+    rows, _, groups = x_int.shape
+    mean_i = np.mean(x_int, axis=0, dtype="float64").T
+    mean_f = np.mean(x_float, axis=0, dtype="float64").T
+
+    def gram(a, b, mean_a, mean_b):
+        # TensorFlow's threads are busy with the model already; numpy's BLAS threads
+        # would fight them for the cores.
+        inner = tf.einsum("rig,rjg->gij", a, b).numpy().astype("float64") / rows
+        top = np.concatenate([inner, mean_a[:, :, None]], axis=2)
+        bottom = np.concatenate([mean_b, np.ones((groups, 1))], axis=1)[:, None, :]
+        return np.concatenate([top, bottom], axis=1)
+
+    return gram(x_int, x_int, mean_i, mean_i), gram(x_int, x_float, mean_i, mean_f)
+
+
+def fit(x_float, x_int, weights, bias):
+    """Int8-grid weights and a bias for one layer.
+
+    Args:
+        x_float, x_int: (rows, inputs, groups) inputs of the float layer and the
+            inputs the int8 file gives it.
+        weights: (groups, inputs, outputs) float weights; bias (groups, outputs).
+
+    Returns:
+        `(weights, bias)`: weights on each output's int8 grid with one weight
+        at +-127 steps, and the bias, fitting `x_int @ weights + bias` to
+        `x_float @ weights_float + bias_float`.
+    """
+    import tensorflow as tf  # its linear algebra: see _moments
+
+    groups, inputs, outputs = weights.shape
+    w = np.concatenate([weights, bias[:, None]], axis=1).astype("float64")
+    gram, cross = _moments(np.asarray(x_int, "float32"), np.asarray(x_float, "float32"))
+    diagonal = np.mean(np.diagonal(gram[:, :inputs, :inputs], axis1=1, axis2=2), axis=1)
+    ridge = (DAMPING * np.maximum(diagonal, 1e-12))[:, None, None] * np.eye(inputs + 1)
+    rows = len(x_int)
+    if rows >= FIT_SAMPLES_PER_INPUT * (inputs + 1):
+        # Least squares (ridge towards the float weights) from int8 inputs to float outputs.
+        w = tf.linalg.solve(gram + ridge, cross @ w + ridge @ w).numpy()
+    else:
+        # Too few positions for a full fit: the bias alone takes the mean shift.
+        shift = cross[:, inputs, :inputs] - gram[:, inputs, :inputs]  # mean float - int8 input
+        w[:, inputs] += np.einsum("gi,gio->go", shift, w[:, :inputs])
+    if inputs > MAX_INPUTS or rows <= inputs:
+        # Too wide, or too few positions to tell which roundings matter.
+        return _nearest(w[:, :inputs]), w[:, inputs]
+    return _gptq(w, gram + ridge)
+
+
+def _nearest(w):
+    limit = np.max(np.abs(w), axis=1, keepdims=True)
+    scale = np.where(limit > 0, limit / 127.0, 1.0)
+    return np.clip(np.round(w / scale), -127, 127) * scale
+
+
+def _gptq(w, hessian, block=128):
+    """Rounds rows `:-1` of `w` (groups, inputs + 1, outputs) one at a time,
+    spreading each row's error over the rows after it (the last, the bias,
+    is not rounded). Rows go in blocks: the rows after a block take its
+    errors in one product."""
+    w = w.copy()
+    inputs = w.shape[1] - 1
+    limit = np.max(np.abs(w[:, :inputs]), axis=1)  # (groups, outputs)
+    scale = np.where(limit > 0, limit / 127.0, 1.0)
+    # Each output keeps its largest weight at +-127 steps: the converter, which
+    # derives the scale from the largest weight, then finds this very grid.
+    pinned = np.argmax(np.abs(w[:, :inputs]), axis=1)
+    sign = np.where(np.take_along_axis(w, pinned[:, None], 1)[:, 0] < 0, -1.0, 1.0)
+    import tensorflow as tf  # its linear algebra: see _moments
+
+    upper = tf.linalg.cholesky(tf.linalg.inv(hessian)).numpy().transpose(0, 2, 1)
+    for start in range(0, inputs, block):
+        stop = min(start + block, inputs)
+        errors = np.zeros((len(w), stop - start, w.shape[2]))
+        for i in range(start, stop):
+            row = w[:, i]
+            q = np.clip(np.round(row / scale), -127, 127)
+            q = np.where(pinned == i, 127 * sign, q) * scale
+            error = (row - q) / upper[:, i, i, None]
+            w[:, i] = q
+            w[:, i + 1:stop] -= upper[:, i, i + 1:stop, None] * error[:, None, :]
+            errors[:, i - start] = error
+        w[:, stop:] -= np.matmul(upper[:, start:stop, stop:].transpose(0, 2, 1), errors)
+    return w[:, :inputs], w[:, inputs]
+
+
+def _as_groups(layer):
+    kernel = np.asarray(layer.kernel, "float64")
+    bias = np.asarray(layer.bias, "float64")
+    if _depthwise(layer):
+        kh, kw, channels, multiplier = kernel.shape
+        return (kernel.reshape(kh * kw, channels, multiplier).transpose(1, 0, 2),
+                bias.reshape(channels, multiplier))
+    return kernel.reshape(1, -1, kernel.shape[-1]), bias[None]
+
+
+def _from_groups(layer, weights, bias):
+    shape = tuple(layer.kernel.shape)
+    if _depthwise(layer):
+        kernel = weights.transpose(1, 0, 2).reshape(shape)
+    else:
+        kernel = weights.reshape(shape)
+    return kernel.astype("float32"), bias.reshape(-1).astype("float32")
+
+
+def _images_for(nodes, images):
+    """As many of `images` as the side-by-side walk holds in MEMORY bytes."""
+    side = max(images.shape[1:3])  # bounds the size of a layer built for any size
+    widest = max(int(np.prod([side if d is None else d for d in t.shape[1:]]))
+                 for node in nodes for t in node.outputs)
+    # Float and int8 halves of an input and an output and temporaries (measured: about
+    # eight of the widest tensor per image in all), in float32.
+    return images[:max(1, MEMORY // (8 * 4 * widest))]
+
+
+def rounded(model, images, seed=0):
+    """A copy of `model` whose fitted weights are on the int8 grid TFLite uses.
+
+    Returns the model itself when it has nothing to fit (or a graph this walk
+    cannot run); the copy otherwise. `model` is not changed.
+    """
+    if _graph(model) is None or not len(images):
+        return model
+    plan = _plan(model)
+    if not plan:
+        return model
+    copy = fold(model, plan)
+    nodes = _nodes(copy)
+    images = _images_for(nodes, np.asarray(images, "float32"))
+    rng = np.random.default_rng(seed)
+    consumers = _consumers(nodes)
+
+    def fused(node):
+        """Whether TFLite fuses the activation after `node` into it."""
+        out = node.outputs[0]
+        while True:
+            after = consumers.get(id(out), [])
+            if len(after) != 1:
+                return False
+            layer = after[0].operation
+            if type(layer).__name__ == "Identity":
+                out = after[0].outputs[0]
+                continue
+            return _is_relu(layer)
+
+    def concatenated(node):
+        """Whether `node` only feeds concatenations, which TFLite has write their
+        inputs at the scale of their output (so they are rounded once, there)."""
+        after = [n for t in node.outputs for n in consumers.get(id(t), [])]
+        return bool(after) and all(type(n.operation).__name__ == "Concatenate" for n in after)
+
+    def call(node, args, kwargs):
+        layer = node.operation
+        kind = type(layer).__name__
+        if "training" in getattr(layer, "_call_context_args", ()):
+            kwargs = {**kwargs, "training": False}
+        (args_f, kwargs_f), (args_i, kwargs_i) = _halves((args, kwargs))
+        y_float = layer(*args_f, **kwargs_f)
+        if layer.name in plan:
+            weights, bias = _as_groups(layer)
+            weights, bias = fit(*_patches(layer, args[0], weights.shape[1], rng), weights, bias)
+            layer.set_weights(list(_from_groups(layer, weights, bias)))
+        y_int = layer(*args_i, **kwargs_i)
+        keep = (kind in SAME_SCALE or (kind == "Activation" and _is_linear(layer))
+                or (kind in FITTED and fused(node)) or concatenated(node))
+        y_float, y_int = keras.tree.flatten(y_float), keras.tree.flatten(y_int)
+        return [_Pair(f, i if keep else _quantize_like(i, f))
+                for f, i in zip(y_float, y_int, strict=True)]
+
+    as_tensor = keras.ops.convert_to_tensor
+    _walk(copy, _Pair(as_tensor(images), as_tensor(_input_quantize(images))), call)
+    return copy

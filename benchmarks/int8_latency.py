@@ -92,23 +92,10 @@ def build(name, size):
 
 
 def trained_like(model, x, seed=0):
-    """Random batch-norm scales/offsets, and moving statistics measured on `x`."""
-    import keras
+    """Trained-like batch norms (`keras_lightnets.export._model.trained_like`)."""
+    from keras_lightnets.export import _model
 
-    rng = np.random.default_rng(seed)
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers:
-        gamma, beta, mean, variance = layer.get_weights()
-        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                           rng.normal(0.0, 0.5, beta.shape).astype("float32"), mean, variance])
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(x, training=True)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
-    return model
+    return _model.trained_like(model, x, seed)
 
 
 def export_all(name, size, images, workdir):

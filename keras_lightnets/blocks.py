@@ -323,20 +323,26 @@ def fire(
     return out
 
 
-def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None):
+def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None, nonnegative=False):
     """PyTorch's `MaxPool2d` / `AvgPool2d(pool_size, strides, padding=pool_size // 2)`.
 
     Floor-mode output size, symmetric padding, exactly as PyTorch:
-    - "max" pads with -inf. A stride-1 'same' max pool pads
+    - "max" pads with -inf. On a `nonnegative` map (after ReLU) zeros do the
+      same: layers `{name}_pad`, `{name}` (PAD + MAX_POOL_2D, the cheapest
+      form in TFLite). Otherwise a stride-1 'same' max pool pads
       `(pool_size - 1) / 2` with -inf on each side (odd `pool_size`), so it
       computes PyTorch's window at every position, and a 1x1 pool at
-      `strides` keeps PyTorch's positions. Zero padding would be exact only
-      on non-negative maps (not after swish). Layers: `{name}`,
-      `{name}_subsample`.
+      `strides` keeps PyTorch's positions: layers `{name}`,
+      `{name}_subsample` (4x the comparisons, and XNNPACK does not run the
+      1x1 pool, which splits the TFLite graph in two).
     - "avg" pads with zeros that count in the mean (`count_include_pad=True`,
       PyTorch's default). Layers: `{name}_pad`, `{name}`.
     """
     L = L or default_namespace()
+    if kind == "max" and nonnegative:
+        half = pool_size // 2
+        x = L.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
+        return L.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
     if kind == "max":
         x = L.MaxPooling2D(pool_size, strides=1, padding="same", name=name)(x)
         return L.MaxPooling2D(1, strides=strides, name=f"{name}_subsample")(x)
@@ -389,7 +395,8 @@ def shufflenet_v1_unit(
     depthwise (at `strides`) + BN, grouped 1x1 + BN, then an identity
     shortcut added (stride 1) or a 3x3/2 average-pool shortcut concatenated
     before the branch (stride 2; the branch then makes `filters - in`
-    channels), and ReLU.
+    channels), and ReLU (on the branch before the concatenation: the same
+    function, as the pooled shortcut is never negative).
 
     Args:
         pw_groups: groups of the first 1x1 (default `groups`; the paper uses
@@ -416,11 +423,15 @@ def shufflenet_v1_unit(
     x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2", L)
     x = L.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
     if strides > 1:
-        # The official code concatenates the pooled shortcut first.
+        # The official code concatenates the pooled shortcut first, then applies
+        # ReLU. The shortcut, an average of a ReLU output, is never negative, so
+        # ReLU on the branch alone is the same function, and it fuses into the
+        # branch's last op: a ReLU after a concatenation stays a separate op,
+        # which XNNPACK does not run in int8 (a quarter of the int8 latency).
+        x = L.ReLU(name=f"{prefix}_relu")(x)
         shortcut = torch_pool(shortcut, "avg", 3, strides, f"{prefix}_pool", L)
-        x = L.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
-    else:
-        x = L.Add(name=f"{prefix}_add")([shortcut, x])
+        return L.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
+    x = L.Add(name=f"{prefix}_add")([shortcut, x])
     return L.ReLU(name=f"{prefix}_relu")(x)
 
 

@@ -265,7 +265,8 @@ def cmd_benchmark(args, out):
 
     entries = [_entry(name) for name in args.names]
     print(f"TFLite latency with ai-edge-litert (XNNPACK CPU, {args.threads} thread(s), "
-          f"batch 1): median of {args.runs} runs after {args.warmup} warm-up runs", file=out)
+          f"batch 1): median of {args.runs} runs after {args.warmup} warm-up runs; "
+          "side by side with the reference models: benchmarks/run.py", file=out)
     header = f"{'name':<34} {'input':>9} {'float32 ms':>11} {'int8 ms':>9} " \
              f"{'float32 MiB':>12} {'int8 MiB':>9}"
     print(header, file=out)
@@ -276,6 +277,8 @@ def cmd_benchmark(args, out):
             # Latency does not depend on calibration quality: a few random
             # inputs in the model's domain calibrate the int8 file.
             calibration = _model.random_inputs(model, shape, 8)
+            if _weights_arg(args.weights) is None:
+                _model.trained_like(model, calibration)
             row = {}
             for kind, kwargs in (("float32", {}),
                                  ("int8", {"quantization": "int8",

@@ -11,13 +11,11 @@ from keras_lightnets import registry
 
 ENTRIES = registry.entries()
 IDS = [e.name for e in ENTRIES]
-# ShuffleNet V1's 25 variants (up to ~460 layers each with split group convs) run the full
-# harness in the heavy subset; the default run gives each of them the exact-params and shape
-# check below and the family default the full harness.
-HEAVY_FAMILIES = ("ShuffleNetV1",)
+# Suite time: the full harness and the feature-extractor check run on every family's default
+# variant; the other widths get them in the heavy subset (`-m heavy`), and the exact-params,
+# shape, no-Lambda and profile checks below in the default run.
 HARNESS_CASES = [
-    pytest.param(e, id=e.name, marks=pytest.mark.heavy)
-    if e.family in HEAVY_FAMILIES and not e.default else pytest.param(e, id=e.name)
+    pytest.param(e, id=e.name) if e.default else pytest.param(e, id=e.name, marks=pytest.mark.heavy)
     for e in ENTRIES
 ]
 
@@ -53,7 +51,7 @@ def test_profile_matches_reference(entry):
     assert 0 < p["peak_activation_bytes"] < 64 * 2**20
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@pytest.mark.parametrize("entry", HARNESS_CASES)
 def test_feature_extractor(entry):
     model = entry.build(weights=None, include_top=False)
     strides, sizes = harness.feature_check(entry, 128)

@@ -200,8 +200,9 @@ def pool(x, pooling, names=("avg_pool", "max_pool"), L=None):
 def normalization(mean, std, L=None, name="normalization"):
     """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels.
 
-    A `Rescaling` layer with per-channel scale and offset: no weights, one
-    fused multiply-add in TFLite, and a raw-pixel input for phones.
+    The package's `Rescaling` with per-channel scale and offset: no weights,
+    one 1x1 convolution in TFLite and ONNX (see `layers.Rescaling`), and a
+    raw-pixel input for phones.
     """
     L = L or default_namespace()
     scale = [float(1.0 / (255.0 * s)) for s in std]

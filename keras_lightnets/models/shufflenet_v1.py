@@ -154,7 +154,7 @@ def ShuffleNetV1(
     stem, units = decode_units(groups, alpha)
     x = blocks.conv_bn_act(x, stem, 3, strides=2, act="relu", prefix="conv1",
                            pad_mode="symmetric", bn=BN, L=L)
-    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L)
+    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L, nonnegative=True)
     for prefix, filters, stride, pw_groups in units:
         x = blocks.shufflenet_v1_unit(x, filters, groups, stride, pw_groups, group_conv,
                                       prefix, bn=BN, L=L)

@@ -114,7 +114,8 @@ def ShuffleNetV2(
         names={"conv": "conv1_0", "bn": "conv1_1", "act": f"conv1_{activation}",
                "pad": "conv1_pad"}, bn=BN, L=L,
     )
-    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L)
+    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L,
+                          nonnegative=activation == "relu")
     units, last_filters = decode_units(alpha)
     for prefix, filters, stride in units:
         x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=BN, L=L)

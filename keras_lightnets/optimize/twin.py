@@ -20,6 +20,7 @@ import weakref
 import keras
 
 from keras_lightnets.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
+from keras_lightnets.layers import Rescaling as PackageRescaling
 
 # The Keras 3 model each twin came from, so `strip` can go back to it without
 # setting an attribute on the tf_keras model (which it would track).
@@ -428,6 +429,9 @@ TRANSLATIONS = {
     L.Identity: lambda t, layer: t.tfk.layers.Activation("linear", name=layer.name),
     L.Rescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
                                                          name=layer.name),
+    # The package's Rescaling computes the same values (as a 1x1 convolution).
+    PackageRescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
+                                                              name=layer.name),
     HardSwish: _twin("HardSwish"),
     HardSigmoid: _twin("HardSigmoid"),
     ChannelSplit: _twin("ChannelSplit", "num_splits"),

@@ -1,0 +1,574 @@
+"""Side-by-side benchmark: keras_lightnets against what a user would pick instead.
+
+For each variant, in one process and interleaved round by round, the median
+of `--runs` timed calls after warm-up of: TFLite float32 and int8 latency
+(ai-edge-litert, 1 thread and all threads, batch 1; int8 post-training and,
+when keras_lightnets.optimize imports, from the TF-MOT QAT graph), ONNX Runtime
+latency (1 thread), Keras `predict_on_batch` latency at batch 1, throughput at
+batch 32 and training throughput at batch 32 (MobileNetV2); plus file sizes,
+params and MACs. Models get random weights shaped like trained ones (see
+`trained_like`): latency does not depend on the values, int8 files do.
+Peers, measured in the same rounds: keras.applications' MobileNet/V2/V3 in
+the same formats, torchvision's models exported with `torch.onnx.export` and
+run in the same ONNX Runtime, and Google's own MobileNetV2 int8 TFLite files
+from ../shared/data/weights. Achieved GMAC/s is compared with the measured
+peak of a large float32 matmul on this machine.
+
+Writes `benchmark.md`, `benchmark.json` and `latency_vs_top1.png` to
+`--out` (default benchmarks/results) and prints the table.
+
+    python benchmarks/run.py                      # the full run (about 25 min on 2 cores)
+    python benchmarks/run.py --variants mobilenet_v3_small_075 --runs 3 --quick
+
+`--quick` times our files only (no peers, no QAT, no training), for smoke tests.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Benchmark the checkout this script belongs to, not whatever copy is installed,
+# and share int8_latency.py's helpers.
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SHARED = ROOT.parent / "shared"
+DEFAULT_VARIANTS = [
+    "mobilenet_v1_100",
+    "mobilenet_v2_100",
+    "mobilenet_v3_large_100",
+    "mobilenet_v3_small_100",
+    "shufflenet_v2_100",
+    "shufflenet_v1_g3_100",
+    "squeezenet_1_1",
+    "mnasnet_100",
+]
+SIZE = 224
+
+# Peers per variant. Columns: keras.applications factory and kwargs, torchvision
+# builder name (exported to ONNX), Google TFLite files (name -> shared file).
+PEERS = {
+    "mobilenet_v1_100": ("MobileNet", {"alpha": 1.0}, None, {}),
+    "mobilenet_v2_100": ("MobileNetV2", {"alpha": 1.0}, "mobilenet_v2", {
+        "google_int8_ptq": "mobilenet_v2_1.0_224_int8_ptq_reference.tflite",
+        "google_uint8_qat": "mobilenet_v2_1.0_224_uint8_qat_reference.tflite",
+    }),
+    "mobilenet_v3_large_100": ("MobileNetV3Large", {"alpha": 1.0}, "mobilenet_v3_large", {}),
+    "mobilenet_v3_small_100": ("MobileNetV3Small", {"alpha": 1.0}, "mobilenet_v3_small", {}),
+    "shufflenet_v2_100": (None, {}, "shufflenet_v2_x1_0", {}),
+    "squeezenet_1_1": (None, {}, "squeezenet1_1", {}),
+    "mnasnet_100": (None, {}, "mnasnet1_0", {}),
+}
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+class Runner:
+    """One timed measurement: `call()` runs one inference (or training step)."""
+
+    def __init__(self, variant, source, kind, call, items=1):
+        self.variant, self.source, self.kind = variant, source, kind
+        self.call, self.items = call, items
+        self.times = []
+
+    @property
+    def median_ms(self):
+        return 1000 * statistics.median(self.times) if self.times else None
+
+
+def interleave(runners, runs, warmup, seed=0):
+    """Runs every runner once per round, `warmup` untimed rounds first.
+
+    The order changes every round (seeded), so that no file always runs right
+    after the same neighbour (cache state, frequency changes) or in the same
+    part of a round.
+    """
+    order = list(runners)
+    rng = random.Random(seed)
+    for r in range(warmup + runs):
+        rng.shuffle(order)
+        for runner in order:
+            start = time.perf_counter()
+            runner.call()
+            elapsed = time.perf_counter() - start
+            if r >= warmup:
+                runner.times.append(elapsed)
+
+
+def tflite_call(path, threads):
+    from keras_lightnets.export import tflite
+
+    interp = tflite.interpreter(str(path), num_threads=threads)
+    detail = interp.get_input_details()[0]
+    x = np.zeros(detail["shape"], dtype=detail["dtype"])
+    index = detail["index"]
+
+    def call():
+        interp.set_tensor(index, x)
+        interp.invoke()
+
+    return call
+
+
+def onnx_call(path, threads=1):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+    x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
+    return lambda: session.run(None, {inp.name: x})
+
+
+def keras_predict_call(model, batch):
+    x = np.random.default_rng(0).uniform(0, 1, (batch, SIZE, SIZE, 3)).astype("float32")
+    return lambda: model.predict_on_batch(x)
+
+
+def keras_train_call(model, batch):
+    import keras
+
+    x = np.random.default_rng(0).uniform(0, 1, (batch, SIZE, SIZE, 3)).astype("float32")
+    y = keras.utils.to_categorical(np.arange(batch) % 1000, 1000)
+    model.compile(optimizer=keras.optimizers.SGD(0.001), loss="categorical_crossentropy")
+    return lambda: model.train_on_batch(x, y)
+
+
+def matmul_peak_gmacs(threads=None, n=2048, repeats=5):
+    """Measured float32 matmul peak (GMAC/s), optionally in a 1-thread subprocess."""
+    if threads == 1:
+        code = (
+            "import numpy as np, time\n"
+            f"a = np.ones(({n}, {n}), 'float32'); a @ a\n"
+            "best = float('inf')\n"
+            f"for _ in range({repeats}):\n"
+            "    s = time.perf_counter(); a @ a; best = min(best, time.perf_counter() - s)\n"
+            f"print({n} ** 3 / best / 1e9)\n"
+        )
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+               "MKL_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        return float(out.stdout.strip())
+    a = np.ones((n, n), "float32")
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return n**3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# -- building the artifacts ---------------------------------------------------------------
+
+
+def calibration_images(count=32):
+    """Real photos when ../shared is there (raw 0-255 RGB), else smooth noise."""
+    from PIL import Image
+
+    folder = SHARED / "data" / "imagenet-sample" / "jpeg"
+    files = sorted(folder.glob("*.JPEG"))[:count] if folder.is_dir() else []
+    if files:
+        return np.stack([np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE)),
+                                    dtype="float32") for f in files])
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def model_domain(model, images, preprocess):
+    from keras_lightnets.export import expects_raw_pixels
+
+    return images if expects_raw_pixels(model) else np.asarray(preprocess(images.copy()))
+
+
+def trained_like(model, images, preprocess):
+    """Gives `model` weights shaped like trained ones, in place; returns its input data.
+
+    Latency does not depend on weight values, but int8 files do: untouched
+    initial weights give near-constant activations (MobileNetV3's shrink to
+    ~1e-7 after twenty hard-swishes), which fail int8 verification and make
+    XNNPACK refuse int8 ADD/MUL ops whose scales are too far apart. Batch-norm
+    scales and offsets are drawn around 1 and 0 and the moving statistics are
+    measured on the calibration images (`int8_latency.trained_like`).
+    """
+    from int8_latency import trained_like as randomize
+
+    data = model_domain(model, images, preprocess)
+    randomize(model, data[:16])
+    return data
+
+
+def export_all(model, prefix, data, quick, strict=True, qat=False):
+    """Float32 and int8 TFLite and ONNX files of one Keras model: `({kind: path}, notes)`.
+
+    Our float files must reproduce the model (export verification). An int8
+    file, or a peer's file, that does not is still timed and the failure is
+    noted: with random weights the int8 agreement says little (tests/
+    test_export.py and test_optimize.py check it on real photos).
+    """
+    from keras_lightnets import export
+    from keras_lightnets.export.verify import ExportVerificationError
+
+    notes = []
+
+    def write(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs).path
+        except ExportVerificationError as exc:
+            if strict and "int8" not in args:
+                raise
+            notes.append(f"{pathlib.Path(args[1]).name}: {str(exc).split(';')[0]}")
+            return fn(*args, **{**kwargs, "verify": False}).path
+
+    calibration = data[: 8 if quick else 32]
+    files = {"tflite_fp32": write(export.to_tflite, model, f"{prefix}_fp32.tflite",
+                                  verify_data=data[:4]),
+             "tflite_int8": write(export.to_tflite, model, f"{prefix}_int8.tflite", "int8",
+                                  representative_data=calibration, progress=False)}
+    if qat:
+        # TF-MOT's graph, calibrated but not trained (the graph is what counts):
+        # the int8 path for MobileNetV3, whose PTQ file keeps HARD_SWISH.
+        from keras_lightnets import optimize
+
+        aware = optimize.quantize_aware(model, representative_data=calibration)
+        files["tflite_int8_qat"] = export.to_tflite(
+            aware, f"{prefix}_int8_qat.tflite", "int8", representative_data=calibration,
+            progress=False, verify=False).path
+    files["onnx"] = write(export.to_onnx, model, f"{prefix}.onnx", batch_size=1,
+                          verify_data=data[:2])
+    return files, notes
+
+
+def qat_available():
+    try:
+        import keras_lightnets.optimize  # noqa: F401
+
+        return True
+    except ImportError as exc:
+        print(f"keras_lightnets.optimize is not importable ({exc}): no QAT int8 column")
+        return False
+
+
+def torchvision_onnx(builder, path):
+    """torchvision's model exported with torch.onnx.export (NCHW, batch 1)."""
+    import types
+
+    import torch
+
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("stub"))
+    import torchvision.models as tvm
+
+    model = getattr(tvm, builder)(weights=None).eval()
+    x = torch.zeros(1, 3, SIZE, SIZE)
+    torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"],
+                      opset_version=17, dynamo=False)
+    return path
+
+
+def top1_of(entry):
+    """Reported ImageNet top-1 of the variant's published weights, or None."""
+    import inspect
+
+    from keras_lightnets.weights import manifest
+
+    kwargs = {name: p.default for name, p in inspect.signature(entry.factory).parameters.items()}
+    kwargs.update(entry.kwargs)
+    rows = [e for e in manifest.entries(entry.family)
+            if all(kwargs.get(k) == v for k, v in e["variant"].items())]
+    rows.sort(key=lambda e: e["input_size"] != SIZE)  # this input size first, else 224
+    return rows[0]["top1"] if rows else None
+
+
+def keras_application(name, kwargs):
+    import keras
+
+    return getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3),
+                                              classifier_activation=None, **kwargs)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=224):
+    """Builds, exports and times every variant and its peers; writes the results."""
+    import keras
+    import tensorflow as tf
+
+    import keras_lightnets as kl
+    from keras_lightnets import registry
+
+    tf.get_logger().setLevel("ERROR")  # predict_on_batch retracing notes, one per model
+    global SIZE
+    SIZE = size
+    load_start = os.getloadavg()[0]
+    threads_all = os.cpu_count()
+    images = calibration_images(8 if quick else 32)
+    qat = not quick and qat_available()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="kl_bench_"))
+    runners, rows, train_runners = [], {}, []
+    for name in variants:
+        entry = registry.get_entry(name)
+        ours = entry.build(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
+        data = trained_like(ours, images, entry.preprocess_input)
+        stats = kl.profile(ours)
+        row = rows[name] = {"family": entry.family, "params": stats["params"],
+                            "macs": stats["macs"], "top1": top1_of(entry), "sizes": {},
+                            "notes": []}
+        print(f"[{name}] exporting ...", flush=True)
+        files, notes = export_all(ours, work / name, data, quick, qat=qat)
+        sources = {"ours": (ours, files)}
+        keras_name, keras_kwargs, tv_builder, google = PEERS.get(name, (None, {}, None, {}))
+        if keras_name and not quick:
+            peer = keras_application(keras_name, keras_kwargs)
+            peer_data = trained_like(peer, images, entry.preprocess_input)
+            peer_files, peer_notes = export_all(peer, work / f"{name}_keras", peer_data, quick,
+                                                strict=False)
+            sources["keras.applications"] = (peer, peer_files)
+            notes += [f"keras.applications {n}" for n in peer_notes]
+        if tv_builder and not quick:
+            sources["torchvision"] = (None, {"onnx": torchvision_onnx(
+                tv_builder, work / f"{name}_torchvision.onnx")})
+        for label, file in google.items():
+            path = SHARED / "data" / "weights" / file
+            if path.is_file() and not quick:
+                sources[label] = (None, {"tflite_int8": path})
+        row["notes"] = notes
+        for source, (model, files) in sources.items():
+            for kind, path in files.items():
+                row["sizes"][f"{source}:{kind}"] = os.path.getsize(path)
+                if kind.startswith("tflite"):
+                    runners.append(Runner(name, source, f"{kind}_1t", tflite_call(path, 1)))
+                    if kind != "tflite_int8_qat":
+                        runners.append(Runner(name, source, f"{kind}_{threads_all}t",
+                                              tflite_call(path, threads_all)))
+                else:
+                    runners.append(Runner(name, source, "onnxruntime_1t", onnx_call(path)))
+            if model is not None:
+                runners.append(Runner(name, source, "keras_b1", keras_predict_call(model, 1)))
+                runners.append(Runner(name, source, "keras_b32",
+                                      keras_predict_call(model, 32), items=32))
+        if name == "mobilenet_v2_100" and not quick:
+            for source, factory in (("ours", lambda: kl.MobileNetV2(weights=None)),
+                                    ("keras.applications",
+                                     lambda: keras.applications.MobileNetV2(weights=None))):
+                train_runners.append(Runner(name, source, "keras_train_b32",
+                                            keras_train_call(factory(), 32), items=32))
+
+    # The matmul peak, before and after the timing (the best of both: other
+    # processes on the machine only ever lower it).
+    peaks = [(matmul_peak_gmacs(threads=1), matmul_peak_gmacs())]
+    print(f"timing {len(runners)} runners x {runs} rounds ...", flush=True)
+    interleave(runners, runs, warmup)
+    if train_runners:
+        print(f"timing training, {train_steps or runs} steps ...", flush=True)
+        interleave(train_runners, train_steps or runs, 2)
+    peaks.append((matmul_peak_gmacs(threads=1), matmul_peak_gmacs()))
+    peak_1t, peak_all = (max(p) for p in zip(*peaks, strict=True))
+    load = (load_start, os.getloadavg()[0])
+    shutil.rmtree(work, ignore_errors=True)
+    return summarise(rows, runners + train_runners, peak_1t, peak_all, runs, out, load)
+
+
+def summarise(rows, runners, peak_1t, peak_all, runs, out, load=(None, None)):
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "load_1min_start": load[0], "load_1min_end": load[1],
+                    "matmul_peak_gmacs_1t": peak_1t, "matmul_peak_gmacs_all": peak_all},
+        "runs": runs, "input_size": SIZE, "variants": rows, "measurements": [],
+    }
+    for r in runners:
+        m = {"variant": r.variant, "source": r.source, "kind": r.kind, "median_ms": r.median_ms,
+             "runs": len(r.times)}
+        if r.items > 1:
+            m["images_per_s"] = r.items / (r.median_ms / 1000)
+        macs = rows[r.variant]["macs"]
+        if r.kind.startswith("tflite_fp32") and r.source == "ours":
+            peak = peak_1t if r.kind.endswith("_1t") else peak_all
+            m["gmacs"] = macs / (r.median_ms / 1000) / 1e9
+            m["fraction_of_peak"] = m["gmacs"] / peak
+        results["measurements"].append(m)
+    results["targets"] = targets(results)
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(results, indent=1))
+    table = markdown(results)
+    (out / "benchmark.md").write_text(table)
+    plot(results, out / "latency_vs_top1.png")
+    print(table)
+    return results
+
+
+def _median(results, variant, source, kind):
+    for m in results["measurements"]:
+        if (m["variant"], m["source"], m["kind"]) == (variant, source, kind):
+            return m["median_ms"]
+    return None
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def targets(results):
+    """The issue's targets as measured ratios (ours / reference)."""
+    out = []
+
+    def add(what, ratio, bound, kind="<="):
+        if ratio is not None:
+            ok = ratio <= bound if kind == "<=" else ratio >= bound
+            out.append({"target": what, "ratio": ratio, "bound": f"{kind} {bound}", "met": ok})
+
+    for v in ("mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100",
+              "mobilenet_v3_small_100"):
+        add(f"{v} float32 TFLite vs keras.applications (1 thread)",
+            _ratio(_median(results, v, "ours", "tflite_fp32_1t"),
+                   _median(results, v, "keras.applications", "tflite_fp32_1t")), 1.02)
+    add("mobilenet_v2_100 int8 TFLite vs Google's int8 file (1 thread)",
+        _ratio(_median(results, "mobilenet_v2_100", "ours", "tflite_int8_1t"),
+               _median(results, "mobilenet_v2_100", "google_int8_ptq", "tflite_int8_1t")), 1.05)
+    for v in results["variants"]:
+        add(f"{v} int8 (post-training) vs float32 TFLite (1 thread)",
+            _ratio(_median(results, v, "ours", "tflite_int8_1t"),
+                   _median(results, v, "ours", "tflite_fp32_1t")), 0.6)
+        add(f"{v} int8 (QAT graph) vs float32 TFLite (1 thread)",
+            _ratio(_median(results, v, "ours", "tflite_int8_qat_1t"),
+                   _median(results, v, "ours", "tflite_fp32_1t")), 0.6)
+        add(f"{v} ONNX Runtime vs torchvision's export (1 thread)",
+            _ratio(_median(results, v, "ours", "onnxruntime_1t"),
+                   _median(results, v, "torchvision", "onnxruntime_1t")), 1.05)
+    add("shufflenet_v2_100 vs mobilenet_v2_100 float32 TFLite (1 thread)",
+        _ratio(_median(results, "shufflenet_v2_100", "ours", "tflite_fp32_1t"),
+               _median(results, "mobilenet_v2_100", "ours", "tflite_fp32_1t")), 0.6)
+    ours = _median(results, "mobilenet_v2_100", "ours", "keras_train_b32")
+    ref = _median(results, "mobilenet_v2_100", "keras.applications", "keras_train_b32")
+    add("mobilenet_v2_100 Keras training throughput vs keras.applications",
+        _ratio(ref, ours), 0.95, ">=")
+    return out
+
+
+def markdown(results):
+    lines = [f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}; "
+             f"float32 matmul peak {results['machine']['matmul_peak_gmacs_1t']:.1f} GMAC/s "
+             f"(1 thread), {results['machine']['matmul_peak_gmacs_all']:.1f} (all); "
+             f"median of {results['runs']} interleaved runs, batch 1 unless noted; "
+             f"1-minute load average {_load(results)} (other processes share the machine).",
+             ""]
+    kinds = sorted({m["kind"] for m in results["measurements"]})
+    lines.append("| variant | source | " + " | ".join(f"{k} (ms)" for k in kinds) + " |")
+    lines.append("|---|---|" + "---|" * len(kinds))
+    pairs = sorted({(m["variant"], m["source"]) for m in results["measurements"]})
+    for variant, source in pairs:
+        cells = []
+        for k in kinds:
+            v = _median(results, variant, source, k)
+            cells.append("" if v is None else f"{v:.2f}")
+        lines.append(f"| {variant} | {source} | " + " | ".join(cells) + " |")
+    lines += ["", "| variant | params | MACs (M) | reported top-1 | TFLite fp32 GMAC/s "
+              "(1 thread) | of peak |", "|---|---|---|---|---|---|"]
+    for variant, row in results["variants"].items():
+        g = [m for m in results["measurements"] if m["variant"] == variant
+             and m["source"] == "ours" and m["kind"] == "tflite_fp32_1t"]
+        gm = f"{g[0]['gmacs']:.1f} | {g[0]['fraction_of_peak']:.0%}" if g else " | "
+        lines.append(f"| {variant} | {row['params']:,} | {row['macs'] / 1e6:.0f} | "
+                     f"{row['top1']} | {gm} |")
+    lines += ["", "| target | measured ratio | bound | met |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {t['ratio']:.3f} | {t['bound']} | "
+                     f"{'yes' if t['met'] else 'NO'} |")
+    notes = [f"- {variant}: {note}" for variant, row in results["variants"].items()
+             for note in row.get("notes", [])]
+    if notes:
+        lines += ["", "Files timed although their export verification failed:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _load(results):
+    start = results["machine"].get("load_1min_start")
+    end = results["machine"].get("load_1min_end")
+    return "n/a" if start is None else f"{start:.2f} at the start, {end:.2f} at the end"
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written")
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    # Series: (label, source, kinds; the fastest of `kinds` is plotted), marker, colour.
+    series = [
+        ("ours, TFLite float32", "ours", ("tflite_fp32_1t",), "o", "tab:blue"),
+        ("ours, TFLite int8", "ours", ("tflite_int8_1t", "tflite_int8_qat_1t"), "D", "tab:cyan"),
+        ("keras.applications, TFLite float32", "keras.applications", ("tflite_fp32_1t",), "s",
+         "tab:orange"),
+        ("torchvision, ONNX Runtime", "torchvision", ("onnxruntime_1t",), "^", "tab:green"),
+        ("ours, ONNX Runtime", "ours", ("onnxruntime_1t",), "v", "tab:olive"),
+        ("Google int8 (PTQ)", "google_int8_ptq", ("tflite_int8_1t",), "x", "tab:red"),
+        ("Google uint8 (QAT)", "google_uint8_qat", ("tflite_int8_1t",), "+", "tab:purple"),
+    ]
+    seen = set()
+    for variant, row in results["variants"].items():
+        if row["top1"] is None:
+            continue
+        for label, source, kinds, marker, colour in series:
+            times = [t for t in (_median(results, variant, source, k) for k in kinds)
+                     if t is not None]
+            if not times:
+                continue
+            ax.scatter(min(times), row["top1"], marker=marker, color=colour,
+                       label=None if label in seen else label)
+            seen.add(label)
+        ms = _median(results, variant, "ours", "tflite_fp32_1t")
+        if ms is not None:
+            ax.annotate(variant, (ms, row["top1"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("latency, ms (1 thread, batch 1)")
+    ax.set_ylabel("reported ImageNet top-1 (%)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--size", type=int, default=SIZE, help="input rows and cols")
+    parser.add_argument("--quick", action="store_true",
+                        help="ours only: no peers, no QAT, no training, fewer calibration images")
+    args = parser.parse_args(argv)
+    benchmark(args.variants, args.runs, args.warmup, args.out, quick=args.quick,
+              size=args.size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

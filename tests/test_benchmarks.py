@@ -1,0 +1,44 @@
+"""benchmarks/run.py end to end on one tiny variant: a smoke test, no timing is asserted."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+VARIANT = "mobilenet_v3_small_075"
+
+
+def test_benchmark_script_writes_table_json_and_plot(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--variants", VARIANT,
+         "--runs", "3", "--warmup", "1", "--size", "96", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    data = json.loads((tmp_path / "benchmark.json").read_text())
+    assert data["input_size"] == 96
+    row = data["variants"][VARIANT]
+    assert row["params"] > 0 and row["macs"] > 0 and row["top1"] is not None
+    assert row["sizes"]["ours:tflite_int8"] < row["sizes"]["ours:tflite_fp32"]
+    kinds = {m["kind"]: m for m in data["measurements"]}
+    assert {"tflite_fp32_1t", "tflite_int8_1t", "onnxruntime_1t", "keras_b1",
+            "keras_b32"} <= set(kinds)
+    for m in data["measurements"]:
+        assert m["runs"] == 3 and m["median_ms"] > 0, m
+    assert kinds["keras_b32"]["images_per_s"] > 0
+    assert 0 < kinds["tflite_fp32_1t"]["fraction_of_peak"]
+    assert data["machine"]["matmul_peak_gmacs_1t"] > 0
+    ratio = {t["target"]: t for t in data["targets"]}
+    target = ratio[f"{VARIANT} int8 (post-training) vs float32 TFLite (1 thread)"]
+    assert target["ratio"] > 0 and isinstance(target["met"], bool)
+
+    table = (tmp_path / "benchmark.md").read_text()
+    line = next(x for x in table.splitlines() if x.startswith(f"| {VARIANT} | ours |"))
+    assert len(re.findall(r"\d+\.\d\d", line)) == len(kinds)
+    png = (tmp_path / "latency_vs_top1.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000

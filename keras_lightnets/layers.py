@@ -108,6 +108,24 @@ class ChannelSplit(keras.layers.Layer):
         return {**super().get_config(), "num_splits": self.num_splits}
 
 
+def shuffle_channels(inputs, groups, backend):
+    """ChannelShuffle's computation with `backend`'s reshape/transpose/shape.
+
+    `backend` is `keras.ops`, or `tensorflow` for the tf_keras twin: both
+    spell the three ops the same way.
+    """
+    if groups == 1:
+        return inputs
+    channels = inputs.shape[-1]
+    height, width = inputs.shape[1], inputs.shape[2]
+    x = backend.reshape(inputs, (-1, groups, channels // groups))
+    x = backend.transpose(x, (0, 2, 1))
+    if height is None or width is None:
+        dynamic = backend.shape(inputs)
+        height, width = dynamic[1], dynamic[2]
+    return backend.reshape(x, (-1, height, width, channels))
+
+
 @_register
 class ChannelShuffle(keras.layers.Layer):
     """Channel shuffle of ShuffleNet on a channels-last tensor.
@@ -136,16 +154,7 @@ class ChannelShuffle(keras.layers.Layer):
             )
 
     def call(self, inputs):
-        if self.groups == 1:
-            return inputs
-        channels = inputs.shape[-1]
-        height, width = inputs.shape[1], inputs.shape[2]
-        x = ops.reshape(inputs, (-1, self.groups, channels // self.groups))
-        x = ops.transpose(x, (0, 2, 1))
-        if height is None or width is None:
-            dynamic = ops.shape(inputs)
-            height, width = dynamic[1], dynamic[2]
-        return ops.reshape(x, (-1, height, width, channels))
+        return shuffle_channels(inputs, self.groups, ops)
 
     def compute_output_shape(self, input_shape):
         return input_shape

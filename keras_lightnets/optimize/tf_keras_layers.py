@@ -10,6 +10,8 @@ which TF-MOT's clone and quantize passes go through.
 import tensorflow as tf
 import tf_keras
 
+from keras_lightnets.layers import shuffle_channels
+
 PACKAGE = "keras_lightnets"
 
 
@@ -83,16 +85,7 @@ class ChannelShuffle(tf_keras.layers.Layer):
         self.groups = int(groups)
 
     def call(self, inputs):
-        if self.groups == 1:
-            return inputs
-        channels = inputs.shape[-1]
-        height, width = inputs.shape[1], inputs.shape[2]
-        x = tf.reshape(inputs, (-1, self.groups, channels // self.groups))
-        x = tf.transpose(x, (0, 2, 1))
-        if height is None or width is None:
-            dynamic = tf.shape(inputs)
-            height, width = dynamic[1], dynamic[2]
-        return tf.reshape(x, (-1, height, width, channels))
+        return shuffle_channels(inputs, self.groups, tf)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -61,6 +61,9 @@ class ExportReport:
             of (dequantized) outputs with the Keras outputs.
         top1_agreement: fraction of samples whose arg-max matches the Keras
             model (classifier outputs only).
+        top1_ties: samples whose artifact output has two or more classes at
+            its maximum (a quantized output cannot order classes closer than
+            one step; the arg-max then takes the lowest index).
         top1_accuracy, reference_top1_accuracy: accuracy of the artifact and
             of the Keras model, when labels were given.
         tolerance: the check applied, e.g. `"max_rel_diff <= 0.0001"`.
@@ -83,6 +86,7 @@ class ExportReport:
     cosine: float = None
     min_cosine: float = None
     top1_agreement: float = None
+    top1_ties: int = None
     top1_accuracy: float = None
     reference_top1_accuracy: float = None
     tolerance: str = None
@@ -109,6 +113,8 @@ class ExportReport:
             parts = [f"max rel diff {self.max_rel_diff:.3g}", f"cosine {self.cosine:.6f}"]
             if self.top1_agreement is not None:
                 parts.append(f"top-1 agreement {self.top1_agreement:.3f}")
+            if self.top1_ties:
+                parts.append(f"{self.top1_ties} outputs tied at the top")
             if self.top1_accuracy is not None:
                 parts.append(f"top-1 {self.top1_accuracy:.3f} "
                              f"(Keras {self.reference_top1_accuracy:.3f})")
@@ -157,6 +163,8 @@ def measure(reference, actual, labels=None):
     if first_ref.ndim == 2 and first_ref.shape[1] > 1:
         ref_top, act_top = first_ref.argmax(1), first_act.argmax(1)
         result["top1_agreement"] = float(np.mean(ref_top == act_top))
+        result["top1_ties"] = int(np.sum(
+            (first_act == first_act.max(1, keepdims=True)).sum(1) > 1))
         if labels is not None:
             labels = np.asarray(labels).reshape(-1)
             result["top1_accuracy"] = float(np.mean(act_top == labels))

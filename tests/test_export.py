@@ -297,6 +297,7 @@ def test_top1_measures_agreement_accuracy_and_ties():
     actual = np.array([[0.5, 0.5, 0.0], [0.7, 0.2, 0.1], [0.4, 0.3, 0.3], [0.0, 0.4, 0.6]])
     measured = verify.measure([reference], [actual], labels=[1, 0, 2, 1])
     assert measured["top1_agreement"] == 0.5 and measured["top1_ties"] == 1
+    assert measured["top1_agreement_with_ties"] == 0.75
     assert measured["top1_accuracy"] == 0.25 and measured["reference_top1_accuracy"] == 0.75
 
 

@@ -64,6 +64,9 @@ class ExportReport:
         top1_ties: samples whose artifact output has two or more classes at
             its maximum (a quantized output cannot order classes closer than
             one step; the arg-max then takes the lowest index).
+        top1_agreement_with_ties: fraction of samples where the two outputs
+            share a top class, counting every class tied at the top (never
+            below `top1_agreement`; only reported, not checked).
         top1_accuracy, reference_top1_accuracy: accuracy of the artifact and
             of the Keras model, when labels were given.
         tolerance: the check applied, e.g. `"max_rel_diff <= 0.0001"`.
@@ -87,6 +90,7 @@ class ExportReport:
     min_cosine: float = None
     top1_agreement: float = None
     top1_ties: int = None
+    top1_agreement_with_ties: float = None
     top1_accuracy: float = None
     reference_top1_accuracy: float = None
     tolerance: str = None
@@ -114,7 +118,8 @@ class ExportReport:
             if self.top1_agreement is not None:
                 parts.append(f"top-1 agreement {self.top1_agreement:.3f}")
             if self.top1_ties:
-                parts.append(f"{self.top1_ties} outputs tied at the top")
+                parts.append(f"{self.top1_ties} outputs tied at the top (agreement "
+                             f"{self.top1_agreement_with_ties:.3f} counting ties)")
             if self.top1_accuracy is not None:
                 parts.append(f"top-1 {self.top1_accuracy:.3f} "
                              f"(Keras {self.reference_top1_accuracy:.3f})")
@@ -136,6 +141,10 @@ def _cosines(reference, actual):
     # Two all-zero outputs agree perfectly.
     return np.where(norms > 0, dots / np.maximum(norms, 1e-300),
                     np.where(np.abs(ref).sum(1) + np.abs(act).sum(1) == 0, 1.0, 0.0))
+
+
+def _at_max(outputs):
+    return outputs == outputs.max(1, keepdims=True)
 
 
 def measure(reference, actual, labels=None):
@@ -163,8 +172,9 @@ def measure(reference, actual, labels=None):
     if first_ref.ndim == 2 and first_ref.shape[1] > 1:
         ref_top, act_top = first_ref.argmax(1), first_act.argmax(1)
         result["top1_agreement"] = float(np.mean(ref_top == act_top))
-        result["top1_ties"] = int(np.sum(
-            (first_act == first_act.max(1, keepdims=True)).sum(1) > 1))
+        ref_max, act_max = _at_max(first_ref), _at_max(first_act)
+        result["top1_ties"] = int(np.sum(act_max.sum(1) > 1))
+        result["top1_agreement_with_ties"] = float(np.mean((ref_max & act_max).any(1)))
         if labels is not None:
             labels = np.asarray(labels).reshape(-1)
             result["top1_accuracy"] = float(np.mean(act_top == labels))

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from keras_lightnets.export import _atomic, _capture, _model
+from keras_lightnets.export import _atomic, _capture, _model, _onnx_passes
 from keras_lightnets.export import verify as verify_lib
 
 MIN_OPSET = 13
@@ -31,7 +31,9 @@ def to_onnx(
     `(batch, rows, cols, 3)` in the model's input domain (raw `[0, 255]`
     pixels for models with embedded preprocessing), with a static batch or a
     dynamic one named `batch`, and returns `output` (`output_0`, ... for
-    several outputs).
+    several outputs). Inside, the graph runs channels-first as a native
+    PyTorch export would (one transpose after the input), with ONNX's
+    `HardSwish` and `HardSigmoid` ops where the opset has them.
 
     Models built with `group_conv="native"` (Keras `Conv2D(groups>1)`, which
     tf2onnx cannot convert) are refused: build them with
@@ -124,7 +126,8 @@ def convert(model, shape, opset=17):
     import tf2onnx
 
     fn = _model.serving_fn(model)
-    with _collect_errors() as errors, _capture.native_stderr() as log:
+    with _collect_errors() as errors, _capture.native_stderr() as log, \
+            _onnx_passes.fixed_transpose_optimizer():
         try:
             proto, _ = tf2onnx.convert.from_function(
                 fn, input_signature=[_model.tensor_spec(shape)], opset=opset)
@@ -134,6 +137,7 @@ def convert(model, shape, opset=17):
     if errors:
         raise verify_lib.ExportError("tf2onnx could not convert the model: "
                                      + "; ".join(errors))
+    proto, _ = _onnx_passes.optimize(proto)
     if shape[0] is None:
         for value in (*proto.graph.input, *proto.graph.output):
             dim = value.type.tensor_type.shape.dim[0]

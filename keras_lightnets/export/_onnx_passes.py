@@ -1,0 +1,719 @@
+"""Post-passes on tf2onnx's graph, so ONNX Runtime runs it as fast as a native NCHW export.
+
+Each pass matches exact patterns (op types, attributes and constant values)
+and leaves anything else as it is; the result is checked with
+`onnx.checker` and shape inference. Every rewrite is exact up to float
+rounding.
+"""
+
+import contextlib
+
+import numpy as np
+
+NHWC_TO_NCHW = [0, 3, 1, 2]
+NCHW_TO_NHWC = [0, 2, 3, 1]
+
+
+@contextlib.contextmanager
+def fixed_transpose_optimizer():
+    """Lets tf2onnx's transpose optimizer push a transpose through `Add(x, scalar)`.
+
+    Its `Add` handler takes `max()` of the constant's shape, which raises for
+    a scalar (the `+ 3` of hard-swish, Rescaling's offset); tf2onnx logs that
+    as a warning and drops the whole transpose pass, leaving a transpose pair
+    around every convolution (108 in MobileNetV3 Small). A scalar broadcasts
+    the same in either layout, so the transpose simply moves past the `Add`.
+    """
+    from tf2onnx.optimizer import transpose_optimizer
+
+    cls = transpose_optimizer.TransposeOptimizer
+    original = getattr(cls, "_add_handler", None)
+    if original is None:  # another tf2onnx: nothing to fix
+        yield
+        return
+
+    def add_handler(self, trans, node):
+        const = node.inputs[1]
+        if const.is_const() and const.get_tensor_value(as_list=False).ndim == 0:
+            return self._handle_node_having_branches(trans, node)
+        return original(self, trans, node)
+
+    cls._add_handler = add_handler
+    try:
+        yield
+    finally:
+        cls._add_handler = original
+
+
+class _Graph:
+    """Producer/consumer maps and constants of an ONNX graph, for pattern matching."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and len(node.attribute) == 1 \
+                    and node.attribute[0].name == "value":
+                self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.outputs = {o.name for o in graph.output}
+        self.ranks = {}
+        for value in (*graph.input, *graph.value_info, *graph.output):
+            if value.type.tensor_type.HasField("shape"):
+                self.ranks[value.name] = len(value.type.tensor_type.shape.dim)
+        self.refresh()
+        self._names = {o for n in graph.node for o in n.output} | set(self.consts)
+        self._counter = 0
+
+    def refresh(self):
+        self.producer = {o: n for n in self.graph.node for o in n.output}
+        self.consumers = {}
+        for n in self.graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def unique(self, base):
+        while True:
+            self._counter += 1
+            name = f"{base}__kl{self._counter}"
+            if name not in self._names:
+                self._names.add(name)
+                return name
+
+    def only_consumer(self, name):
+        """The single node reading `name` (not a graph output), else None."""
+        users = self.consumers.get(name, [])
+        if len(users) != 1 or name in self.outputs:
+            return None
+        return users[0]
+
+    def reads_only(self, name, node):
+        """Whether `node` is the single reader of `name`, by outputs (not by identity)."""
+        user = self.only_consumer(name)
+        return user is not None and list(user.output) == list(node.output)
+
+    def scalar(self, name, rank_of=None):
+        """The value of a constant that broadcasts as a scalar onto `rank_of`, else None."""
+        value = self.consts.get(name)
+        if value is None or value.size != 1 or value.dtype != np.float32:
+            return None
+        if value.ndim > 0 and (rank_of is None or self.ranks.get(rank_of, 0) < value.ndim):
+            return None  # a [1, 1, 1, 1] constant would raise the rank of a lower-rank x
+        return float(value.reshape(()))
+
+    def add_const(self, base, value):
+        from onnx import numpy_helper
+
+        name = self.unique(base)
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        self.consts[name] = np.asarray(value)
+        return name
+
+    def replace_uses(self, old, new):
+        for node in self.consumers.get(old, []):
+            for i, name in enumerate(node.input):
+                if name == old:
+                    node.input[i] = new
+
+
+def _attr(node, name, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _other_input(node, name):
+    """The input of a binary node that is not `name` (None if both are)."""
+    a, b = node.input
+    return b if a == name else a if b == name else None
+
+
+def _hard_sigmoid_of(g, node):
+    """`(x, [nodes])` if `node` ends `clip(x + 3, 0, 6) * (1/6)` (or `/ 6`), else None."""
+    if node.op_type == "Mul":
+        candidates = [(node.input[0], node.input[1]), (node.input[1], node.input[0])]
+        want = 1.0 / 6.0
+    elif node.op_type == "Div":
+        candidates = [(node.input[0], node.input[1])]
+        want = 6.0
+    else:
+        return None
+    for clipped, const in candidates:
+        value = g.scalar(const, clipped)
+        clip = g.producer.get(clipped)
+        if value is None or abs(value - want) > 1e-6 * want or clip is None:
+            continue
+        if clip.op_type != "Clip" or len(clip.input) != 3 or not g.reads_only(clipped, node):
+            continue
+        if g.scalar(clip.input[1]) != 0.0 or g.scalar(clip.input[2]) != 6.0:
+            continue
+        add = g.producer.get(clip.input[0])
+        if add is None or add.op_type != "Add" or not g.reads_only(add.output[0], clip):
+            continue
+        for x, three in [(add.input[0], add.input[1]), (add.input[1], add.input[0])]:
+            if g.scalar(three, x) == 3.0 and x not in g.consts:
+                return x, [add, clip, node]
+    return None
+
+
+def fuse_hard_activations(graph, swish=True):
+    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid.
+
+    tf2onnx writes Keras' hard-swish as four ops (Add, Clip, Mul, Mul) and
+    hard-sigmoid as three; ONNX Runtime fuses the single ops (opset 14) into
+    the preceding convolution and runs them in one pass. HardSwish needs
+    opset 14: with `swish=False` only the hard-sigmoid inside it is fused.
+    Returns the number of fused activations.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    fused = {}  # output of a pattern's last node -> (fused node, outputs of its nodes)
+    taken = set()
+    for node in graph.node:
+        match = _hard_sigmoid_of(g, node)
+        if match is None or node.output[0] in taken:
+            continue
+        x, nodes = match
+        out, op, attrs = node.output[0], "HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}
+        user = g.only_consumer(out)
+        if swish and user is not None and user.op_type == "Mul" and _other_input(user, out) == x:
+            nodes, out, op, attrs = [*nodes, user], user.output[0], "HardSwish", {}
+        new = helper.make_node(op, [x], [out], name=g.unique(nodes[-1].name or op), **attrs)
+        fused[out] = new
+        taken.update(n.output[0] for n in nodes)
+    kept = []
+    for node in graph.node:
+        if node.output[0] in fused:
+            kept.append(fused[node.output[0]])
+        elif node.output[0] not in taken:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(fused)
+
+
+def _const_shape(g, node):
+    value = g.consts.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) == 2 \
+        else None
+    return None if value is None else [int(v) for v in value.reshape(-1)]
+
+
+def _nhwc_shuffle_at(g, head):
+    """The channel shuffle tf2onnx writes for ChannelShuffle, starting at `head`.
+
+    `Transpose(NCHW->NHWC) -> Reshape(-1, groups, C/groups) -> Transpose(0, 2, 1)
+    -> Reshape(-1, H, W, C)`: returns `(groups, (H, W, C), nodes)` or None.
+    """
+    if head.op_type != "Transpose" or list(_attr(head, "perm", [])) != NCHW_TO_NHWC:
+        return None
+    nodes = [head]
+    for op in ("Reshape", "Transpose", "Reshape"):
+        nxt = g.only_consumer(nodes[-1].output[0])
+        if nxt is None or nxt.op_type != op or nxt.input[0] != nodes[-1].output[0]:
+            return None
+        nodes.append(nxt)
+    first, mid, last = _const_shape(g, nodes[1]), nodes[2], _const_shape(g, nodes[3])
+    if first is None or last is None or len(first) != 3 or len(last) != 4:
+        return None
+    if list(_attr(mid, "perm", [])) != [0, 2, 1]:
+        return None
+    _, groups, per_group = first
+    _, height, width, channels = last
+    if min(groups, per_group, height, width) <= 0 or groups * per_group != channels:
+        return None
+    return groups, (height, width, channels), nodes
+
+
+def nchw_channel_shuffle(graph):
+    """Runs ChannelShuffle (and the ChannelSplit after it) in NCHW.
+
+    tf2onnx keeps the shuffle's NHWC reshape/transpose/reshape and wraps it
+    in layout transposes, one before it and one after each split half (ShuffleNet
+    V2 1.0: 64 Transpose ops, 49 left after ONNX Runtime's own optimizer).
+    The same permutation on NCHW is one 5-D transpose between two reshapes,
+    as torchvision writes it: the transposes around it go. Returns the number
+    of rewritten shuffles.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    rewritten = 0
+    for head in list(graph.node):
+        match = _nhwc_shuffle_at(g, head)
+        if match is None:
+            continue
+        groups, (height, width, channels), nodes = match
+        x, nhwc = head.input[0], nodes[-1].output[0]
+        base = nodes[2].name or "shuffle"
+        split5 = g.add_const(base + "_shape5", np.array(
+            [-1, groups, channels // groups, height, width], dtype=np.int64))
+        shape4 = g.add_const(base + "_shape4", np.array(
+            [-1, channels, height, width], dtype=np.int64))
+        a, b, y = g.unique(base + "_r5"), g.unique(base + "_t5"), g.unique(base + "_nchw")
+        new = [helper.make_node("Reshape", [x, split5], [a], name=g.unique(base)),
+               helper.make_node("Transpose", [a], [b], perm=[0, 2, 1, 3, 4],
+                                name=g.unique(base)),
+               helper.make_node("Reshape", [b, shape4], [y], name=g.unique(base))]
+        graph.node.extend(new)
+        _retarget_nhwc_users(g, nhwc, y)
+        g.refresh()
+        rewritten += 1
+    return rewritten
+
+
+def _is_to_nchw(node):
+    return node.op_type == "Transpose" and list(_attr(node, "perm", [])) == NHWC_TO_NCHW
+
+
+def nchw_channel_splits(graph):
+    """`Transpose(to NHWC) -> Split(channels) -> Transpose(to NCHW)` -> one NCHW Split.
+
+    The grouped 1x1 convolutions of ShuffleNet V1 (`group_conv="split"`) split
+    channels in NHWC, and tf2onnx's transpose optimizer does not push its
+    layout transposes through a Split: one transpose before and one after
+    each group (148 Transpose ops in ShuffleNet V1 g3). Rewritten only where
+    every reader goes back to NCHW, so no transpose is added. Returns the
+    number of rewritten splits.
+    """
+    g = _Graph(graph)
+    rewritten = 0
+    for head in list(graph.node):
+        if head.op_type != "Transpose" or list(_attr(head, "perm", [])) != NCHW_TO_NHWC or \
+                head.output[0] in g.outputs:
+            continue
+        readers = g.consumers.get(head.output[0], [])
+
+        def back_to_nchw(reader, nhwc=head.output[0]):
+            if _is_to_nchw(reader):
+                return True
+            return (reader.op_type == "Split" and reader.input[0] == nhwc and
+                    _attr(reader, "axis") in (3, -1) and
+                    not any(o in g.outputs for o in reader.output) and
+                    all(_is_to_nchw(r) for o in reader.output for r in g.consumers.get(o, [])))
+
+        if not readers or not any(r.op_type == "Split" for r in readers) or \
+                not all(back_to_nchw(r) for r in readers):
+            continue
+        _retarget_nhwc_users(g, head.output[0], head.input[0])
+        g.refresh()
+        rewritten += 1
+    return rewritten
+
+
+def _retarget_nhwc_users(g, nhwc, y):
+    """Feeds the readers of NHWC tensor `nhwc` from its NCHW twin `y`.
+
+    A Transpose to NCHW is bypassed, a channel Split becomes an NCHW Split
+    whose halves are bypassed the same way; any other reader (or a graph
+    output) reads an NHWC transpose of the NCHW tensor. New nodes are
+    appended: `optimize` sorts the graph afterwards.
+    """
+    from onnx import helper
+
+    graph = g.graph
+    is_to_nchw = _is_to_nchw
+
+    def feed(old, new):
+        """Readers of NHWC `old` read NCHW `new`, through a transpose where they must."""
+        readers = list(g.consumers.get(old, []))
+        for reader in readers:
+            if is_to_nchw(reader):
+                _bypass(g, reader.output[0], new)
+        others = [r for r in readers if not is_to_nchw(r)]
+        if others or old in g.outputs:
+            back = g.unique(old + "_nhwc")
+            graph.node.append(helper.make_node("Transpose", [new], [back], perm=NCHW_TO_NHWC,
+                                               name=g.unique("to_nhwc")))
+            for reader in others:
+                for i, name in enumerate(reader.input):
+                    if name == old:
+                        reader.input[i] = back
+            if old in g.outputs:
+                _rename_output(g, old, back)
+
+    readers = []
+    for user in list(g.consumers.get(nhwc, [])):
+        if user.op_type == "Split" and user.input[0] == nhwc and _attr(user, "axis") in (3, -1):
+            attrs = {a.name: helper.get_attribute_value(a) for a in user.attribute}
+            attrs["axis"] = 1
+            halves = [g.unique(o) for o in user.output]
+            graph.node.append(helper.make_node("Split", [y, *user.input[1:]], halves,
+                                               name=g.unique(user.name or "split"), **attrs))
+            for old, new in zip(user.output, halves, strict=True):
+                feed(old, new)
+            graph.node.remove(user)
+        else:
+            readers.append(user)
+    g.consumers[nhwc] = readers
+    feed(nhwc, y)
+
+
+def _bypass(g, old, new):
+    """Points every reader of `old` at `new` (dead producers are swept later)."""
+    g.replace_uses(old, new)
+    if old in g.outputs:
+        _rename_output(g, old, new)
+
+
+def _rename_output(g, old, new):
+    """Graph output `old` becomes an Identity of `new`, replacing its producer.
+
+    A producer with several outputs (a Split being rewritten) is the
+    caller's to remove.
+    """
+    from onnx import helper
+
+    producer = next((n for n in g.graph.node if old in n.output), None)
+    if producer is not None and len(producer.output) == 1:
+        g.graph.node.remove(producer)
+    g.graph.node.append(helper.make_node("Identity", [new], [old], name=g.unique("output")))
+
+
+def transposed_pads(graph):
+    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted.
+
+    ShuffleNet V2's downsampling units zero-pad the shuffled tensor before
+    a depthwise convolution; tf2onnx pads it in NHWC between two layout
+    transposes. In NCHW the Pad folds into the convolution (ONNX Runtime's
+    Pad fusion). Returns the number of rewritten pads.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    rewritten = 0
+    for head in list(graph.node):
+        if head.op_type != "Transpose":
+            continue
+        perm = list(_attr(head, "perm", []))
+        pad = g.only_consumer(head.output[0])
+        if not perm or pad is None or pad.op_type != "Pad" or pad.input[0] != head.output[0]:
+            continue
+        if _attr(pad, "mode", b"constant") not in (b"constant", "constant"):
+            continue
+        pads = g.consts.get(pad.input[1]) if len(pad.input) > 1 else None
+        if pads is None or pads.size != 2 * len(perm) or len(pad.input) > 3 or (
+                len(pad.input) == 3 and pad.input[2] and pad.input[2] not in g.consts):
+            continue
+        inverse = list(np.argsort(perm))
+        readers = g.consumers.get(pad.output[0], [])
+        if not readers or pad.output[0] in g.outputs or any(
+                r.op_type != "Transpose" or list(_attr(r, "perm", [])) != inverse
+                for r in readers):
+            continue
+        rank, pads = len(perm), pads.reshape(-1)
+        moved = np.zeros_like(pads)
+        for i, axis in enumerate(perm):
+            moved[axis], moved[rank + axis] = pads[i], pads[rank + i]
+        out = g.unique(pad.output[0])
+        inputs = [head.input[0], g.add_const(pad.input[1], moved), *pad.input[2:]]
+        graph.node.append(helper.make_node("Pad", inputs, [out], name=g.unique(pad.name or "pad"),
+                                           mode="constant"))
+        for reader in readers:
+            _bypass(g, reader.output[0], out)
+        g.refresh()
+        rewritten += 1
+    return rewritten
+
+
+def _non_negative(g, name):
+    """Whether `name` is the output of an op that never gives a negative value."""
+    node = g.producer.get(name)
+    if node is None:
+        return False
+    if node.op_type in ("Relu", "HardSigmoid"):
+        return True
+    if node.op_type == "Clip" and len(node.input) > 1:
+        low = g.scalar(node.input[1])
+        return low is not None and low >= 0
+    return False
+
+
+def zero_pads_into_max_pool(graph):
+    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads`.
+
+    Keras pads explicitly with zeros before a `valid` max pool (ShuffleNet's
+    stem); ONNX Runtime runs that Pad as a separate op in plain NCHW, with a
+    layout reorder around it. On a non-negative input (after ReLU) the max
+    over a window with zeros added equals the max over its real values,
+    which is what MaxPool's own padding gives. Returns the number of folds.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    folded = 0
+    for pad in list(graph.node):
+        if pad.op_type != "Pad" or _attr(pad, "mode", b"constant") not in (b"constant",
+                                                                           "constant"):
+            continue
+        pads = g.consts.get(pad.input[1]) if len(pad.input) > 1 else None
+        value = g.consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0.0
+        readers = g.consumers.get(pad.output[0], [])
+        if pads is None or pads.size != 8 or value is None or np.any(np.asarray(value) != 0):
+            continue
+        pads = [int(v) for v in pads.reshape(-1)]
+        if any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 or pad.output[0] in g.outputs:
+            continue
+        if not _non_negative(g, pad.input[0]) or not readers or any(
+                r.op_type != "MaxPool" or len(r.output) != 1 or
+                _attr(r, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or
+                any(_attr(r, "pads", [0, 0, 0, 0])) or
+                any(k <= p for k, p in zip(_attr(r, "kernel_shape", []) * 2,
+                                           pads[2:4] + pads[6:8], strict=False))
+                for r in readers):
+            continue
+        for pool in readers:
+            attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
+            attrs["pads"] = pads[2:4] + pads[6:8]
+            graph.node.append(helper.make_node("MaxPool", [pad.input[0]], list(pool.output),
+                                               name=g.unique(pool.name or "pool"), **attrs))
+            graph.node.remove(pool)
+        folded += 1
+    return folded
+
+
+def _diagonal_scale(g, conv):
+    """The per-channel scale of a 1x1 convolution with a diagonal kernel, else None."""
+    kernel = g.consts.get(conv.input[1]) if conv.op_type == "Conv" else None
+    if kernel is None or kernel.ndim != 4 or kernel.shape[2:] != (1, 1) or \
+            kernel.shape[0] != kernel.shape[1] or kernel.dtype != np.float32:
+        return None
+    if _attr(conv, "group", 1) != 1 or any(_attr(conv, "pads", [])) or \
+            any(v != 1 for v in _attr(conv, "strides", [])) or \
+            _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return None
+    matrix = kernel[:, :, 0, 0]
+    scale = np.diag(matrix)
+    if np.any(matrix != np.diag(scale)):
+        return None
+    return scale
+
+
+def channel_affine(graph):
+    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel.
+
+    The Rescaling layer is a convolution so that TFLite and Keras run the
+    per-channel preprocessing fast in NHWC. In NCHW, ONNX Runtime runs it as
+    a 3-channel blocked convolution plus a layout reorder (about 0.25 ms at
+    224x224, one thread), where an Add (and a Mul, which `affine_into_conv`
+    usually folds away) of a `[1, C, 1, 1]` constant take a few tens of
+    microseconds. Returns the number of rewritten convolutions.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    rewritten = 0
+    for conv in list(graph.node):
+        scale = _diagonal_scale(g, conv)
+        if scale is None or g.ranks.get(conv.input[0]) != 4:
+            continue
+        shape = (1, scale.size, 1, 1)
+        bias = g.consts.get(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else \
+            np.zeros(scale.size, np.float32)
+        if bias is None or bias.size != scale.size:
+            continue
+        scaled = g.unique(conv.output[0] + "_scaled")
+        base = conv.name or "rescaling"
+        graph.node.append(helper.make_node(
+            "Mul", [conv.input[0], g.add_const(base + "_scale", scale.reshape(shape))], [scaled],
+            name=g.unique(base)))
+        graph.node.append(helper.make_node(
+            "Add", [scaled, g.add_const(base + "_offset", bias.astype(np.float32).reshape(shape))],
+            list(conv.output), name=g.unique(base)))
+        graph.node.remove(conv)
+        g.refresh()
+        rewritten += 1
+    return rewritten
+
+
+def _channel_const(g, name, channels):
+    """A float constant as `(C,)` if it is a scalar or a `[1, C, 1, 1]`-like one, else None."""
+    value = g.consts.get(name)
+    if value is None or value.dtype != np.float32:
+        return None
+    if value.size == 1 and value.ndim <= 4:  # x is 4-D: broadcasting keeps its shape
+        return np.full(channels, float(value.reshape(())), np.float32)
+    dims = [d for d in value.shape]
+    if len(dims) in (3, 4) and dims[-3] == channels and value.size == channels \
+            and all(d == 1 for d in dims[:-3] + dims[-2:]):
+        return value.reshape(channels)
+    return None
+
+
+def _is_input_image(g, name):
+    """Whether `name` is a graph input, or a Transpose of one."""
+    inputs = {i.name for i in g.graph.input} - set(g.consts)
+    node = g.producer.get(name)
+    return name in inputs or (node is not None and node.op_type == "Transpose"
+                              and node.input[0] in inputs)
+
+
+def affine_into_conv(graph):
+    """`Conv(x * s + b)` -> `Conv'(x + b / s)` with the scale `s` folded into the kernel.
+
+    Scales the kernel's input channels (exact up to rounding, zero padding
+    included: a padded zero stays zero under any scale), removing one pass
+    over the input image of models with embedded preprocessing. Applies to
+    a scalar or per-channel `s` (no zero) and `b` feeding one group-1
+    convolution, possibly through the input layout Transpose (scalars only),
+    on the graph input only: elsewhere ONNX Runtime folds a Mul and Add into
+    the convolution before them. Returns the number of folds.
+    """
+    from onnx import helper
+
+    g = _Graph(graph)
+    folded = 0
+    for mul in list(graph.node):
+        if mul.op_type != "Mul":
+            continue
+        add = g.only_consumer(mul.output[0])
+        if add is None or add.op_type != "Add":
+            continue
+        transpose = None
+        conv = g.only_consumer(add.output[0])
+        if conv is not None and conv.op_type == "Transpose":
+            transpose, conv = conv, g.only_consumer(conv.output[0])
+        if conv is None or conv.op_type != "Conv" or _attr(conv, "group", 1) != 1:
+            continue
+        kernel = g.consts.get(conv.input[1])
+        if kernel is None or kernel.ndim != 4 or kernel.dtype != np.float32 or \
+                conv.input[0] != (transpose or add).output[0]:
+            continue
+        channels = kernel.shape[1]
+        x, s_name = (mul.input[0], mul.input[1]) if mul.input[1] in g.consts else \
+            (mul.input[1], mul.input[0])
+        b_name = _other_input(add, mul.output[0])
+        scale, offset = _channel_const(g, s_name, channels), _channel_const(g, b_name, channels)
+        if not _is_input_image(g, x) or scale is None or offset is None or np.any(scale == 0):
+            continue
+        if g.ranks.get(x) != 4 or (transpose is not None and (
+                np.ptp(scale) or np.ptp(offset) or
+                list(_attr(transpose, "perm", [])) != NHWC_TO_NCHW)):
+            continue
+        base = conv.name or "conv"
+        source = x
+        if transpose is not None:
+            source = g.unique(x + "_nchw")
+            graph.node.append(helper.make_node("Transpose", [x], [source], perm=NHWC_TO_NCHW,
+                                               name=g.unique(base)))
+        shifted = g.unique(add.output[0] + "_shifted")
+        shift = (offset / scale).reshape(1, channels, 1, 1).astype(np.float32)
+        graph.node.append(helper.make_node("Add", [source, g.add_const(base + "_shift", shift)],
+                                           [shifted], name=g.unique(base)))
+        weights = (kernel * scale.reshape(1, channels, 1, 1)).astype(np.float32)
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        graph.node.append(helper.make_node(
+            "Conv", [shifted, g.add_const(conv.input[1], weights), *conv.input[2:]],
+            list(conv.output), name=g.unique(base), **attrs))
+        graph.node.remove(conv)
+        g.refresh()
+        folded += 1
+    return folded
+
+
+def _static_dims(graph):
+    """`{tensor: [dim or None]}` from the graph's inferred shapes."""
+    dims = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            dims[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                for d in value.type.tensor_type.shape.dim]
+    return dims
+
+
+def identity_reshapes(graph):
+    """Removes Reshapes to the shape their input already has.
+
+    tf2onnx keeps the squeeze-excite `[N, C, 1, 1] -> [N, C, 1, 1]` reshape of
+    Keras' keepdims mean; ONNX Runtime runs the pooling and the convolution
+    after it in its blocked layout, and the Reshape between them costs a
+    layout reorder on each side (28 in MobileNetV3 Large). Returns the number
+    of removed reshapes.
+    """
+    g = _Graph(graph)
+    dims = _static_dims(graph)
+    removed = 0
+    for node in list(graph.node):
+        if node.op_type != "Reshape" or _attr(node, "allowzero", 0):
+            continue
+        target = g.consts.get(node.input[1])
+        have = dims.get(node.input[0])
+        if target is None or have is None or target.size != len(have) or \
+                node.output[0] in g.outputs:
+            continue
+        target = [int(v) for v in target.reshape(-1)]
+        unknown = [i for i, t in enumerate(target) if t == -1]
+        same = all(t == 0 or (t == d and d is not None)
+                   for i, (t, d) in enumerate(zip(target, have, strict=True)) if i not in unknown)
+        if same and len(unknown) <= 1:
+            _bypass(g, node.output[0], node.input[0])
+            removed += 1
+    return removed
+
+
+def remove_dead(graph):
+    """Drops nodes whose outputs nothing reads, and unused initializers."""
+    while True:
+        used = {o.name for o in graph.output}
+        used.update(i for n in graph.node for i in n.input)
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def topological_sort(graph):
+    """Orders nodes so every input is produced before it is read."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = [n for n in pending if not all(i in ready for i in n.input)]
+        done = [n for n in pending if all(i in ready for i in n.input)]
+        if not done:
+            raise ValueError("the ONNX graph has a cycle or an undefined input")
+        for n in done:
+            ready.update(n.output)
+        ordered.extend(done)
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def optimize(proto):
+    """The passes applied to `proto`: `(new ModelProto, {pass: rewrites})`.
+
+    Graphs with subgraphs (If, Loop) or without the default ONNX domain are
+    returned as they are.
+    """
+    import onnx
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                            for n in proto.graph.node for a in n.attribute):
+        return proto, {}
+    # Ranks, so that a [1, 1, 1, 1] constant is only taken as a scalar where it is one.
+    proto = onnx.shape_inference.infer_shapes(proto)
+    counts = {}
+    counts["hard_activations"] = fuse_hard_activations(proto.graph, swish=opset >= 14)
+    counts["channel_affine"] = channel_affine(proto.graph)
+    counts["affine_into_conv"] = affine_into_conv(proto.graph)
+    counts["channel_shuffle"] = nchw_channel_shuffle(proto.graph)
+    counts["channel_splits"] = nchw_channel_splits(proto.graph)
+    counts["identity_reshapes"] = identity_reshapes(proto.graph)
+    counts["pads"] = transposed_pads(proto.graph)
+    counts["max_pool_pads"] = zero_pads_into_max_pool(proto.graph)
+    remove_dead(proto.graph)
+    topological_sort(proto.graph)
+    del proto.graph.value_info[:]
+    onnx.checker.check_model(proto)
+    onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    return proto, counts

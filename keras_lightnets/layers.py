@@ -6,11 +6,48 @@ Every op in a keras_lightnets graph is a real, serializable Keras layer: no
 every op and keeps TFLite/ONNX graphs free of stray ops.
 """
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 from keras import ops
 
 PACKAGE = "keras_lightnets"
+
+_INTEGER_TRACE = contextvars.ContextVar("keras_lightnets_integer_trace", default=False)
+# 1/6 one float32 step up: the TFLite converter then does not fuse `x * (relu6(x + 3) * c)`
+# into HARD_SWISH, which LiteRT's XNNPACK runs in float only (an int8 HARD_SWISH goes to
+# a reference kernel slower than the float32 file); XNNPACK does fuse the ADD/MUL/MUL
+# chain into one pass. The 1e-8 change is far below any int8 step.
+_ONE_SIXTH_UNFUSED = float(np.nextafter(np.float32(1 / 6), np.float32(1)))
+
+
+@contextlib.contextmanager
+def integer_trace():
+    """Within it, `HardSwish` traces as the ADD/MUL chain LiteRT runs fast in int8.
+
+    Used by the full-integer TFLite export around tracing; the float graph
+    keeps the form the converter fuses into HARD_SWISH (faster in float).
+    """
+    token = _INTEGER_TRACE.set(True)
+    try:
+        yield
+    finally:
+        _INTEGER_TRACE.reset(token)
+
+
+def integer_tracing():
+    """Whether an `integer_trace` is active."""
+    return _INTEGER_TRACE.get()
+
+
+def hard_swish_gate(inputs, backend):
+    """Hard swish's gate for an integer trace, `relu6(x + 3) * ~1/6`.
+
+    `backend` is `keras.ops`, or `tensorflow.nn` for the tf_keras twin.
+    """
+    return backend.relu6(inputs + 3.0) * _ONE_SIXTH_UNFUSED
 
 
 def _register(cls):
@@ -33,6 +70,8 @@ class HardSwish(keras.layers.Layer):
     """Hard swish, `x * relu6(x + 3) / 6` (Keras 3's `hard_swish`, exactly)."""
 
     def call(self, inputs):
+        if _INTEGER_TRACE.get():
+            return inputs * hard_swish_gate(inputs, ops)
         return ops.hard_silu(inputs)
 
     def compute_output_shape(self, input_shape):
@@ -56,16 +95,27 @@ class Rescaling(keras.layers.Rescaling):
     """
 
     def call(self, inputs):
-        scale = np.asarray(self.scale, dtype="float32")
-        offset = np.asarray(self.offset, dtype="float32")
-        channels = inputs.shape[-1]
-        if (scale.ndim == 0 and offset.ndim == 0) or channels is None or (
-                scale.size not in (1, channels) or offset.size not in (1, channels)):
+        conv = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
+        if conv is None:
             return super().call(inputs)
         dtype = self.compute_dtype
-        kernel = np.diag(np.broadcast_to(scale.reshape(-1), (channels,)))
-        x = ops.conv(ops.cast(inputs, dtype), ops.cast(kernel[None, None], dtype))
-        return x + ops.cast(np.broadcast_to(offset.reshape(-1), (channels,)), dtype)
+        kernel, bias = conv
+        return ops.conv(ops.cast(inputs, dtype), ops.cast(kernel, dtype)) + ops.cast(bias, dtype)
+
+
+def rescaling_as_conv(scale, offset, channels):
+    """`(kernel, bias)` of the 1x1 convolution computing `x * scale + offset`.
+
+    None for a scalar scale and offset (or ones that do not match
+    `channels`), which stay MUL and ADD.
+    """
+    scale = np.asarray(scale, dtype="float32")
+    offset = np.asarray(offset, dtype="float32")
+    if (scale.ndim == 0 and offset.ndim == 0) or channels is None or (
+            scale.size not in (1, channels) or offset.size not in (1, channels)):
+        return None
+    kernel = np.diag(np.broadcast_to(scale.reshape(-1), (channels,)))[None, None]
+    return kernel, np.broadcast_to(offset.reshape(-1), (channels,)).copy()
 
 
 @_register

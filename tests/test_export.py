@@ -459,3 +459,33 @@ def test_every_variant_tflite_float(entry, tmp_path):
     assert report.verified and report.max_rel_diff <= 1e-4, report
     assert report.gpu_compatible and report.max_tensor_rank <= 4
     assert_builtin_4d(tmp_path / "model.tflite")
+
+
+def test_int8_mobilenet_v3_traces_hard_swish_for_xnnpack(tmp_path):
+    """int8: hard swish as ADD/MUL (XNNPACK runs them), float32 keeps HARD_SWISH."""
+    from keras_lightnets.export import _model
+
+    model = keras_lightnets_v3_small()
+    photos, _ = sample_photos(SIZE, 48)
+    x = np.array(photos, dtype="float32")
+    _model.trained_like(model, x[:32])
+    float_report = export.to_tflite(model, tmp_path / "f32.tflite")
+    assert "HARD_SWISH" in float_report.ops, float_report.ops
+    report = export.to_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x[:32],
+                              verify_data=x[32:], io_dtype="uint8", progress=False)
+    assert report.cosine >= 0.95, report
+    assert "HARD_SWISH" not in report.ops and "MUL" in report.ops, report.ops
+    assert report.inputs[0]["dtype"] == "uint8"
+    # The Keras layer itself is unchanged outside the int8 trace.
+    layer = next(lay for lay in model.layers if type(lay).__name__ == "HardSwish")
+    v = np.linspace(-5, 5, 101, dtype="float32")
+    np.testing.assert_array_equal(np.asarray(layer(v)),
+                                  np.asarray(keras.activations.hard_swish(v)))
+
+
+def keras_lightnets_v3_small():
+    import keras_lightnets as kl
+
+    return kl.MobileNetV3Small(weights=None, input_shape=(SIZE, SIZE, 3),
+                               classifier_activation=None)
+

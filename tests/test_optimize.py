@@ -368,3 +368,29 @@ def test_int8_latency_benchmark_smoke(tmp_path):
     assert row["model"] == "mobilenet_v1_025" and result["runs"] == 3
     assert all(row[k] > 0 for k in ("float32_ms", "int8_ptq_ms", "int8_qat_ms"))
     assert "| mobilenet_v1_025 |" in (tmp_path / "int8_latency.md").read_text()
+
+
+def test_qat_preprocessing_is_one_convolution(tmp_path):
+    """The twin of per-channel preprocessing is one 1x1 conv in the QAT int8 file too."""
+    from keras_lightnets.optimize import tf_keras_layers
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = kl.layers.Rescaling(scale=[1 / 58.4, 1 / 57.1, 1 / 57.4], offset=[-2.1, -2.0, -1.8],
+                            name="normalize")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="logits")(x))
+    randomize(model, seed=0)
+    photos, _ = sample_photos(SIZE, 24)
+    x = np.array(photos, dtype="float32")
+    twin = optimize.to_tf_keras(model)
+    assert isinstance(twin.get_layer("normalize"), tf_keras_layers.Rescaling)
+    np.testing.assert_allclose(twin(x, training=False).numpy(), _predict(model, x),
+                               atol=1e-4, rtol=0)
+    qat = optimize.quantize_aware(model, representative_data=x[:16])
+    report = _int8(qat, tmp_path / "qat.tflite", x[:16], x[16:], raw_pixels=True)
+    assert report.cosine >= 0.95, report
+    # uint8 pixels -> QUANTIZE (to int8) -> the preprocessing conv -> the model's conv.
+    ops = [op["op_name"] for op in export.tflite.interpreter(
+        str(tmp_path / "qat.tflite"))._get_ops_details()]
+    assert ops[:3] == ["QUANTIZE", "CONV_2D", "CONV_2D"], ops

@@ -294,7 +294,13 @@ def _without_custom_gradients(tf, frozen):
 
 def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
     """The TFLite flatbuffer of `model` traced at `shape`, as bytes."""
-    tf, frozen = _frozen_function(model, shape)
+    from keras_lightnets import layers
+
+    # A full-integer file gets hard swish as ADD/MUL ops (XNNPACK runs them in int8, not
+    # the int8 HARD_SWISH op); the other files keep the fused op, faster in float.
+    trace = layers.integer_trace() if quantization == "int8" else contextlib.nullcontext()
+    with trace:
+        tf, frozen = _frozen_function(model, shape)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization is not None:
@@ -309,7 +315,7 @@ def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
         converter.inference_output_type = getattr(tf, io_dtype)
     with _capture.native_stderr() as log:
         try:
-            return converter.convert()
+            content = converter.convert()
         except ValueError:
             # Calibration errors are the caller's (bad representative data).
             raise
@@ -317,6 +323,7 @@ def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
             raise verify_lib.ExportError(
                 f"TFLite conversion (builtin ops only) failed: {exc}\n{log.tail()}"
             ) from exc
+    return content
 
 
 def analyze(content):

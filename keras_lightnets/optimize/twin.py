@@ -429,9 +429,7 @@ TRANSLATIONS = {
     L.Identity: lambda t, layer: t.tfk.layers.Activation("linear", name=layer.name),
     L.Rescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
                                                          name=layer.name),
-    # The package's Rescaling computes the same values (as a 1x1 convolution).
-    PackageRescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
-                                                              name=layer.name),
+    PackageRescaling: _twin("Rescaling", "scale", "offset"),
     HardSwish: _twin("HardSwish"),
     HardSigmoid: _twin("HardSigmoid"),
     ChannelSplit: _twin("ChannelSplit", "num_splits"),

@@ -174,7 +174,9 @@ def test_real_mobilenet_int8_agrees_with_float(tmp_path):
     # The uint8 output itself cannot order logits closer than its step (0.16 over the
     # calibrated range -16.6..24.4) and 10% of these photos have a top-2 gap below 0.12:
     # the float logits rounded to that step agree 0.975. 14 int8 outputs tie at the top
-    # and 9 of the 15 disagreements are such ties.
+    # and 9 of the 15 disagreements are such ties: counting a tie that includes the float
+    # model's class as agreement gives 0.965.
+    assert report.top1_agreement_with_ties >= 0.95, report
     assert report.cosine >= 0.997, report
     assert report.top1_agreement >= 0.9, report
     assert report.top1_accuracy >= report.reference_top1_accuracy - 0.02, report

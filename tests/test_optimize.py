@@ -400,3 +400,19 @@ def test_qat_preprocessing_is_one_convolution(tmp_path):
     ops = [op["op_name"] for op in export.tflite.interpreter(
         str(tmp_path / "qat.tflite"))._get_ops_details()]
     assert ops[:3] == ["QUANTIZE", "CONV_2D", "CONV_2D"], ops
+
+
+def test_qat_of_a_plain_average_pool(tmp_path):
+    """A user's plain `AveragePooling2D` quantizes and exports (as a 1/9 depthwise conv)."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.AveragePooling2D(3, strides=2, name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="logits")(x))
+    randomize(model, seed=1)
+    photos, _ = sample_photos(SIZE, 24)
+    x = np.array(photos, dtype="float32") / 127.5 - 1
+    qat = optimize.quantize_aware(model, representative_data=x[:16])
+    report = _int8(qat, tmp_path / "qat.tflite", x[:16], x[16:], raw_pixels=False)
+    assert report.cosine >= 0.95, report
+    assert "AVERAGE_POOL_2D" not in report.ops and "DEPTHWISE_CONV_2D" in report.ops, report.ops

@@ -512,3 +512,28 @@ def test_registry_entries():
     assert {e.name for e in V2_ENTRIES if e.default} == {"shufflenet_v2_100"}
     assert "shufflenet_v2_swish_100" in kl.list_models()
     assert isinstance(kl.get_model("shufflenet_v2_033", weights=None), keras.Model)
+
+
+def test_v1_int8_shortcut_pools_are_depthwise(tmp_path):
+    """int8: the stride-2 shortcut pools run as depthwise convs (XNNPACK takes no int8 pool)."""
+    from conftest import sample_photos
+
+    from keras_lightnets import export
+    from keras_lightnets.export import _model
+
+    model = kl.ShuffleNetV1(groups=3, weights=None, input_shape=(64, 64, 3),
+                            classifier_activation=None)
+    photos, _ = sample_photos(64, 48)
+    x = np.array(photos, dtype="float32")
+    _model.trained_like(model, x[:32])
+    float_report = export.to_tflite(model, tmp_path / "f32.tflite")
+    assert "AVERAGE_POOL_2D" in float_report.ops, float_report.ops
+    report = export.to_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x[:32],
+                              verify_data=x[32:], progress=False)
+    assert report.cosine >= 0.95, report
+    assert "AVERAGE_POOL_2D" not in report.ops, report.ops
+    # Outside the int8 trace the layer is the plain pool.
+    pool = model.get_layer("stage2_unit1_pool")
+    v = np.random.default_rng(0).normal(size=(1, 9, 9, 4)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(pool(v)),
+                                  np.asarray(keras.layers.AveragePooling2D(3, 2)(v)))

@@ -3,8 +3,9 @@
 TF-MOT's default 8-bit scheme knows the standard layers; this module adds a
 `QuantizeConfig` for everything else a keras_lightnets graph holds:
 
-- `HardSigmoid`, the squeeze-excite `Multiply` and the embedded
-  preprocessing (`Rescaling`): output quantized;
+- `HardSigmoid`, the squeeze-excite `Multiply`, the embedded
+  preprocessing (`Rescaling`) and the package's `AveragePooling2D` (a
+  depthwise convolution in the int8 file): output quantized;
 - `HardSwish`: its gate (in [0, 1]) and its output quantized, so that the
   int8 graph is an ADD/MUL chain that LiteRT's XNNPACK runs, not the fused
   int8 HARD_SWISH op it leaves to a kernel slower than float32;
@@ -72,7 +73,10 @@ def quantize_config_for(layer, follows_conv=True):
         return HardSwishQuantizeConfig()
     if isinstance(layer, tf_keras_layers.HardSigmoid):
         return OutputQuantizeConfig()
-    if name in ("Multiply", "Subtract", "Average", "Maximum", "Minimum", "Rescaling"):
+    # By name: TF-MOT's clone turns a plain Rescaling or AveragePooling2D into the
+    # package's (same class name), which its registry does not know.
+    if name in ("Multiply", "Subtract", "Average", "Maximum", "Minimum", "Rescaling",
+                "AveragePooling2D"):
         return OutputQuantizeConfig()
     if name == "Activation" and layer.activation.__name__ not in _TFMOT_ACTIVATIONS:
         return OutputQuantizeConfig()

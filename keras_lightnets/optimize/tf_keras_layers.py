@@ -11,7 +11,7 @@ import tensorflow as tf
 import tf_keras
 
 from keras_lightnets import layers as _layers
-from keras_lightnets.layers import rescaling_as_conv, shuffle_channels
+from keras_lightnets.layers import average_kernel, rescaling_as_conv, shuffle_channels
 
 PACKAGE = "keras_lightnets"
 
@@ -117,12 +117,29 @@ class ChannelShuffle(tf_keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
+@_register
+class AveragePooling2D(tf_keras.layers.AveragePooling2D):
+    """`AveragePooling2D`; in an integer trace, a depthwise convolution (the Keras 3 layer's graph).
+
+    Its output is quantized (`OutputQuantizeConfig`, what TF-MOT does for the
+    plain pool); the converter quantizes the constant kernel.
+    """
+
+    def call(self, inputs):
+        kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
+        if kernel is None or not _layers.integer_tracing():
+            return super().call(inputs)
+        kernel = tf.constant(kernel, self.compute_dtype)
+        return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
+
+
 CUSTOM_LAYERS = {
     "Rescaling": Rescaling,
     "HardSigmoid": HardSigmoid,
     "HardSwish": HardSwish,
     "ChannelSplit": ChannelSplit,
     "ChannelShuffle": ChannelShuffle,
+    "AveragePooling2D": AveragePooling2D,
 }
 
 

@@ -19,6 +19,7 @@ import weakref
 
 import keras
 
+from keras_lightnets.layers import AveragePooling2D as PackageAveragePooling2D
 from keras_lightnets.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
 from keras_lightnets.layers import Rescaling as PackageRescaling
 
@@ -119,7 +120,7 @@ def to_tf_keras(model):
     Multiply, Average, Maximum, Minimum, Concatenate, ZeroPadding2D,
     GlobalAverage/MaxPooling2D, Average/MaxPooling2D, Dropout, Reshape,
     Flatten, Permute, Identity, Rescaling, and the package's HardSwish,
-    HardSigmoid, ChannelSplit and ChannelShuffle.
+    HardSigmoid, ChannelSplit, ChannelShuffle and AveragePooling2D.
 
     Args:
         model: a built Keras 3 `keras.Model`. A tf_keras model is returned
@@ -367,9 +368,9 @@ def _batch_norm(t, layer):
         scale=layer.scale, name=layer.name)
 
 
-def _pool(cls_name):
+def _pool(cls_name, twin=False):
     def make(t, layer):
-        return getattr(t.tfk.layers, cls_name)(
+        return getattr(t.twins if twin else t.tfk.layers, cls_name)(
             layer.pool_size, strides=layer.strides, padding=layer.padding,
             data_format=layer.data_format, name=layer.name)
     return make
@@ -434,5 +435,6 @@ TRANSLATIONS = {
     HardSigmoid: _twin("HardSigmoid"),
     ChannelSplit: _twin("ChannelSplit", "num_splits"),
     ChannelShuffle: _twin("ChannelShuffle", "groups"),
+    PackageAveragePooling2D: _pool("AveragePooling2D", twin=True),
 }
 del L

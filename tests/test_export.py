@@ -16,7 +16,7 @@ from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
 from harness import randomize
 
 from keras_lightnets import export, imagenet, registry
-from keras_lightnets.export import _rounding
+from keras_lightnets.export import _fold, _rounding
 from keras_lightnets.export import onnx as onnx_lib
 from keras_lightnets.export import tflite as tflite_lib
 
@@ -223,7 +223,7 @@ def test_int8_rounding_works_on_a_folded_copy(sequential, tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (24, 32, 32, 3)).astype("float32")
     expected = np.asarray(model(x, training=False))
 
-    folded = _rounding.fold(model)
+    folded = _fold.fold(model)
     assert "BatchNormalization" not in {type(layer).__name__ for layer in folded.layers}
     np.testing.assert_allclose(np.asarray(folded(x, training=False)), expected, rtol=0,
                                atol=1e-5 * np.abs(expected).max())
@@ -254,6 +254,37 @@ def test_int8_rounding_works_on_a_folded_copy(sequential, tmp_path):
     for name, grid in grids.items():
         want = tflite_layout[name](grid)
         assert any(s.shape == want.shape and np.array_equal(s, want) for s in stored), name
+
+
+def test_fold_batch_norm_after_grouped_conv_concat():
+    """A batch norm (and ReLU) after a split grouped conv's concat folds into each group's
+    conv; one after a concat with another input, or a group conv used twice, does not."""
+    from keras_lightnets import layers as kl_layers
+
+    inputs = keras.Input((8, 8, 6))
+    x = kl_layers.group_conv(inputs, 12, 1, 3, name="g")
+    x = keras.layers.BatchNormalization(name="g_bn")(x)
+    x = keras.layers.ReLU(6.0, name="g_relu")(x)
+    other = keras.layers.Conv2D(4, 1, name="other")(x)
+    y = keras.layers.Concatenate(name="mixed")([other, x])
+    y = keras.layers.BatchNormalization(name="mixed_bn")(y)
+    z = kl_layers.group_conv(y, 8, 1, 2, name="h")
+    z = keras.layers.BatchNormalization(name="h_bn")(keras.layers.Add(name="sum")([z, z]))
+    model = randomize(keras.Model(inputs, [z, y]), seed=5)
+
+    plan = _fold.fold_plan(model)
+    assert {name: entry for name, entry in plan.items() if entry is not None} == {
+        f"g_g{i}": _fold.Fold("g_bn", 4 * i, 4 * i + 4, "g_relu") for i in range(3)}
+    copy = _fold.fold_concatenated(model)
+    names = {layer.name for layer in copy.layers}
+    assert {"g_bn", "g_relu"}.isdisjoint(names) and {"mixed_bn", "h_bn"} <= names
+    assert {f"g_g{i}_relu" for i in range(3)} <= names
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 6)).astype("float32")
+    for got, want in zip(copy(x), model(x), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0,
+                                   atol=1e-5 * np.abs(np.asarray(want)).max())
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 1)])
+    assert _fold.fold_concatenated(plain) is plain
 
 
 def test_int8_rounding_fits_layers_better_than_nearest():

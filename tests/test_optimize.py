@@ -152,6 +152,10 @@ def test_twin_prune_qat_int8(name, extra, tmp_path):
     report = _int8(qat, tmp_path / f"{name}_int8.tflite", x[:FIT], x[PHOTOS - 50:], raw)
     assert report.samples == 50 and report.cosine >= 0.95, report
     assert report.inputs[0]["dtype"] == ("uint8" if raw else "int8")
+    if entry.family == "ShuffleNetV1":
+        # The batch norms and ReLUs after split grouped convolutions' concats are folded
+        # into each group's convolution (no MUL, no lone RELU, which XNNPACK leaves out).
+        assert not {"MUL", "RELU"} & set(report.ops), report.ops
     if entry.family.startswith("MobileNetV3"):
         # Hard-swish stays an ADD/MUL chain in int8: LiteRT's XNNPACK runs that,
         # and leaves a fused int8 HARD_SWISH to a kernel slower than float32.

@@ -514,8 +514,10 @@ def test_registry_entries():
     assert isinstance(kl.get_model("shufflenet_v2_033", weights=None), keras.Model)
 
 
-def test_v1_int8_shortcut_pools_are_depthwise(tmp_path):
-    """int8: the stride-2 shortcut pools run as depthwise convs (XNNPACK takes no int8 pool)."""
+def test_v1_tflite_graph(tmp_path):
+    """The files hold no MUL or lone RELU: each batch norm after a split grouped conv's
+    concat, and the ReLU after it, fold into the group's convs. int8: the stride-2
+    shortcut pools run as depthwise convs (XNNPACK takes no int8 pool)."""
     from conftest import sample_photos
 
     from keras_lightnets import export
@@ -532,6 +534,8 @@ def test_v1_int8_shortcut_pools_are_depthwise(tmp_path):
                               verify_data=x[32:], progress=False)
     assert report.cosine >= 0.95, report
     assert "AVERAGE_POOL_2D" not in report.ops, report.ops
+    for ops in (float_report.ops, report.ops):
+        assert not {"MUL", "RELU"} & set(ops), ops
     # Outside the int8 trace the layer is the plain pool.
     pool = model.get_layer("stage2_unit1_pool")
     v = np.random.default_rng(0).normal(size=(1, 9, 9, 4)).astype("float32")

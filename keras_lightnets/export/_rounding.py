@@ -35,8 +35,8 @@ import collections
 import keras
 import numpy as np
 
-# Layers whose weights are fitted; TFLite quantizes all three per output channel.
-FITTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+from keras_lightnets.export import _fold
+
 # Layers TFLite runs without requantizing (same scale in and out) or removes.
 SAME_SCALE = ("InputLayer", "Identity", "Dropout", "SpatialDropout2D", "GaussianDropout",
               "GaussianNoise", "Reshape", "Flatten", "ZeroPadding2D", "MaxPooling2D",
@@ -57,27 +57,12 @@ MAX_INPUTS = 2048
 MEMORY = 512 * 2**20
 
 
-def _graph(model):
-    """The functional graph of `model` (a Sequential model's inner one), or None."""
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    inner = getattr(model, "_functional", None)  # Sequential
-    return inner if hasattr(inner, "_nodes_by_depth") else None
-
-
-def _nodes(model):
-    """The computing nodes of `model`'s graph in execution order."""
-    by_depth = _graph(model)._nodes_by_depth  # Keras exposes its graph walk privately only
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
-            if not node.is_input]
-
-
 def _walk(model, x, call):
     """Runs `model` on `x` node by node: `call(node, args, kwargs)` computes
     each node. Tensors are dropped after their last use."""
-    nodes = _nodes(model)
+    nodes = _fold.nodes(model)
     uses = collections.Counter(id(t) for node in nodes for t in node.input_tensors)
-    values = {id(_graph(model).inputs[0]): x}
+    values = {id(_fold.graph(model).inputs[0]): x}
     for node in nodes:
         if any(id(t) not in values for t in node.input_tensors):
             continue
@@ -91,117 +76,6 @@ def _walk(model, x, call):
             if uses[id(t)] > 0:
                 values[id(t)] = y
         del args, kwargs, outputs  # hold no tensor past its last use
-
-
-def _consumers(nodes):
-    consumers = collections.defaultdict(list)
-    for node in nodes:
-        for t in node.input_tensors:
-            consumers[id(t)].append(node)
-    return consumers
-
-
-def _is_relu(layer):
-    """Whether TFLite fuses `layer` into the convolution before it."""
-    kind = type(layer).__name__
-    if kind == "ReLU":
-        return (float(layer.negative_slope) == 0 and float(layer.threshold) == 0
-                and layer.max_value in (None, 6))
-    if kind == "Activation":
-        return getattr(layer.activation, "__name__", "") in ("relu", "relu6")
-    return False
-
-
-def _is_linear(layer):
-    return getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
-
-
-def _fittable(layer, calls):
-    kind = type(layer).__name__
-    if (kind not in FITTED or calls[id(layer)] != 1 or not _is_linear(layer)
-            or getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode):
-        return False
-    if kind != "Dense" and (layer.data_format != "channels_last"
-                            or getattr(layer, "groups", 1) != 1):
-        return False
-    return len(layer.kernel.shape) in (2, 4)
-
-
-def _plan(model):
-    """`{fitted layer name: name of the batch norm folded into it, or None}`."""
-    nodes = _nodes(model)
-    calls = collections.Counter(id(node.operation) for node in nodes)
-    consumers = _consumers(nodes)
-    plan = {}
-    for node in nodes:
-        layer = node.operation
-        if not _fittable(layer, calls):
-            continue
-        after = consumers.get(id(node.outputs[0]), [])
-        bn = after[0].operation if len(after) == 1 else None
-        foldable = (type(bn).__name__ == "BatchNormalization" and calls[id(bn)] == 1
-                    and bn.axis in (-1, len(node.outputs[0].shape) - 1))
-        plan[layer.name] = bn.name if foldable else None
-    return plan
-
-
-def fold(model, plan=None):
-    """A copy of `model` with batch norm folded into the fitted layers.
-
-    Each fitted layer gets a bias; each batch norm it feeds becomes an
-    `Identity`. Outputs equal the model's up to float rounding.
-    """
-    plan = _plan(model) if plan is None else plan
-    folded = {bn: layer for layer, bn in plan.items() if bn is not None}
-
-    def clone(layer):
-        if layer.name in folded:
-            return keras.layers.Identity(name=layer.name)
-        config = layer.get_config()
-        if layer.name in plan:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
-
-    def call(layer, *args, **kwargs):
-        if layer.name in folded:  # batch norm's `training` and `mask` mean nothing now
-            return layer(args[0])
-        return layer(*args, **kwargs)
-
-    sequential = isinstance(model, keras.Sequential)  # its layers take no call arguments
-    copy = keras.models.clone_model(model, clone_function=clone,
-                                    call_function=None if sequential else call)
-    originals = {layer.name: layer for layer in model.layers}
-    for layer in copy.layers:
-        if layer.name in folded or not layer.weights:
-            continue
-        source = originals[layer.name]
-        if layer.name not in plan:
-            layer.set_weights(source.get_weights())
-            continue
-        kernel = np.asarray(source.kernel, "float64")
-        channels = _out_channels(source)
-        bias = np.asarray(source.bias, "float64") if source.use_bias else np.zeros(channels)
-        bn_name = plan[layer.name]
-        if bn_name is not None:
-            bn = originals[bn_name]
-            scale = 1.0 / np.sqrt(np.asarray(bn.moving_variance, "float64") + bn.epsilon)
-            if bn.scale:
-                scale = scale * np.asarray(bn.gamma, "float64")
-            bias = (bias - np.asarray(bn.moving_mean, "float64")) * scale
-            if bn.center:
-                bias = bias + np.asarray(bn.beta, "float64")
-            kernel = kernel * scale.reshape(kernel.shape[-2:] if _depthwise(source) else -1)
-        layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
-    return copy
-
-
-def _depthwise(layer):
-    return type(layer).__name__ == "DepthwiseConv2D"
-
-
-def _out_channels(layer):
-    shape = layer.kernel.shape
-    return int(shape[-2] * shape[-1]) if _depthwise(layer) else int(shape[-1])
 
 
 def _input_quantize(x):
@@ -279,7 +153,7 @@ def _patches(layer, pair, inputs, rng):
             y, x = np.clip(y, 0, rows - 1), np.clip(x, 0, cols - 1)
             taps.append([np.where(inside, h[img, y, x], 0) for h in halves])  # zero padding
     out = [np.stack([tap[k] for tap in taps], axis=1) for k in (0, 1)]  # (rows, kh*kw, channels)
-    if _depthwise(layer):
+    if _fold.depthwise(layer):
         return tuple(out)
     return tuple(h.reshape(len(img), -1, 1) for h in out)
 
@@ -383,7 +257,7 @@ def _gptq(w, hessian, block=128):
 def _as_groups(layer):
     kernel = np.asarray(layer.kernel, "float64")
     bias = np.asarray(layer.bias, "float64")
-    if _depthwise(layer):
+    if _fold.depthwise(layer):
         kh, kw, channels, multiplier = kernel.shape
         return (kernel.reshape(kh * kw, channels, multiplier).transpose(1, 0, 2),
                 bias.reshape(channels, multiplier))
@@ -392,7 +266,7 @@ def _as_groups(layer):
 
 def _from_groups(layer, weights, bias):
     shape = tuple(layer.kernel.shape)
-    if _depthwise(layer):
+    if _fold.depthwise(layer):
         kernel = weights.transpose(1, 0, 2).reshape(shape)
     else:
         kernel = weights.reshape(shape)
@@ -415,16 +289,16 @@ def rounded(model, images, seed=0):
     Returns the model itself when it has nothing to fit (or a graph this walk
     cannot run); the copy otherwise. `model` is not changed.
     """
-    if _graph(model) is None or not len(images):
+    if _fold.graph(model) is None or not len(images):
         return model
-    plan = _plan(model)
+    plan = _fold.fold_plan(model)
     if not plan:
         return model
-    copy = fold(model, plan)
-    nodes = _nodes(copy)
+    copy = _fold.fold(model, plan)
+    nodes = _fold.nodes(copy)
     images = _images_for(nodes, np.asarray(images, "float32"))
     rng = np.random.default_rng(seed)
-    consumers = _consumers(nodes)
+    consumers = _fold.consumers(nodes)
 
     def fused(node):
         """Whether TFLite fuses the activation after `node` into it."""
@@ -437,7 +311,7 @@ def rounded(model, images, seed=0):
             if type(layer).__name__ == "Identity":
                 out = after[0].outputs[0]
                 continue
-            return _is_relu(layer)
+            return _fold.is_relu(layer)
 
     def concatenated(node):
         """Whether `node` only feeds concatenations, which TFLite has write their
@@ -457,8 +331,8 @@ def rounded(model, images, seed=0):
             weights, bias = fit(*_patches(layer, args[0], weights.shape[1], rng), weights, bias)
             layer.set_weights(list(_from_groups(layer, weights, bias)))
         y_int = layer(*args_i, **kwargs_i)
-        keep = (kind in SAME_SCALE or (kind == "Activation" and _is_linear(layer))
-                or (kind in FITTED and fused(node)) or concatenated(node))
+        keep = (kind in SAME_SCALE or (kind == "Activation" and _fold.is_linear(layer))
+                or (kind in _fold.FITTED and fused(node)) or concatenated(node))
         y_float, y_int = keras.tree.flatten(y_float), keras.tree.flatten(y_int)
         return [_Pair(f, i if keep else _quantize_like(i, f))
                 for f, i in zip(y_float, y_int, strict=True)]

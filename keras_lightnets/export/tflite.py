@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from keras_lightnets.export import _atomic, _capture, _model
+from keras_lightnets.export import _atomic, _capture, _fold, _model
 from keras_lightnets.export import verify as verify_lib
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -143,7 +143,7 @@ def to_tflite(
     final = _atomic.check_destination(path)
 
     calibration = None
-    converted = model
+    converted = model if _model.is_tf_keras(model) else _fold.fold_concatenated(model)
     if representative_data is not None:
         calibration = Calibration(representative_data, shape, calibration_steps, progress)
         if adaptive_rounding and not _model.is_tf_keras(model) and not qat:

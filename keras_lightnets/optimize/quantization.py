@@ -11,8 +11,11 @@ TF-MOT's default 8-bit scheme knows the standard layers; this module adds a
   int8 HARD_SWISH op it leaves to a kernel slower than float32;
 - `ChannelSplit`, `ChannelShuffle`: nothing (they move int8 values as they
   are, so they keep their input's scale);
-- a `BatchNormalization` that does not follow a convolution (ShuffleNet V1's
-  split grouped convolutions end in a concat): output quantized.
+- a `BatchNormalization` that does not follow a convolution: output
+  quantized. (The twin of a Keras 3 model has none after ShuffleNet V1's
+  split grouped convolutions: it is built from a copy with those batch
+  norms, and the ReLUs after them, moved into each group's convolution, as
+  the TFLite export does; see `keras_lightnets.export._fold`.)
 
 Conv/DepthwiseConv + BN (+ ReLU) chains are left to TF-MOT's transforms: no
 fake quantization between them, so the TFLite converter folds BN into the
@@ -33,6 +36,7 @@ is corrected here, each time with the measured reason next to the code:
 
 import numpy as np
 
+from keras_lightnets.export import _fold
 from keras_lightnets.optimize import pruning as prune_lib
 from keras_lightnets.optimize import tf_keras_layers
 from keras_lightnets.optimize import twin as twin_lib
@@ -288,7 +292,8 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         # Shared layers are fine: `quantize_apply` works on a copy with the weights.
         source, base = twin_lib.source_of(model), model
     else:
-        source, base = model, twin_lib.to_tf_keras(model)
+        # TF-MOT folds batch norm only into the convolution right before it.
+        source, base = model, twin_lib.to_tf_keras(_fold.fold_concatenated(model))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
         raise ValueError(twin_lib._received(
             "The model still has pruning wrappers; call `strip` first.",

@@ -1,0 +1,217 @@
+"""Batch norm folded into the layers before it, on a copy of a Keras 3 model.
+
+The TFLite converter folds a batch norm into the convolution that alone feeds
+it. One after a concatenation of convolutions, the output of the package's
+split grouped convolutions (ShuffleNet V1), stays as MUL + ADD, and the ReLU
+after it as an op of its own, which XNNPACK does not run in int8. Here both
+move into each convolution of the group, so the file has neither. The copy
+computes the same function; the model is not changed.
+"""
+
+import collections
+
+import keras
+import numpy as np
+
+# Layers a batch norm folds into (and whose weights int8 rounding fits).
+FITTED = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+def graph(model):
+    """The functional graph of `model` (a Sequential model's inner one), or None."""
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    inner = getattr(model, "_functional", None)  # Sequential
+    return inner if hasattr(inner, "_nodes_by_depth") else None
+
+
+def nodes(model):
+    """The computing nodes of `model`'s graph in execution order."""
+    by_depth = graph(model)._nodes_by_depth  # Keras exposes its graph walk privately only
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
+            if not node.is_input]
+
+
+def consumers(graph_nodes):
+    """`{id(tensor): [nodes that take it]}`."""
+    found = collections.defaultdict(list)
+    for node in graph_nodes:
+        for t in node.input_tensors:
+            found[id(t)].append(node)
+    return found
+
+
+def is_relu(layer):
+    """Whether TFLite fuses `layer` into the convolution before it."""
+    kind = type(layer).__name__
+    if kind == "ReLU":
+        return (float(layer.negative_slope) == 0 and float(layer.threshold) == 0
+                and layer.max_value in (None, 6))
+    if kind == "Activation":
+        return getattr(layer.activation, "__name__", "") in ("relu", "relu6")
+    return False
+
+
+def is_linear(layer):
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
+
+
+def fittable(layer, calls):
+    kind = type(layer).__name__
+    if (kind not in FITTED or calls[id(layer)] != 1 or not is_linear(layer)
+            or getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode):
+        return False
+    if kind != "Dense" and (layer.data_format != "channels_last"
+                            or getattr(layer, "groups", 1) != 1):
+        return False
+    return len(layer.kernel.shape) in (2, 4)
+
+
+def _foldable_bn(node, calls):
+    layer = node.operation
+    return (type(layer).__name__ == "BatchNormalization" and calls[id(layer)] == 1
+            and layer.axis in (-1, len(node.outputs[0].shape) - 1))
+
+
+# A batch norm folded into a fitted layer: its name, the layer's channels in it, and
+# the ReLU after the batch norm moved into the layer, if any.
+Fold = collections.namedtuple("Fold", "bn start end relu")
+
+
+def fold_plan(model):
+    """`{fitted layer name: Fold or None}`.
+
+    A batch norm folds into the layer that alone feeds it, or, split by channel,
+    into every layer of a concatenation of fitted layers (a grouped convolution
+    built as one `Conv2D` per group), which TFLite leaves as MUL + ADD after the
+    concatenation. The ReLU after such a batch norm then moves before the
+    concatenation too, where TFLite fuses it into each layer: on its own
+    after a concatenation it is an int8 op XNNPACK does not run.
+    """
+    graph_nodes = nodes(model)
+    calls = collections.Counter(id(node.operation) for node in graph_nodes)
+    takers = consumers(graph_nodes)
+    producers = {id(t): node.operation for node in graph_nodes for t in node.outputs}
+
+    def only_consumer(tensor):
+        after = takers.get(id(tensor), [])
+        return after[0] if len(after) == 1 else None
+
+    plan = {}
+    for node in graph_nodes:
+        layer = node.operation
+        if not fittable(layer, calls):
+            continue
+        plan[layer.name] = None
+        after = only_consumer(node.outputs[0])
+        if after is not None and _foldable_bn(after, calls):
+            plan[layer.name] = Fold(after.operation.name, 0, out_channels(layer), None)
+    for node in graph_nodes:
+        if type(node.operation).__name__ != "Concatenate":
+            continue
+        bn = only_consumer(node.outputs[0])
+        parents = [producers.get(id(t)) for t in node.input_tensors]
+        if (bn is None or not _foldable_bn(bn, calls)
+                or node.operation.axis not in (-1, len(node.outputs[0].shape) - 1)
+                or any(p is None or p.name not in plan or plan[p.name] is not None for p in parents)
+                or any(only_consumer(t) is not node for t in node.input_tensors)):
+            continue
+        relu = only_consumer(bn.outputs[0])
+        relu = (relu.operation.name if relu is not None and is_relu(relu.operation)
+                and calls[id(relu.operation)] == 1 else None)
+        start = 0
+        for parent in parents:
+            end = start + out_channels(parent)
+            plan[parent.name] = Fold(bn.operation.name, start, end, relu)
+            start = end
+    return plan
+
+
+def fold(model, plan=None):
+    """A copy of `model` with batch norm folded into the fitted layers.
+
+    Args:
+        model: a Keras 3 functional or Sequential model.
+        plan: `fold_plan(model)` (the default), or part of it.
+
+    Each planned layer gets a bias. The batch norms folded, and the ReLUs
+    moved before a concatenation (a copy of the ReLU, `{layer}_relu`, follows
+    each layer), leave the graph (an `Identity` in a Sequential model).
+    Outputs equal the model's up to float rounding.
+    """
+    plan = fold_plan(model) if plan is None else plan
+    folds = {name: entry for name, entry in plan.items() if entry is not None}
+    folded = {entry.bn for entry in folds.values()} | {
+        entry.relu for entry in folds.values() if entry.relu is not None}
+    originals = {layer.name: layer for layer in model.layers}
+
+    def clone(layer):
+        if layer.name in folded:
+            return keras.layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if layer.name in plan:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    def call(layer, *args, **kwargs):
+        if layer.name in folded:
+            return args[0]
+        y = layer(*args, **kwargs)
+        relu = folds[layer.name].relu if layer.name in folds else None
+        if relu is not None:
+            config = {**originals[relu].get_config(), "name": f"{layer.name}_relu"}
+            y = originals[relu].__class__.from_config(config)(y)
+        return y
+
+    sequential = isinstance(model, keras.Sequential)  # its layers take no call arguments
+    copy = keras.models.clone_model(model, clone_function=clone,
+                                    call_function=None if sequential else call)
+    for layer in copy.layers:
+        if layer.name in folded or not layer.weights:
+            continue
+        source = originals[layer.name]
+        if layer.name not in plan:
+            layer.set_weights(source.get_weights())
+            continue
+        kernel = np.asarray(source.kernel, "float64")
+        channels = out_channels(source)
+        bias = np.asarray(source.bias, "float64") if source.use_bias else np.zeros(channels)
+        if plan[layer.name] is not None:
+            bn, start, end, _ = plan[layer.name]
+            bn = originals[bn]
+            part = slice(start, end)
+            scale = 1.0 / np.sqrt(_float64(bn.moving_variance)[part] + bn.epsilon)
+            if bn.scale:
+                scale = scale * _float64(bn.gamma)[part]
+            bias = (bias - _float64(bn.moving_mean)[part]) * scale
+            if bn.center:
+                bias = bias + _float64(bn.beta)[part]
+            kernel = kernel * scale.reshape(kernel.shape[-2:] if depthwise(source) else -1)
+        layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
+    return copy
+
+
+def _float64(weight):
+    return np.asarray(weight, "float64")
+
+
+def depthwise(layer):
+    return type(layer).__name__ == "DepthwiseConv2D"
+
+
+def out_channels(layer):
+    shape = layer.kernel.shape
+    return int(shape[-2] * shape[-1]) if depthwise(layer) else int(shape[-1])
+
+
+def fold_concatenated(model):
+    """`model` with only the batch norms after concatenations folded (see the
+    module docstring), or `model` itself when it has none: the converter
+    folds the others."""
+    if graph(model) is None or isinstance(model, keras.Sequential):
+        return model
+    plan = fold_plan(model)
+    shared = collections.Counter(entry.bn for entry in plan.values() if entry is not None)
+    plan = {name: entry for name, entry in plan.items()
+            if entry is not None and shared[entry.bn] > 1}
+    return fold(model, plan) if plan else model

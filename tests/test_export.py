@@ -16,7 +16,7 @@ from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
 from harness import randomize
 
 from keras_lightnets import export, imagenet, registry
-from keras_lightnets.export import _fold, _rounding
+from keras_lightnets.export import _fold, _rounding, _route
 from keras_lightnets.export import onnx as onnx_lib
 from keras_lightnets.export import tflite as tflite_lib
 
@@ -285,6 +285,82 @@ def test_fold_batch_norm_after_grouped_conv_concat():
                                    atol=1e-5 * np.abs(np.asarray(want)).max())
     plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 1)])
     assert _fold.fold_concatenated(plain) is plain
+
+
+def _delegated_ops(path):
+    """`(op counts, CONCATENATION input counts, XNNPACK partitions)` of a TFLite file."""
+    from collections import Counter
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    ops = interp._get_ops_details()  # the only view of the delegated plan
+    kinds = Counter(op["op_name"] for op in ops)
+    fan_in = [len(op["inputs"]) for op in ops if op["op_name"] == "CONCATENATION"]
+    return kinds, fan_in, kinds.pop("DELEGATE", 0)
+
+
+def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
+    """ShuffleNet V2's TFLite file has no shuffle or split: the convolutions read their
+    channels where they lie, exactly, and XNNPACK runs the whole graph."""
+    from keras_lightnets import get_model
+
+    model = randomize(get_model("shufflenet_v2_050", weights=None, input_shape=(64, 64, 3),
+                                classifier_activation=None), seed=3)
+    copy = _route.routed(model)
+    assert copy is not model
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=0,
+                               atol=1e-6 * np.abs(want).max())
+    report = export.to_tflite(model, tmp_path / "model.tflite")
+    assert report.verified and report.max_rel_diff <= 1e-4, report
+    assert report.gpu_compatible, report
+    kinds, fan_in, partitions = _delegated_ops(tmp_path / "model.tflite")
+    assert not {"TRANSPOSE", "RESHAPE", "SPLIT"} & set(kinds), kinds
+    assert kinds["CONCATENATION"] >= 13 and max(fan_in) <= _route.MAX_CONCAT, fan_in
+    assert partitions == 1
+    # Routing moves a small part of what the shuffles, concatenations and splits moved.
+    plan = _route._Walk(model)
+    plan.run()
+    estimate = _route._Walk(model, _route._positions(plan))
+    estimate.run()
+    assert estimate.moved < 0.25 * _route.moved_by_routing(_fold.nodes(model))
+
+
+def test_routing_keeps_model_order_where_layers_need_it():
+    """Shuffled channels reach an Add, a softmax and a model output in the model's own
+    order; a Conv2D and batch norm read them permuted; results equal the model's."""
+    from keras_lightnets import layers as kl_layers
+
+    inputs = keras.Input((6, 6, 8))
+    a = keras.layers.Conv2D(8, 1, name="a")(inputs)
+    b = keras.layers.Conv2D(8, 1, name="b")(inputs)
+    x = kl_layers.ChannelShuffle(4, name="shuffle")(
+        keras.layers.Concatenate(name="cat")([a, b]))
+    left, right = kl_layers.ChannelSplit(2, name="split")(x)
+    left = keras.layers.BatchNormalization(name="bn")(left)
+    right = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(right)
+    y = keras.layers.Conv2D(8, 1, activation="relu", name="c")(
+        keras.layers.Concatenate(name="cat2")([right, left]))
+    y = keras.layers.Add(name="sum")([y, left])
+    z = keras.layers.Activation("softmax", name="soft")(x)
+    model = randomize(keras.Model(inputs, [y, z, right]), seed=4)
+    copy = _route.routed(model, max_moved=None)
+    assert copy is not model
+    assert not any(type(layer).__name__ == "ChannelShuffle" for layer in copy.layers)
+    x_in = np.random.default_rng(1).normal(size=(3, 6, 6, 8)).astype("float32")
+    for got, want in zip(copy(x_in), model(x_in), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
+
+
+def test_routing_leaves_models_it_would_not_speed_up():
+    from keras_lightnets import get_model
+
+    for name in ("mobilenet_v2_035", "shufflenet_v1_g3_050"):
+        model = get_model(name, weights=None, input_shape=(64, 64, 3))
+        assert _route.routed(model) is model, name
 
 
 def test_int8_rounding_fits_layers_better_than_nearest():

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from keras_lightnets.export import _atomic, _capture, _fold, _model
+from keras_lightnets.export import _atomic, _capture, _fold, _model, _route
 from keras_lightnets.export import verify as verify_lib
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -150,6 +150,8 @@ def to_tflite(
             from keras_lightnets.export import _rounding
 
             converted = _rounding.rounded(model, calibration.head(ROUNDING_SAMPLES))
+    if not _model.is_tf_keras(model):
+        converted = _route.routed(converted)
     content = convert(converted, shape, quantization, calibration, io_dtype)
 
     with _atomic.staged(final) as tmp:

@@ -1,0 +1,400 @@
+"""Channel shuffles resolved into the weights, on a copy of a Keras 3 model.
+
+ShuffleNet V2's unit ends in CONCATENATION, RESHAPE, TRANSPOSE, RESHAPE and
+the next unit's SPLIT: three copies of the whole tensor that only move
+channels. A 1x1 convolution reads its input channels in any order (the order
+lives in its kernel), so the moves can be paid once, where a convolution
+reads channels from several tensors: there one CONCATENATION gathers them,
+after one slice per piece of a tensor. The order in which every convolution
+writes its output channels is chosen so that each later reader finds its
+channels in one contiguous piece. Per-channel layers (batch norm, depthwise
+convolutions, activations, pools, padding) keep the order of their input,
+their weights permuted to it; everything else gets its inputs in the
+model's own channel order. The copy computes the same function, exactly
+(every value is moved, never recomputed); the model is not changed.
+"""
+
+import collections
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_lightnets.export import _fold
+
+ROUTING = ("ChannelSplit", "ChannelShuffle", "Concatenate")
+PER_CHANNEL = ("BatchNormalization", "ReLU", "ZeroPadding2D", "MaxPooling2D",
+               "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+               "HardSwish", "HardSigmoid", "Dropout", "Identity", "DepthwiseConv2D",
+               "Activation")
+ELEMENTWISE = ("linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "silu", "swish",
+               "hard_silu", "hard_swish", "tanh", "elu", "gelu")
+# The most inputs of a CONCATENATION that LiteRT's XNNPACK delegate takes.
+MAX_CONCAT = 5
+# The copy is made where it moves at most this part of the elements the model's own
+# routing layers move: many small pieces cost more per element than a few large ones
+# (ShuffleNet V2: 0.13, 12% faster; ShuffleNet V1: 0.83, no faster).
+MAX_MOVED = 0.5
+
+
+class _Slice(keras.layers.Layer):
+    """Channels `[start, stop)` of a channels-last tensor (export graphs only)."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = start, stop
+
+    def call(self, inputs):
+        # SLICE, not STRIDED_SLICE, in a TFLite file; XNNPACK takes it with static
+        # sizes only (-1, "the rest", only where a dimension is unknown).
+        sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
+        return ops.slice(inputs, [0] * len(sizes) + [self.start],
+                         sizes + [self.stop - self.start])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+
+def _kind(layer):
+    return type(layer).__name__
+
+
+def _per_channel(layer):
+    kind = _kind(layer)
+    if kind == "Activation":
+        return getattr(layer.activation, "__name__", "") in ELEMENTWISE
+    if kind == "DepthwiseConv2D":
+        return layer.depth_multiplier == 1 and layer.data_format == "channels_last"
+    if kind in ("ZeroPadding2D", "MaxPooling2D", "AveragePooling2D",
+                "GlobalAveragePooling2D", "GlobalMaxPooling2D"):
+        return layer.data_format == "channels_last"
+    if kind == "BatchNormalization":
+        return layer.axis in (-1, 3) or layer.axis == [3] or layer.axis == [-1]
+    return kind in PER_CHANNEL
+
+
+def _mixing(layer, node):
+    """Whether `layer` reads its input channels in any order (through its kernel)."""
+    if _kind(layer) not in ("Conv2D", "Dense") or (
+            getattr(layer.activation, "__name__", "") not in ELEMENTWISE):
+        return False
+    if _kind(layer) == "Conv2D":
+        return layer.groups == 1 and layer.data_format == "channels_last"
+    return _kind(layer) == "Dense" and len(node.input_tensors[0].shape) == 2
+
+
+def _routing(layer, node):
+    kind = _kind(layer)
+    if kind == "Concatenate":
+        return layer.axis in (-1, len(node.outputs[0].shape) - 1)
+    return kind in ("ChannelSplit", "ChannelShuffle")
+
+
+class _Walk:
+    """One pass over the graph, tracking where each channel lives.
+
+    A value is a tuple with one `(tensor id, channel key)` per channel, in
+    the model's order. A physical tensor stores its keys at positions
+    `positions[group][key]`: the group is the convolution whose output the
+    tensor carries (through per-channel layers), or the tensor itself.
+    The first pass (`build=False`) only records who reads which channels;
+    the second builds the graph with the positions chosen from them.
+    """
+
+    def __init__(self, model, positions=None, build=False):
+        self.model = model
+        self.build = build
+        self.positions = positions or {}
+        self.group = {}       # tensor id -> group
+        self.tensor = {}      # tensor id -> KerasTensor (second pass)
+        self.size = {}        # tensor id -> channels
+        self.spatial = {}     # tensor id -> elements per channel
+        self.readers = collections.defaultdict(list)  # (group, key) -> reads
+        self.gathers = {}
+        self.moved = 0        # elements copied by the slices and concatenations
+        self.next_id = 0
+        self.slices = 0
+        self.concats = 0
+        self.layers = {}
+
+    # -- tensors -------------------------------------------------------------------------
+
+    def new(self, tensor, shape, group=None):
+        tid = self.next_id
+        self.next_id += 1
+        self.group[tid] = tid if group is None else group
+        self.tensor[tid] = tensor
+        self.size[tid] = int(shape[-1])
+        self.spatial[tid] = int(np.prod([d for d in shape[1:-1] if d is not None] or [1]))
+        return tid
+
+    def position(self, tid, key):
+        group = self.group[tid]
+        return self.positions[group][key] if group in self.positions else key
+
+    def identity(self, tid):
+        return tuple((tid, k) for k in range(self.size[tid]))
+
+    def order(self, tid):
+        """The keys of tensor `tid` by position."""
+        keys = [None] * self.size[tid]
+        for k in range(self.size[tid]):
+            keys[self.position(tid, k)] = k
+        return keys
+
+    # -- reading values as tensors -----------------------------------------------------------
+
+    def whole(self, value):
+        """The tensor id when `value` is all of one tensor in some order, else None."""
+        tids = {tid for tid, _ in value}
+        if len(tids) != 1:
+            return None
+        tid = next(iter(tids))
+        return tid if len(value) == self.size[tid] and len(set(value)) == len(value) else None
+
+    def gather(self, value, ordered):
+        """`(tensor id, channel of value at each position)`, copying where needed.
+
+        `ordered` asks for the model's channel order; otherwise positions
+        follow the sources, which keeps the pieces few.
+        """
+        tid = self.whole(value)
+        if tid is not None:
+            at = [self.position(tid, k) for _, k in value]
+            if not ordered or at == sorted(at):
+                by_position = sorted(range(len(value)), key=lambda c: at[c])
+                return tid, by_position
+        channels = list(range(len(value)))
+        if not ordered:
+            # Pieces of consecutive positions, the smallest first: those are the
+            # ones a concatenation of more than MAX_CONCAT inputs gathers in advance.
+            channels.sort(key=lambda c: (value[c][0], self.position(*value[c])))
+            runs = []
+            for c in channels:
+                tid, k = value[c]
+                at = self.position(tid, k)
+                if runs and runs[-1][0] == tid and runs[-1][1] == at - 1:
+                    runs[-1][1] = at
+                    runs[-1][2].append(c)
+                else:
+                    runs.append([tid, at, [c]])
+            runs.sort(key=lambda run: len(run[2]))
+            channels = [c for run in runs for c in run[2]]
+        key = (ordered, tuple(value[c] for c in channels))
+        if key not in self.gathers:
+            self.gathers[key] = self._copy([value[c] for c in channels], len(self.gathers))
+        return self.gathers[key], channels
+
+    def _copy(self, entries, index):
+        pieces = []  # [tid, first position, last position]
+        for tid, k in entries:
+            if not self.build:
+                self.readers[(self.group[tid], k)].append(index)
+            at = self.position(tid, k)
+            if pieces and pieces[-1][0] == tid and pieces[-1][2] == at - 1:
+                pieces[-1][2] = at
+            else:
+                pieces.append([tid, at, at])
+        spatial = self.spatial[entries[0][0]]
+        parts, sizes = [], []
+        for tid, first, last in pieces:
+            sizes.append(last + 1 - first)
+            if sizes[-1] == self.size[tid]:
+                parts.append(self.tensor[tid])
+                continue
+            self.moved += sizes[-1] * spatial
+            self.slices += 1
+            if self.build:
+                parts.append(_Slice(first, last + 1, name=f"route_slice_{self.slices}")(
+                    self.tensor[tid]))
+        while len(parts) > 1:
+            # XNNPACK runs a concatenation of at most MAX_CONCAT inputs: the first
+            # ones (the smallest, for a free order) are gathered first.
+            count = len(parts) - MAX_CONCAT + 1 if len(parts) > MAX_CONCAT else len(parts)
+            count = min(count, MAX_CONCAT)
+            self.moved += sum(sizes[:count]) * spatial
+            self.concats += 1
+            joined = (keras.layers.Concatenate(name=f"route_concat_{self.concats}")(
+                parts[:count]) if self.build else None)
+            parts = [joined, *parts[count:]]
+            sizes = [sum(sizes[:count]), *sizes[count:]]
+        tensor = parts[0] if self.build else None
+        tid = self.new(tensor, (1, spatial, len(entries)))
+        self.spatial[tid] = spatial
+        return tid
+
+    # -- layers ----------------------------------------------------------------------------
+
+    def clone(self, layer):
+        if layer.name not in self.layers:
+            self.layers[layer.name] = layer.__class__.from_config(layer.get_config())
+        return self.layers[layer.name]
+
+    def apply(self, layer, inputs, node, weights=None):
+        """`layer`'s copy on `inputs` (KerasTensors) with `weights`; the output."""
+        if not self.build:
+            return None
+        copy = self.clone(layer)
+        args, kwargs = node.arguments.fill_in(
+            {id(t): x for t, x in zip(node.input_tensors, inputs, strict=True)})
+        y = copy(*args, **kwargs)
+        if weights is not None:
+            copy.set_weights(weights)
+        elif layer.weights:
+            copy.set_weights(layer.get_weights())
+        return y
+
+    def per_channel(self, node, value):
+        layer = node.operation
+        tid, channels = self.gather(value, ordered=False)
+        weights = None
+        if layer.weights:
+            # Weights indexed by channel move to the positions of their channels.
+            order = np.asarray(channels)
+            weights = []
+            for w in layer.get_weights():
+                if _kind(layer) == "DepthwiseConv2D" and w.ndim == 4:
+                    weights.append(w[:, :, order, :])
+                else:
+                    weights.append(w[order])
+        y = self.apply(layer, [self.tensor[tid]], node, weights)
+        out = self.new(y, node.outputs[0].shape, group=self.group[tid])
+        return tuple((out, k) for k in self._keys_by_channel(tid, channels))
+
+    def _keys_by_channel(self, tid, channels):
+        keys = self.order(tid)
+        by_channel = [None] * len(channels)
+        for position, c in enumerate(channels):
+            by_channel[c] = keys[position]
+        return by_channel
+
+    def mixing(self, node, value):
+        layer = node.operation
+        tid, channels = self.gather(value, ordered=False)
+        output_shape = node.outputs[0].shape
+        group = None if _kind(layer) == "Dense" else f"conv:{id(node)}"
+        weights = None
+        if self.build:
+            weights = layer.get_weights()
+            order = np.asarray(channels)
+            kernel = weights[0][order] if weights[0].ndim == 2 else weights[0][:, :, order, :]
+            weights[0] = kernel
+            if group is not None and group in self.positions:
+                out_order = np.asarray(self._group_order(group, int(output_shape[-1])))
+                weights = [w[..., out_order] if w.ndim > 1 else w[out_order] for w in weights]
+        y = self.apply(layer, [self.tensor[tid]], node, weights)
+        out = self.new(y, output_shape, group=group)
+        return self.identity(out)
+
+    def _group_order(self, group, size):
+        keys = [None] * size
+        for k, p in self.positions[group].items():
+            keys[p] = k
+        return keys
+
+    def other(self, node, values):
+        inputs = []
+        for value in values:
+            tid, _ = self.gather(value, ordered=True)
+            inputs.append(self.tensor[tid])
+        y = self.apply(node.operation, inputs, node)
+        outs = keras.tree.flatten(y) if self.build else [None] * len(node.outputs)
+        return [self.identity(self.new(t, s.shape)) for t, s in zip(outs, node.outputs,
+                                                                    strict=True)]
+
+    # -- the walk -------------------------------------------------------------------------
+
+    def run(self):
+        graph = _fold.graph(self.model)
+        (source,) = graph.inputs
+        inp = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name) \
+            if self.build else None
+        values = {id(source): self.identity(self.new(inp, source.shape))}
+        for node in _fold.nodes(self.model):
+            layer = node.operation
+            ins = [values[id(t)] for t in node.input_tensors]
+            kind = _kind(layer)
+            if _routing(layer, node):
+                outs = route(kind, layer, ins)
+            elif len(ins) == 1 and len(node.outputs) == 1 and _per_channel(layer):
+                outs = [self.per_channel(node, ins[0])]
+            elif len(ins) == 1 and len(node.outputs) == 1 and _mixing(layer, node):
+                outs = [self.mixing(node, ins[0])]
+            else:
+                outs = self.other(node, ins)
+            for t, v in zip(node.outputs, outs, strict=True):
+                values[id(t)] = v
+        outputs = [self.gather(values[id(t)], ordered=True)[0] for t in graph.outputs]
+        if not self.build:
+            return None
+        tensors = [self.tensor[tid] for tid in outputs]
+        return keras.Model(inp, tensors[0] if len(tensors) == 1 else tensors,
+                           name=self.model.name)
+
+
+def route(kind, layer, values):
+    """The values after a routing layer: channels change places, no data moves."""
+    if kind == "Concatenate":
+        return [tuple(entry for value in values for entry in value)]
+    (value,) = values
+    if kind == "ChannelSplit":
+        part = len(value) // layer.num_splits
+        return [value[i * part:(i + 1) * part] for i in range(layer.num_splits)]
+    groups = layer.groups
+    per_group = len(value) // groups
+    return [tuple(value[g * per_group + i] for i in range(per_group) for g in range(groups))]
+
+
+def _positions(walk):
+    """For every convolution, the position of each output channel: channels read
+    by the same readers next to each other, in the order they are read."""
+    reads = collections.defaultdict(dict)
+    for (group, key), readers in walk.readers.items():
+        if isinstance(group, str):
+            reads[group][key] = tuple(readers)
+    positions = {}
+    for group, keys in reads.items():
+        size = walk_size(walk, group)
+        ranked = sorted(range(size), key=lambda k: (keys.get(k, ()), k))
+        positions[group] = {k: p for p, k in enumerate(ranked)}
+    return positions
+
+
+def walk_size(walk, group):
+    return next(walk.size[tid] for tid, g in walk.group.items() if g == group)
+
+
+
+def routed(model, max_moved=MAX_MOVED):
+    """A copy of `model` with its channel shuffles resolved (see the module
+    docstring), or `model` itself when it has none, or when the copy would
+    move more than `max_moved` times the elements the model's own routing
+    layers move (None: any)."""
+    graph = _fold.graph(model)
+    if graph is None or isinstance(model, keras.Sequential) or len(graph.inputs) != 1:
+        return model
+    graph_nodes = _fold.nodes(model)
+    if not any(_kind(node.operation) == "ChannelShuffle" for node in graph_nodes):
+        return model
+    plan = _Walk(model)
+    plan.run()
+    positions = _positions(plan)
+    if max_moved is not None:
+        estimate = _Walk(model, positions)
+        estimate.run()
+        if estimate.moved > moved_by_routing(graph_nodes) * max_moved:
+            return model
+    return _Walk(model, positions, build=True).run()
+
+
+def moved_by_routing(graph_nodes):
+    """Elements the model's own routing layers copy (a shuffle copies twice)."""
+    total = 0
+    for node in graph_nodes:
+        layer = node.operation
+        if not _routing(layer, node):
+            continue
+        copies = 2 if _kind(layer) == "ChannelShuffle" else 1
+        for t in node.outputs:
+            total += copies * int(np.prod([d for d in t.shape[1:] if d is not None]))
+    return total

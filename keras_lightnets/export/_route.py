@@ -59,24 +59,25 @@ def _kind(layer):
     return type(layer).__name__
 
 
-def _per_channel(layer):
+def _elementwise(layer):
+    return getattr(getattr(layer, "activation", None), "__name__", "linear") in ELEMENTWISE
+
+
+def _per_channel(layer, node):
+    """Whether `layer` computes each output channel from the same input channel alone."""
     kind = _kind(layer)
-    if kind == "Activation":
-        return getattr(layer.activation, "__name__", "") in ELEMENTWISE
-    if kind == "DepthwiseConv2D":
-        return layer.depth_multiplier == 1 and layer.data_format == "channels_last"
-    if kind in ("ZeroPadding2D", "MaxPooling2D", "AveragePooling2D",
-                "GlobalAveragePooling2D", "GlobalMaxPooling2D"):
-        return layer.data_format == "channels_last"
+    if kind not in PER_CHANNEL or not _elementwise(layer):
+        return False
+    if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
+        return False
     if kind == "BatchNormalization":
-        return layer.axis in (-1, 3) or layer.axis == [3] or layer.axis == [-1]
-    return kind in PER_CHANNEL
+        return layer.axis in (-1, len(node.outputs[0].shape) - 1)
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
 def _mixing(layer, node):
     """Whether `layer` reads its input channels in any order (through its kernel)."""
-    if _kind(layer) not in ("Conv2D", "Dense") or (
-            getattr(layer.activation, "__name__", "") not in ELEMENTWISE):
+    if _kind(layer) not in ("Conv2D", "Dense") or not _elementwise(layer):
         return False
     if _kind(layer) == "Conv2D":
         return layer.groups == 1 and layer.data_format == "channels_last"
@@ -84,10 +85,11 @@ def _mixing(layer, node):
 
 
 def _routing(layer, node):
+    """Whether `layer` only moves channels (along the last axis)."""
     kind = _kind(layer)
     if kind == "Concatenate":
         return layer.axis in (-1, len(node.outputs[0].shape) - 1)
-    return kind in ("ChannelSplit", "ChannelShuffle")
+    return kind in ROUTING
 
 
 class _Walk:
@@ -316,7 +318,7 @@ class _Walk:
             kind = _kind(layer)
             if _routing(layer, node):
                 outs = route(kind, layer, ins)
-            elif len(ins) == 1 and len(node.outputs) == 1 and _per_channel(layer):
+            elif len(ins) == 1 and len(node.outputs) == 1 and _per_channel(layer, node):
                 outs = [self.per_channel(node, ins[0])]
             elif len(ins) == 1 and len(node.outputs) == 1 and _mixing(layer, node):
                 outs = [self.mixing(node, ins[0])]

@@ -171,35 +171,35 @@ class _Walk:
             # Pieces of consecutive positions, the smallest first: those are the
             # ones a concatenation of more than MAX_CONCAT inputs gathers in advance.
             channels.sort(key=lambda c: (value[c][0], self.position(*value[c])))
-            runs = []
-            for c in channels:
-                tid, k = value[c]
-                at = self.position(tid, k)
-                if runs and runs[-1][0] == tid and runs[-1][1] == at - 1:
-                    runs[-1][1] = at
-                    runs[-1][2].append(c)
-                else:
-                    runs.append([tid, at, [c]])
-            runs.sort(key=lambda run: len(run[2]))
-            channels = [c for run in runs for c in run[2]]
+            pieces = sorted(self.pieces([value[c] for c in channels], channels),
+                            key=lambda piece: len(piece[3]))
+            channels = [c for piece in pieces for c in piece[3]]
         key = (ordered, tuple(value[c] for c in channels))
         if key not in self.gathers:
             self.gathers[key] = self._copy([value[c] for c in channels], len(self.gathers))
         return self.gathers[key], channels
 
-    def _copy(self, entries, index):
-        pieces = []  # [tid, first position, last position]
-        for tid, k in entries:
-            if not self.build:
-                self.readers[(self.group[tid], k)].append(index)
+    def pieces(self, entries, payloads):
+        """`[tid, first position, last position, payloads]` per run of consecutive
+        positions of one tensor in `entries` (`(tid, key)` pairs)."""
+        runs = []
+        for (tid, k), payload in zip(entries, payloads, strict=True):
             at = self.position(tid, k)
-            if pieces and pieces[-1][0] == tid and pieces[-1][2] == at - 1:
-                pieces[-1][2] = at
+            if runs and runs[-1][0] == tid and runs[-1][2] == at - 1:
+                runs[-1][2] = at
+                runs[-1][3].append(payload)
             else:
-                pieces.append([tid, at, at])
+                runs.append([tid, at, at, [payload]])
+        return runs
+
+    def _copy(self, entries, index):
+        if not self.build:
+            for tid, k in entries:
+                self.readers[(self.group[tid], k)].append(index)
+        pieces = self.pieces(entries, entries)
         spatial = self.spatial[entries[0][0]]
         parts, sizes = [], []
-        for tid, first, last in pieces:
+        for tid, first, last, _ in pieces:
             sizes.append(last + 1 - first)
             if sizes[-1] == self.size[tid]:
                 parts.append(self.tensor[tid])
@@ -221,9 +221,7 @@ class _Walk:
             parts = [joined, *parts[count:]]
             sizes = [sum(sizes[:count]), *sizes[count:]]
         tensor = parts[0] if self.build else None
-        tid = self.new(tensor, (1, spatial, len(entries)))
-        self.spatial[tid] = spatial
-        return tid
+        return self.new(tensor, (1, spatial, len(entries)))
 
     # -- layers ----------------------------------------------------------------------------
 

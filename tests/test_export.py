@@ -322,11 +322,8 @@ def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
     assert kinds["CONCATENATION"] >= 13 and max(fan_in) <= _route.MAX_CONCAT, fan_in
     assert partitions == 1
     # Routing moves a small part of what the shuffles, concatenations and splits moved.
-    plan = _route._Walk(model)
-    plan.run()
-    estimate = _route._Walk(model, _route._positions(plan))
-    estimate.run()
-    assert estimate.moved < 0.25 * _route.moved_by_routing(_fold.nodes(model))
+    _, moved, own = _route.plan(model)
+    assert moved < 0.25 * own, (moved, own)
 
 
 def test_routing_keeps_model_order_where_layers_need_it():

@@ -350,19 +350,14 @@ def _positions(walk):
     by the same readers next to each other, in the order they are read."""
     reads = collections.defaultdict(dict)
     for (group, key), readers in walk.readers.items():
-        if isinstance(group, str):
+        if isinstance(group, str):  # a convolution's output (see `_Walk.mixing`)
             reads[group][key] = tuple(readers)
+    sizes = {walk.group[tid]: size for tid, size in walk.size.items()}
     positions = {}
     for group, keys in reads.items():
-        size = walk_size(walk, group)
-        ranked = sorted(range(size), key=lambda k: (keys.get(k, ()), k))
+        ranked = sorted(range(sizes[group]), key=lambda k: (keys.get(k, ()), k))
         positions[group] = {k: p for p, k in enumerate(ranked)}
     return positions
-
-
-def walk_size(walk, group):
-    return next(walk.size[tid] for tid, g in walk.group.items() if g == group)
-
 
 
 def routed(model, max_moved=MAX_MOVED):
@@ -373,18 +368,23 @@ def routed(model, max_moved=MAX_MOVED):
     graph = _fold.graph(model)
     if graph is None or isinstance(model, keras.Sequential) or len(graph.inputs) != 1:
         return model
-    graph_nodes = _fold.nodes(model)
-    if not any(_kind(node.operation) == "ChannelShuffle" for node in graph_nodes):
+    if not any(_kind(node.operation) == "ChannelShuffle" for node in _fold.nodes(model)):
         return model
-    plan = _Walk(model)
-    plan.run()
-    positions = _positions(plan)
-    if max_moved is not None:
-        estimate = _Walk(model, positions)
-        estimate.run()
-        if estimate.moved > moved_by_routing(graph_nodes) * max_moved:
-            return model
+    positions, moved, own = plan(model)
+    if max_moved is not None and moved > own * max_moved:
+        return model
     return _Walk(model, positions, build=True).run()
+
+
+def plan(model):
+    """`(positions, elements the copy moves, elements the model's own routing layers
+    move)` for a functional `model` with one input."""
+    first = _Walk(model)
+    first.run()
+    positions = _positions(first)
+    estimate = _Walk(model, positions)
+    estimate.run()
+    return positions, estimate.moved, moved_by_routing(_fold.nodes(model))
 
 
 def moved_by_routing(graph_nodes):

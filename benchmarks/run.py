@@ -5,8 +5,9 @@ of `--runs` timed calls after warm-up (spread over 3 interpreters or sessions
 of each file, used in turn) of: TFLite float32 and int8 latency
 (ai-edge-litert, 1 thread and all threads, batch 1; int8 post-training and,
 when keras_lightnets.optimize imports, from the TF-MOT QAT graph), ONNX Runtime
-latency (1 thread), Keras `predict_on_batch` latency at batch 1, throughput at
-batch 32 and training throughput at batch 32 (MobileNetV2); plus file sizes,
+latency (1 thread, NCHW input as torchvision's exports take), Keras
+`predict_on_batch` latency at batch 1, throughput at batch 32 and training
+throughput at batch 32 (MobileNetV2); plus file sizes,
 params and MACs. Models get random weights shaped like trained ones (see
 `trained_like`): latency does not depend on the values, int8 files do.
 Peers, measured in the same rounds: keras.applications' MobileNet/V2/V3 in
@@ -271,8 +272,9 @@ def export_all(model, prefix, data, quick, strict=True, qat=False):
         files["tflite_int8_qat"] = export.to_tflite(
             aware, f"{prefix}_int8_qat.tflite", "int8", representative_data=calibration,
             progress=False, verify=False).path
+    # Channels-first input, as torchvision's exports take it.
     files["onnx"] = write(export.to_onnx, model, f"{prefix}.onnx", batch_size=1,
-                          verify_data=data[:2])
+                          input_layout="NCHW", verify_data=data[:2])
     return files, notes
 
 

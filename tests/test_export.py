@@ -522,6 +522,28 @@ def test_onnx_static_batch(tmp_path):
     assert report.verified and report.samples == 4 and report.max_rel_diff <= 1e-4
 
 
+def test_onnx_nchw_input(tmp_path):
+    """`input_layout="NCHW"` takes channels-first images with no transpose in the graph and
+    gives the model's outputs (embedded per-channel preprocessing included)."""
+    import onnx
+
+    entry = registry.get_entry("mnasnet_050")
+    model = randomize(entry.build(weights=None, input_shape=(SIZE, SIZE, 3),
+                                  classifier_activation=None), seed=2)
+    report = export.to_onnx(model, tmp_path / "m.onnx", input_layout="NCHW")
+    assert report.verified and report.max_rel_diff <= 1e-4, report
+    assert report.inputs[0]["shape"] == ["batch", 3, SIZE, SIZE]
+    assert "Transpose" not in report.ops, report.ops
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.graph.node[0].op_type != "Transpose"
+    x = model_inputs(entry, model, sample_photos(SIZE, 3)[0])
+    (y,) = onnx_lib.run(tmp_path / "m.onnx", np.transpose(x, (0, 3, 1, 2)))
+    expected = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="input_layout"):
+        export.to_onnx(model, tmp_path / "n.onnx", input_layout="CHW")
+
+
 def test_saved_model_replaces_an_earlier_export(tmp_path):
     model = random_model(registry.get_entry("squeezenet_1_1"))
     path = tmp_path / "saved"

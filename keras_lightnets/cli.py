@@ -224,6 +224,9 @@ def cmd_export(args, out):
     if args.io_dtype and args.quantize != "int8":
         raise UserError(f"--io-dtype applies to --quantize int8 only. "
                         f"Received: quantize={args.quantize!r}")
+    if args.input_layout and args.format != "onnx":
+        raise UserError(f"--input-layout applies to --format onnx only. "
+                        f"Received: format={args.format!r}")
     if args.calibration_dir and not os.path.isdir(args.calibration_dir):
         raise UserError(f"No directory at this path. "
                         f"Received: calibration_dir={args.calibration_dir!r}")
@@ -248,7 +251,8 @@ def cmd_export(args, out):
                 model, args.output, quantization=args.quantize, representative_data=data,
                 io_dtype=args.io_dtype, calibration_steps=n if data else None, **common)
         elif args.format == "onnx":
-            report = export.to_onnx(model, args.output, opset=args.opset, **common)
+            report = export.to_onnx(model, args.output, opset=args.opset,
+                                    input_layout=args.input_layout or "NHWC", **common)
         else:
             report = export.to_saved_model(model, args.output, **common)
     except ValueError as exc:
@@ -338,6 +342,8 @@ def build_parser():
     p.add_argument("--batch-size", type=_batch_arg, default=None,
                    help="static batch or 'dynamic' (default: 1 for TFLite, dynamic otherwise)")
     p.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--input-layout", choices=["NHWC", "NCHW"], default=None,
+                   help="ONNX input layout (default NHWC, the Keras model's)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip running the artifact and comparing it with Keras")
     p.add_argument("-o", "--output", required=True, help="file (or SavedModel directory)")

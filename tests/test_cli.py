@@ -89,13 +89,18 @@ def test_export_int8_tflite_with_real_weights(tmp_path):
                                        ("tflite", "model.tflite")])
 def test_export_formats(fmt, name, tmp_path):
     out = tmp_path / name
-    extra = ["--quantize", "float16"] if fmt == "tflite" else []
+    extra = {"tflite": ["--quantize", "float16"], "onnx": ["--input-layout", "NCHW"]}
     result = run_cli("export", "mobilenet_v3_small_100", "--weights", "none", "--format", fmt,
-                     "--input-size", "96", *extra, "-o", str(out))
+                     "--input-size", "96", *extra.get(fmt, []), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.exists()
     assert "verified on" in result.stdout and "raw RGB pixels" in result.stdout
     assert ("batch" in result.stdout) == (fmt == "onnx")
+    if fmt == "onnx":
+        import onnx
+
+        dims = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_value for d in dims[1:]] == [3, 96, 96]
 
 
 def test_benchmark_measures_float_and_int8_latency():
@@ -133,6 +138,7 @@ def test_user_errors_exit_2_without_traceback(args):
      "--calibration-dir", "/no/such/dir", "-o", "x"),
     ("export", "mobilenet_v1_025", "--format", "tflite", "--calibration-dir", "/tmp", "-o", "x"),
     ("export", "mobilenet_v1_025", "--format", "onnx", "--io-dtype", "uint8", "-o", "x"),
+    ("export", "mobilenet_v1_025", "--format", "tflite", "--input-layout", "NCHW", "-o", "x"),
     ("export", "mobilenet_v1_025", "--format", "tflite", "--batch-size", "0", "-o", "x"),
     ("export", "no_such_model", "--format", "onnx", "-o", "x"),
     ("export", "mobilenet_v1_025", "--weights", "/no/such.h5", "--format", "onnx", "-o", "x"),

@@ -139,9 +139,15 @@ class _Walk:
 
     def order(self, tid):
         """The keys of tensor `tid` by position."""
-        keys = [None] * self.size[tid]
-        for k in range(self.size[tid]):
-            keys[self.position(tid, k)] = k
+        return self.group_order(self.group[tid], self.size[tid])
+
+    def group_order(self, group, size):
+        """The keys of a group's `size` channels by position."""
+        if group not in self.positions:
+            return list(range(size))
+        keys = [None] * size
+        for k, p in self.positions[group].items():
+            keys[p] = k
         return keys
 
     # -- reading values as tensors -----------------------------------------------------------
@@ -280,17 +286,11 @@ class _Walk:
             kernel = weights[0][order] if weights[0].ndim == 2 else weights[0][:, :, order, :]
             weights[0] = kernel
             if group is not None and group in self.positions:
-                out_order = np.asarray(self._group_order(group, int(output_shape[-1])))
+                out_order = np.asarray(self.group_order(group, int(output_shape[-1])))
                 weights = [w[..., out_order] if w.ndim > 1 else w[out_order] for w in weights]
         y = self.apply(layer, [self.tensor[tid]], node, weights)
         out = self.new(y, output_shape, group=group)
         return self.identity(out)
-
-    def _group_order(self, group, size):
-        keys = [None] * size
-        for k, p in self.positions[group].items():
-            keys[p] = k
-        return keys
 
     def other(self, node, values):
         inputs = []

@@ -1,0 +1,304 @@
+"""Op-level latency profile of our TFLite files: float32 against int8, per op type.
+
+The Python runtime gives no per-op timing once XNNPACK has taken the graph,
+so each operator of a file is cut out into a file of its own (its constant
+inputs kept, its other inputs made graph inputs) and timed alone with
+ai-edge-litert on 1 thread at batch 1. The cut file runs `--copies` copies of
+the operator on the same input, so that the per-invoke overhead of the Python
+call is shared out; an op's time is the file's median over `--copies`. The
+sum over ops is printed beside the whole file's latency: when the two agree,
+the per-op figures account for the file.
+
+For each model the float32 and int8 (post-training, trained-like weights as
+in int8_latency.py) files are profiled. The summary gives, per op type, the
+float32 and int8 time and their ratio, and two bounds the graph cannot beat
+with this runtime's kernels: `floor_int8_conv` is the int8 time of the
+convolutions (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) alone over the
+float32 sum (the int8 file cannot be faster than its convolutions, whatever
+else is removed), and
+`best_mix` the int8/float32 ratio if every op type took the cheaper of its
+two precisions.
+
+Usage:
+    python benchmarks/op_profile.py --models mobilenet_v3_small_100 shufflenet_v2_100
+    python benchmarks/op_profile.py --models mobilenet_v2_100 --per-op
+
+Writes op_profile.json and op_profile.md to `--out` (default benchmarks/results).
+"""
+
+import argparse
+import collections
+import copy
+import json
+import os
+import pathlib
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import int8_latency  # noqa: E402
+
+TARGET_RATIO = 0.6
+# The ops no int8 graph of the architecture can do without.
+CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+# -- cutting a file into one-op files -----------------------------------------------------
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return schema, flatbuffer_utils
+
+
+def op_names(model):
+    """Builtin operator name of every operator code of a `ModelT`."""
+    schema, utils = _schema()
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return [names.get(utils.get_builtin_code_from_operator_code(c), "CUSTOM")
+            for c in model.operatorCodes]
+
+
+def _is_constant(model, tensor):
+    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
+    return data is not None and len(data) > 0
+
+
+def cut_ops(content, copies):
+    """Yields `(index, op_type, input_shape, output_shape, one_op_file)` per operator.
+
+    Each one-op file computes `copies` copies of the operator from the same
+    inputs into separate outputs, all of them graph outputs (a runtime may
+    drop work whose result nobody reads).
+    """
+    _, utils = _schema()
+    model = utils.read_model_from_bytearray(bytearray(content))
+    names = op_names(model)
+    graph = model.subgraphs[0]
+    ops, tensors = graph.operators, graph.tensors
+    saved = (graph.operators, graph.inputs, graph.outputs, list(tensors), model.signatureDefs,
+             model.buffers)
+    empty = type(model.buffers[0])()
+    model.signatureDefs = []
+    try:
+        for index, op in enumerate(ops):
+            inputs = [t for t in op.inputs if t >= 0 and not _is_constant(model, tensors[t])]
+            graph.tensors = list(saved[3])
+            cut, outputs = [op], list(op.outputs)
+            for _ in range(copies - 1):
+                twin = copy.copy(op)
+                twin.outputs = []
+                for t in op.outputs:
+                    tensor = copy.copy(graph.tensors[t])
+                    tensor.name = (tensor.name or b"") + b"_copy%d" % len(graph.tensors)
+                    graph.tensors.append(tensor)
+                    twin.outputs.append(len(graph.tensors) - 1)
+                cut.append(twin)
+                outputs.extend(twin.outputs)
+            graph.operators, graph.inputs, graph.outputs = cut, inputs, outputs
+            # Only this op's constants: a file per op holding every weight runs out of memory.
+            used = {tensors[t].buffer for t in op.inputs if t >= 0}
+            model.buffers = [b if i in used else empty for i, b in enumerate(saved[5])]
+            shape_in = list(tensors[inputs[0]].shape) if inputs else []
+            shape_out = list(tensors[op.outputs[0]].shape)
+            yield (index, names[op.opcodeIndex], shape_in, shape_out,
+                   bytes(utils.convert_object_to_bytearray(model)))
+    finally:
+        (graph.operators, graph.inputs, graph.outputs, graph.tensors, model.signatureDefs,
+         model.buffers) = saved
+
+
+# -- timing -------------------------------------------------------------------------------
+
+
+def _call(content, seed=0):
+    """One inference of a TFLite file (bytes) with random inputs, 1 thread."""
+    from keras_lightnets.export import tflite
+
+    interp = tflite.interpreter(content, num_threads=1)
+    rng = np.random.default_rng(seed)
+    for detail in interp.get_input_details():
+        dtype = np.dtype(detail["dtype"])
+        if dtype.kind == "f":
+            x = rng.normal(size=detail["shape"]).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            x = rng.integers(info.min, info.max, size=detail["shape"], endpoint=True).astype(dtype)
+        interp.set_tensor(detail["index"], x)
+
+    return interp.invoke
+
+
+def time_calls(calls, runs, warmup, seed=0):
+    """Median seconds of each call, interleaved in a shuffled order every round."""
+    times = [[] for _ in calls]
+    order = list(range(len(calls)))
+    rng = random.Random(seed)
+    for r in range(warmup + runs):
+        rng.shuffle(order)
+        for i in order:
+            start = time.perf_counter()
+            calls[i]()
+            if r >= warmup:
+                times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def profile_file(content, copies, runs, warmup):
+    """Per-op rows `{index, op, input, output, ms}` of one file, and its whole latency (ms)."""
+    rows, calls = [], []
+    for index, op, shape_in, shape_out, cut in cut_ops(content, copies):
+        rows.append({"index": index, "op": op, "input": shape_in, "output": shape_out})
+        calls.append(_call(cut))
+    whole = _call(content)
+    # Ops in blocks of 64 keep the open interpreters (and their arenas) few.
+    medians = []
+    for start in range(0, len(calls), 64):
+        block = calls[start:start + 64] + [whole]
+        medians.append(time_calls(block, runs, warmup))
+    for row, seconds in zip(rows, [m for block in medians for m in block[:-1]]):
+        row["ms"] = 1000 * seconds / copies
+    whole_ms = 1000 * statistics.median(block[-1] for block in medians)
+    return rows, whole_ms
+
+
+# -- per model ----------------------------------------------------------------------------
+
+
+def export_pair(name, size, images, workdir):
+    """float32 and int8 (post-training) TFLite bytes of one model."""
+    from keras_lightnets import export
+
+    model, preprocess = int8_latency.build(name, size)
+    x = preprocess(images)
+    int8_latency.trained_like(model, x)
+    io_dtype = "uint8" if export.expects_raw_pixels(model) else "int8"
+    stem = name.replace(":", "_")
+    f32 = export.to_tflite(model, workdir / f"{stem}_f32.tflite", progress=False)
+    int8 = export.to_tflite(model, workdir / f"{stem}_int8.tflite", "int8",
+                            representative_data=x, io_dtype=io_dtype, progress=False,
+                            verify=False)
+    return {"float32": pathlib.Path(f32.path).read_bytes(),
+            "int8": pathlib.Path(int8.path).read_bytes()}
+
+
+def by_type(rows):
+    totals = collections.defaultdict(float)
+    for row in rows:
+        totals[row["op"]] += row["ms"]
+    return dict(totals)
+
+
+def summarise(name, profiles):
+    f32, int8 = (by_type(profiles[p]["ops"]) for p in ("float32", "int8"))
+    f32_sum, int8_sum = sum(f32.values()), sum(int8.values())
+    # Quantize/dequantize ops have no float32 counterpart: they belong to int8's cost.
+    types = sorted(set(f32) | set(int8), key=lambda t: -f32.get(t, int8.get(t, 0)))
+    table = {t: {"float32_ms": f32.get(t, 0.0), "int8_ms": int8.get(t, 0.0)} for t in types}
+    best = sum(min(v["float32_ms"], v["int8_ms"]) if v["float32_ms"] else v["int8_ms"]
+               for v in table.values())
+    convs = sum(int8.get(t, 0.0) for t in CONVOLUTIONS)
+    return {
+        "model": name,
+        "whole_ms": {p: profiles[p]["whole_ms"] for p in profiles},
+        "sum_of_ops_ms": {"float32": f32_sum, "int8": int8_sum},
+        "ratio_whole": profiles["int8"]["whole_ms"] / profiles["float32"]["whole_ms"],
+        "ratio_sum_of_ops": int8_sum / f32_sum,
+        "floor_int8_conv": convs / f32_sum,
+        "best_mix": best / f32_sum,
+        "by_type": table,
+    }
+
+
+def markdown(summaries, per_op):
+    lines = ["# Op-level profile: float32 vs int8 TFLite (ai-edge-litert, 1 thread, batch 1)", "",
+             f"Machine: {platform.processor() or platform.machine()}. Each op timed alone "
+             "(see the script's docstring); times in ms.", ""]
+    for s in summaries:
+        lines += [f"## {s['model']}", "",
+                  f"Whole file: float32 {s['whole_ms']['float32']:.3f}, "
+                  f"int8 {s['whole_ms']['int8']:.3f} (ratio {s['ratio_whole']:.2f}). "
+                  f"Sum of ops: float32 {s['sum_of_ops_ms']['float32']:.3f}, "
+                  f"int8 {s['sum_of_ops_ms']['int8']:.3f} (ratio {s['ratio_sum_of_ops']:.2f}). "
+                  f"int8 convolutions alone / float32: {s['floor_int8_conv']:.2f}; "
+                  f"every op type in its cheaper precision: {s['best_mix']:.2f} "
+                  f"(target {TARGET_RATIO}).", "",
+                  "| op type | float32 ms | int8 ms | int8/float32 | share of float32 |",
+                  "|---|---|---|---|---|"]
+        total = s["sum_of_ops_ms"]["float32"]
+        for op, v in s["by_type"].items():
+            ratio = f"{v['int8_ms'] / v['float32_ms']:.2f}" if v["float32_ms"] else "-"
+            lines.append(f"| {op} | {v['float32_ms']:.3f} | {v['int8_ms']:.3f} | {ratio} | "
+                         f"{v['float32_ms'] / total:.0%} |")
+        lines.append("")
+    if per_op:
+        for name, profiles in per_op.items():
+            lines += [f"## {name}: every op", "",
+                      "| # | op | input | output | float32 ms | int8 ops (ms) |", "|---|---|---|---|---|---|"]
+            for row in profiles["float32"]["ops"]:
+                lines.append(f"| {row['index']} | {row['op']} | {row['input']} | {row['output']} | "
+                             f"{row['ms']:.4f} | |")
+            for row in profiles["int8"]["ops"]:
+                lines.append(f"| {row['index']} | {row['op']} | {row['input']} | {row['output']} | "
+                             f"| {row['ms']:.4f} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=int8_latency.default_models()[:-1])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--copies", type=int, default=8)
+    parser.add_argument("--per-op", action="store_true", help="also list every op")
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    if min(args.runs, args.copies) < 1 or args.warmup < 0:
+        parser.error("--runs and --copies must be >= 1, --warmup >= 0")
+
+    images, source = int8_latency.calibration_images(args.size)
+    summaries, per_op = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            files = export_pair(name, args.size, images, pathlib.Path(tmp))
+            profiles = {}
+            for precision, content in files.items():
+                ops, whole = profile_file(content, args.copies, args.runs, args.warmup)
+                profiles[precision] = {"ops": ops, "whole_ms": whole}
+            summary = summarise(name, profiles)
+            summaries.append(summary)
+            if args.per_op:
+                per_op[name] = profiles
+            print(f"{name}: whole int8/float32 {summary['ratio_whole']:.2f}, sum of ops "
+                  f"{summary['ratio_sum_of_ops']:.2f}, int8 convolutions alone "
+                  f"{summary['floor_int8_conv']:.2f}, best mix {summary['best_mix']:.2f}",
+                  flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = {"machine": {"processor": platform.processor(), "machine": platform.machine()},
+              "size": args.size, "runs": args.runs, "copies": args.copies,
+              "calibration": source, "models": summaries,
+              "per_op": per_op or None}
+    (args.out / "op_profile.json").write_text(json.dumps(result, indent=1))
+    text = markdown(summaries, per_op)
+    (args.out / "op_profile.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

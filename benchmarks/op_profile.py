@@ -169,7 +169,7 @@ def profile_file(content, copies, runs, warmup):
     for start in range(0, len(calls), 64):
         block = calls[start:start + 64] + [whole]
         medians.append(time_calls(block, runs, warmup))
-    for row, seconds in zip(rows, [m for block in medians for m in block[:-1]]):
+    for row, seconds in zip(rows, [m for block in medians for m in block[:-1]], strict=True):
         row["ms"] = 1000 * seconds / copies
     whole_ms = 1000 * statistics.median(block[-1] for block in medians)
     return rows, whole_ms
@@ -244,16 +244,12 @@ def markdown(summaries, per_op):
             lines.append(f"| {op} | {v['float32_ms']:.3f} | {v['int8_ms']:.3f} | {ratio} | "
                          f"{v['float32_ms'] / total:.0%} |")
         lines.append("")
-    if per_op:
-        for name, profiles in per_op.items():
-            lines += [f"## {name}: every op", "",
-                      "| # | op | input | output | float32 ms | int8 ops (ms) |", "|---|---|---|---|---|---|"]
-            for row in profiles["float32"]["ops"]:
-                lines.append(f"| {row['index']} | {row['op']} | {row['input']} | {row['output']} | "
-                             f"{row['ms']:.4f} | |")
-            for row in profiles["int8"]["ops"]:
-                lines.append(f"| {row['index']} | {row['op']} | {row['input']} | {row['output']} | "
-                             f"| {row['ms']:.4f} |")
+    for name, profiles in (per_op or {}).items():
+        for precision, profile in profiles.items():
+            lines += [f"## {name}, {precision}: every op", "",
+                      "| # | op | input | output | ms |", "|---|---|---|---|---|"]
+            lines += [f"| {row['index']} | {row['op']} | {row['input']} | {row['output']} | "
+                      f"{row['ms']:.4f} |" for row in profile["ops"]]
             lines.append("")
     return "\n".join(lines)
 

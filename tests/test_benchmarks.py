@@ -1,4 +1,4 @@
-"""benchmarks/run.py end to end on one tiny variant: a smoke test, no timing is asserted."""
+"""The benchmark scripts end to end on one tiny variant: smoke tests, no timing is asserted."""
 
 import json
 import os
@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 VARIANT = "mobilenet_v3_small_075"
@@ -42,3 +43,32 @@ def test_benchmark_script_writes_table_json_and_plot(tmp_path):
     assert len(re.findall(r"\d+\.\d\d", line)) == len(kinds)
     png = (tmp_path / "latency_vs_top1.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_op_profile_accounts_for_every_op(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "op_profile.py"), "--models", VARIANT,
+         "--size", "96", "--runs", "2", "--warmup", "1", "--copies", "2", "--per-op",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    data = json.loads((tmp_path / "op_profile.json").read_text())
+    (summary,) = data["models"]
+    profiles = data["per_op"][VARIANT]
+    for precision in ("float32", "int8"):
+        ops = profiles[precision]["ops"]
+        # One row per operator of the file, in order, each timed.
+        assert [row["index"] for row in ops] == list(range(len(ops)))
+        assert all(row["ms"] > 0 for row in ops)
+        by_type = {}
+        for row in ops:
+            by_type[row["op"]] = by_type.get(row["op"], 0) + row["ms"]
+        assert sum(by_type.values()) == pytest.approx(summary["sum_of_ops_ms"][precision])
+        assert summary["whole_ms"][precision] > 0
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= set(summary["by_type"])
+    assert "QUANTIZE" in {row["op"] for row in profiles["int8"]["ops"]}
+    assert 0 < summary["floor_int8_conv"] < summary["ratio_sum_of_ops"]
+    assert f"## {VARIANT}" in (tmp_path / "op_profile.md").read_text()

@@ -7,7 +7,10 @@ ai-edge-litert on 1 thread at batch 1. The cut file runs `--copies` copies of
 the operator on the same input, so that the per-invoke overhead of the Python
 call is shared out; an op's time is the file's median over `--copies`. The
 sum over ops is printed beside the whole file's latency: when the two agree,
-the per-op figures account for the file.
+the per-op figures account for the file. They never agree exactly: in the
+whole file XNNPACK fuses a PAD into the convolution after it, which a cut
+file cannot, and a cut op reads its weights from cache only as well as the
+files timed between its runs leave them.
 
 For each model the float32 and int8 (post-training, trained-like weights as
 in int8_latency.py) files are profiled. The summary gives, per op type, the
@@ -226,7 +229,8 @@ def summarise(name, profiles):
 def markdown(summaries, per_op):
     lines = ["# Op-level profile: float32 vs int8 TFLite (ai-edge-litert, 1 thread, batch 1)", "",
              f"Machine: {platform.processor() or platform.machine()}. Each op timed alone "
-             "(see the script's docstring); times in ms.", ""]
+             "(see the script's docstring); times in ms. PAD runs fused into the next "
+             "convolution in the whole file: its time alone over-counts.", ""]
     for s in summaries:
         lines += [f"## {s['model']}", "",
                   f"Whole file: float32 {s['whole_ms']['float32']:.3f}, "
@@ -290,7 +294,7 @@ def main(argv=None):
               "size": args.size, "runs": args.runs, "copies": args.copies,
               "calibration": source, "models": summaries,
               "per_op": per_op or None}
-    (args.out / "op_profile.json").write_text(json.dumps(result, indent=1))
+    (args.out / "op_profile.json").write_text(json.dumps(result, separators=(",", ":")))
     text = markdown(summaries, per_op)
     (args.out / "op_profile.md").write_text(text + "\n")
     print(text)

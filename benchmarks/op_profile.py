@@ -36,11 +36,9 @@ import json
 import os
 import pathlib
 import platform
-import random
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -51,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import int8_latency  # noqa: E402
+import run  # noqa: E402
 
 TARGET_RATIO = 0.6
 # The ops no int8 graph of the architecture can do without.
@@ -145,19 +144,11 @@ def _call(content, seed=0):
     return interp.invoke
 
 
-def time_calls(calls, runs, warmup, seed=0):
-    """Median seconds of each call, interleaved in a shuffled order every round."""
-    times = [[] for _ in calls]
-    order = list(range(len(calls)))
-    rng = random.Random(seed)
-    for r in range(warmup + runs):
-        rng.shuffle(order)
-        for i in order:
-            start = time.perf_counter()
-            calls[i]()
-            if r >= warmup:
-                times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+def time_calls(calls, runs, warmup):
+    """Median seconds of each call, interleaved as `run.py` does (shuffled every round)."""
+    runners = [run.Runner(None, None, None, call) for call in calls]
+    run.interleave(runners, runs, warmup)
+    return [statistics.median(runner.times) for runner in runners]
 
 
 def profile_file(content, copies, runs, warmup):

@@ -98,8 +98,8 @@ def trained_like(model, x, seed=0):
     return _model.trained_like(model, x, seed)
 
 
-def export_all(name, size, images, workdir):
-    """The three TFLite files of one model, with their export reports."""
+def export_all(name, size, images, workdir, qat=True):
+    """The three TFLite files of one model (two without `qat`), with their export reports."""
     from keras_lightnets import export, optimize
 
     model, preprocess = build(name, size)
@@ -112,10 +112,10 @@ def export_all(name, size, images, workdir):
     files["int8_ptq"] = export.to_tflite(
         model, workdir / f"{stem}_ptq.tflite", "int8", representative_data=x,
         io_dtype=io_dtype, progress=False, verify=False)
-    if name != REFERENCE:
-        qat = optimize.quantize_aware(model, representative_data=x)
+    if qat and name != REFERENCE:
+        aware = optimize.quantize_aware(model, representative_data=x)
         files["int8_qat"] = export.to_tflite(
-            qat, workdir / f"{stem}_qat.tflite", "int8", representative_data=x,
+            aware, workdir / f"{stem}_qat.tflite", "int8", representative_data=x,
             io_dtype=io_dtype, progress=False, verify=False)
     return files
 

@@ -153,15 +153,15 @@ def time_calls(calls, runs, warmup):
 
 def profile_file(content, copies, runs, warmup):
     """Per-op rows `{index, op, input, output, ms}` of one file, and its whole latency (ms)."""
-    rows, calls = [], []
+    rows, cuts = [], []
     for index, op, shape_in, shape_out, cut in cut_ops(content, copies):
         rows.append({"index": index, "op": op, "input": shape_in, "output": shape_out})
-        calls.append(_call(cut))
+        cuts.append(cut)
     whole = _call(content)
-    # Ops in blocks of 64 keep the open interpreters (and their arenas) few.
+    # 64 ops at a time: an interpreter per op of a whole file at once takes gigabytes.
     medians = []
-    for start in range(0, len(calls), 64):
-        block = calls[start:start + 64] + [whole]
+    for start in range(0, len(cuts), 64):
+        block = [_call(cut) for cut in cuts[start:start + 64]] + [whole]
         medians.append(time_calls(block, runs, warmup))
     for row, seconds in zip(rows, [m for block in medians for m in block[:-1]], strict=True):
         row["ms"] = 1000 * seconds / copies
@@ -174,19 +174,9 @@ def profile_file(content, copies, runs, warmup):
 
 def export_pair(name, size, images, workdir):
     """float32 and int8 (post-training) TFLite bytes of one model."""
-    from keras_lightnets import export
-
-    model, preprocess = int8_latency.build(name, size)
-    x = preprocess(images)
-    int8_latency.trained_like(model, x)
-    io_dtype = "uint8" if export.expects_raw_pixels(model) else "int8"
-    stem = name.replace(":", "_")
-    f32 = export.to_tflite(model, workdir / f"{stem}_f32.tflite", progress=False)
-    int8 = export.to_tflite(model, workdir / f"{stem}_int8.tflite", "int8",
-                            representative_data=x, io_dtype=io_dtype, progress=False,
-                            verify=False)
-    return {"float32": pathlib.Path(f32.path).read_bytes(),
-            "int8": pathlib.Path(int8.path).read_bytes()}
+    files = int8_latency.export_all(name, size, images, workdir, qat=False)
+    return {precision: pathlib.Path(files[kind].path).read_bytes()
+            for precision, kind in (("float32", "float32"), ("int8", "int8_ptq"))}
 
 
 def by_type(rows):

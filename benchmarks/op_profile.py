@@ -189,9 +189,9 @@ def by_type(rows):
 def summarise(name, profiles):
     f32, int8 = (by_type(profiles[p]["ops"]) for p in ("float32", "int8"))
     f32_sum, int8_sum = sum(f32.values()), sum(int8.values())
-    # Quantize/dequantize ops have no float32 counterpart: they belong to int8's cost.
     types = sorted(set(f32) | set(int8), key=lambda t: -f32.get(t, int8.get(t, 0)))
     table = {t: {"float32_ms": f32.get(t, 0.0), "int8_ms": int8.get(t, 0.0)} for t in types}
+    # Quantize/dequantize ops have no float32 counterpart: they count at their int8 cost.
     best = sum(min(v["float32_ms"], v["int8_ms"]) if v["float32_ms"] else v["int8_ms"]
                for v in table.values())
     convs = sum(int8.get(t, 0.0) for t in CONVOLUTIONS)

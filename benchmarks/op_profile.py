@@ -31,7 +31,6 @@ Writes op_profile.json and op_profile.md to `--out` (default benchmarks/results)
 
 import argparse
 import collections
-import copy
 import json
 import os
 import pathlib
@@ -50,77 +49,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import int8_latency  # noqa: E402
 import run  # noqa: E402
+from tflite_graph import CONVOLUTIONS, cut_ops  # noqa: E402
 
 TARGET_RATIO = 0.6
-# The ops no int8 graph of the architecture can do without.
-CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
-# -- cutting a file into one-op files -----------------------------------------------------
-
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return schema, flatbuffer_utils
-
-
-def op_names(model):
-    """Builtin operator name of every operator code of a `ModelT`."""
-    schema, utils = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return [names.get(utils.get_builtin_code_from_operator_code(c), "CUSTOM")
-            for c in model.operatorCodes]
-
-
-def _is_constant(model, tensor):
-    data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-    return data is not None and len(data) > 0
-
-
-def cut_ops(content, copies):
-    """Yields `(index, op_type, input_shape, output_shape, one_op_file)` per operator.
-
-    Each one-op file computes `copies` copies of the operator from the same
-    inputs into separate outputs, all of them graph outputs (a runtime may
-    drop work whose result nobody reads).
-    """
-    _, utils = _schema()
-    model = utils.read_model_from_bytearray(bytearray(content))
-    names = op_names(model)
-    graph = model.subgraphs[0]
-    ops, tensors = graph.operators, graph.tensors
-    saved = (graph.operators, graph.inputs, graph.outputs, list(tensors), model.signatureDefs,
-             model.buffers)
-    empty = type(model.buffers[0])()
-    model.signatureDefs = []
-    try:
-        for index, op in enumerate(ops):
-            inputs = [t for t in op.inputs if t >= 0 and not _is_constant(model, tensors[t])]
-            graph.tensors = list(saved[3])
-            cut, outputs = [op], list(op.outputs)
-            for _ in range(copies - 1):
-                twin = copy.copy(op)
-                twin.outputs = []
-                for t in op.outputs:
-                    tensor = copy.copy(graph.tensors[t])
-                    tensor.name = (tensor.name or b"") + b"_copy%d" % len(graph.tensors)
-                    graph.tensors.append(tensor)
-                    twin.outputs.append(len(graph.tensors) - 1)
-                cut.append(twin)
-                outputs.extend(twin.outputs)
-            graph.operators, graph.inputs, graph.outputs = cut, inputs, outputs
-            # Only this op's constants: a file per op holding every weight runs out of memory.
-            used = {tensors[t].buffer for t in op.inputs if t >= 0}
-            model.buffers = [b if i in used else empty for i, b in enumerate(saved[5])]
-            shape_in = list(tensors[inputs[0]].shape) if inputs else []
-            shape_out = list(tensors[op.outputs[0]].shape)
-            yield (index, names[op.opcodeIndex], shape_in, shape_out,
-                   bytes(utils.convert_object_to_bytearray(model)))
-    finally:
-        (graph.operators, graph.inputs, graph.outputs, graph.tensors, model.signatureDefs,
-         model.buffers) = saved
 
 
 # -- timing -------------------------------------------------------------------------------

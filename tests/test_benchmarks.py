@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -72,3 +73,38 @@ def test_op_profile_accounts_for_every_op(tmp_path):
     assert "QUANTIZE" in {row["op"] for row in profiles["int8"]["ops"]}
     assert 0 < summary["floor_int8_conv"] < summary["ratio_sum_of_ops"]
     assert f"## {VARIANT}" in (tmp_path / "op_profile.md").read_text()
+
+
+def test_keep_ops_leaves_the_convolutions_wired_as_they_were(tmp_path):
+    """The int8 floor file: only the convolutions, each still reading what it read."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tflite_graph
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    import keras_lightnets as kl
+    from keras_lightnets import export
+
+    model = kl.MobileNetV2(alpha=0.35, input_shape=(64, 64, 3), weights=None)
+    report = export.to_tflite(model, tmp_path / "f32.tflite", progress=False)
+    content = pathlib.Path(report.path).read_bytes()
+    whole = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    cut = flatbuffer_utils.read_model_from_bytearray(
+        bytearray(tflite_graph.keep_ops(content)))
+    names = tflite_graph.op_names(whole)
+    convs = [op for op in whole.subgraphs[0].operators
+             if names[op.opcodeIndex] in tflite_graph.CONVOLUTIONS]
+    kept = cut.subgraphs[0].operators
+    def wiring(ops):
+        return [([int(t) for t in op.inputs], [int(t) for t in op.outputs]) for op in ops]
+
+    assert wiring(kept) == wiring(convs)
+    graph = cut.subgraphs[0]
+    # The block inputs (made by dropped ADDs and the input layer) are graph inputs; the
+    # projection convolutions that fed an ADD and the classifier are graph outputs.
+    made = {t for op in kept for t in op.outputs}
+    assert not {int(t) for t in graph.inputs} & made
+    assert len(graph.inputs) > 1 and len(graph.outputs) > 1
+
+    from keras_lightnets.export import tflite
+    interp = tflite.interpreter(tflite_graph.keep_ops(content), num_threads=1)
+    interp.invoke()

@@ -27,6 +27,7 @@ EXTRAS = {
     "litert": ["ai-edge-litert"],
     "dev": [
         "pytest",
+        "pytest-xdist",  # the README's test command runs the suite on 2 workers
         "hypothesis",
         "ruff",
         "torch==2.13.0",

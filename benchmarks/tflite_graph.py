@@ -88,7 +88,12 @@ def keep_ops(content, types=CONVOLUTIONS):
 
     Kept operators still feed each other where they did; an input made by a
     dropped operator becomes a graph input, and every kept output nobody
-    reads becomes a graph output (so that nothing is pruned as dead).
+    reads becomes a graph output (so that nothing is pruned as dead). Such
+    inputs of one shape and type share one tensor: a whole graph reuses its
+    buffers, and a file holding every one of them at once reads memory the
+    whole file does not (MobileNetV3 Small float32: 11% slower than the whole
+    file with one input each, 5% shared). A convolution may then read another
+    tensor's quantization parameters, which changes its values, not its work.
     """
     _, utils = _schema()
     model = utils.read_model_from_bytearray(bytearray(content))
@@ -98,14 +103,15 @@ def keep_ops(content, types=CONVOLUTIONS):
     if not kept:
         raise ValueError(f"no operator of types {types} in the file")
     made = {t for op in kept for t in op.outputs}
-    read = {t for op in kept for t in op.inputs if t >= 0}
-    inputs = []
+    shared = {}
     for op in kept:
-        for t in op.inputs:
-            if (t >= 0 and t not in made and t not in inputs
-                    and not _is_constant(model, graph.tensors[t])):
-                inputs.append(t)
-    graph.operators, graph.inputs = kept, inputs
+        for i, t in enumerate(op.inputs):
+            if t < 0 or t in made or _is_constant(model, graph.tensors[t]):
+                continue
+            tensor = graph.tensors[t]
+            op.inputs[i] = shared.setdefault((tuple(tensor.shape), tensor.type), t)
+    graph.operators, graph.inputs = kept, list(shared.values())
+    read = {t for op in kept for t in op.inputs if t >= 0}
     graph.outputs = [t for op in kept for t in op.outputs if t not in read]
     model.signatureDefs = []
     model.buffers = _only_buffers(model, model.buffers, kept)

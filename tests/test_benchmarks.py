@@ -94,16 +94,23 @@ def test_keep_ops_leaves_the_convolutions_wired_as_they_were(tmp_path):
     convs = [op for op in whole.subgraphs[0].operators
              if names[op.opcodeIndex] in tflite_graph.CONVOLUTIONS]
     kept = cut.subgraphs[0].operators
-    def wiring(ops):
-        return [([int(t) for t in op.inputs], [int(t) for t in op.outputs]) for op in ops]
-
-    assert wiring(kept) == wiring(convs)
+    assert [op.opcodeIndex for op in kept] == [op.opcodeIndex for op in convs]
     graph = cut.subgraphs[0]
-    # The block inputs (made by dropped ADDs and the input layer) are graph inputs; the
-    # projection convolutions that fed an ADD and the classifier are graph outputs.
-    made = {t for op in kept for t in op.outputs}
-    assert not {int(t) for t in graph.inputs} & made
-    assert len(graph.inputs) > 1 and len(graph.outputs) > 1
+    made = {int(t) for op in kept for t in op.outputs}
+    inputs = {int(t) for t in graph.inputs}
+    # The block inputs (made by dropped ADDs and the input layer) are graph inputs, one per
+    # shape; the projections that fed an ADD and the classifier are graph outputs.
+    assert not inputs & made and 1 < len(inputs) < len(convs) and len(graph.outputs) > 1
+    for op, original in zip(kept, convs, strict=True):
+        assert [int(t) for t in op.outputs] == [int(t) for t in original.outputs]
+        for t, was in zip(op.inputs, original.inputs, strict=True):
+            if was in made or t < 0 or t == was:
+                assert t == was
+            else:
+                assert t in inputs
+                assert (list(graph.tensors[t].shape), graph.tensors[t].type) == \
+                    (list(whole.subgraphs[0].tensors[was].shape),
+                     whole.subgraphs[0].tensors[was].type)
 
     from keras_lightnets.export import tflite
     interp = tflite.interpreter(tflite_graph.keep_ops(content), num_threads=1)

@@ -379,8 +379,10 @@ def test_int8_latency_benchmark_smoke(tmp_path):
     (row,) = result["rows"]
     assert row["model"] == "mobilenet_v1_025" and result["runs"] == 3
     assert all(row[k] > 0 for k in ("float32_ms", "int8_ptq_ms", "int8_qat_ms",
-                                    "int8_convolutions_ms"))
+                                    "int8_convolutions_ms", "float32_convolutions_ms"))
     assert row["floor"] == row["int8_convolutions_ms"] / row["float32_ms"]
+    assert row["convolutions_ratio"] == (row["int8_convolutions_ms"]
+                                         / row["float32_convolutions_ms"])
     assert "| mobilenet_v1_025 |" in (tmp_path / "int8_latency.md").read_text()
 
 

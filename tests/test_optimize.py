@@ -156,6 +156,11 @@ def test_twin_prune_qat_int8(name, extra, tmp_path):
         # The batch norms and ReLUs after split grouped convolutions' concats are folded
         # into each group's convolution (no MUL, no lone RELU, which XNNPACK leaves out).
         assert not {"MUL", "RELU"} & set(report.ops), report.ops
+    if entry.family == "ShuffleNetV2":
+        # quantize_aware trains the graph `to_tflite` exports, its shuffles resolved into
+        # the weights: the int8 file moves channels only with SLICE and CONCATENATION.
+        assert any(type(getattr(la, "layer", la)).__name__ == "ChannelSlice" for la in qat.layers)
+        assert not {"TRANSPOSE", "RESHAPE", "SPLIT"} & set(report.ops), report.ops
     if entry.family.startswith("MobileNetV3"):
         # Hard-swish stays an ADD/MUL chain in int8: LiteRT's XNNPACK runs that,
         # and leaves a fused int8 HARD_SWISH to a kernel slower than float32.

@@ -54,6 +54,9 @@ class _Slice(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.stop - self.start)
 
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
 
 def _kind(layer):
     return type(layer).__name__

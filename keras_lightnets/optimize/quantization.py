@@ -36,7 +36,7 @@ is corrected here, each time with the measured reason next to the code:
 
 import numpy as np
 
-from keras_lightnets.export import _fold
+from keras_lightnets.export import _fold, _route
 from keras_lightnets.optimize import pruning as prune_lib
 from keras_lightnets.optimize import tf_keras_layers
 from keras_lightnets.optimize import twin as twin_lib
@@ -71,7 +71,8 @@ def quantize_config_for(layer, follows_conv=True):
     )
 
     name = type(layer).__name__
-    if isinstance(layer, (tf_keras_layers.ChannelSplit, tf_keras_layers.ChannelShuffle)):
+    if isinstance(layer, (tf_keras_layers.ChannelSplit, tf_keras_layers.ChannelShuffle,
+                          tf_keras_layers.ChannelSlice)):
         return NoOpQuantizeConfig()
     if isinstance(layer, tf_keras_layers.HardSwish):
         return HardSwishQuantizeConfig()
@@ -293,7 +294,10 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         source, base = twin_lib.source_of(model), model
     else:
         # TF-MOT folds batch norm only into the convolution right before it.
-        source, base = model, twin_lib.to_tf_keras(_fold.fold_concatenated(model))
+        # The channel shuffles resolved into the weights, as `to_tflite` exports a Keras 3
+        # model: the QAT graph is the one the int8 file runs.
+        source = model
+        base = twin_lib.to_tf_keras(_route.routed(_fold.fold_concatenated(model)))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
         raise ValueError(twin_lib._received(
             "The model still has pruning wrappers; call `strip` first.",
@@ -380,8 +384,8 @@ def _range_variables(qat):
 
 
 # Layers that pass int8 values through unchanged (same scale in and out).
-_PASS_THROUGH = ("ChannelSplit", "ChannelShuffle", "ZeroPadding2D", "MaxPooling2D", "Reshape",
-                 "Dropout")
+_PASS_THROUGH = ("ChannelSplit", "ChannelShuffle", "ChannelSlice", "ZeroPadding2D",
+                 "MaxPooling2D", "Reshape", "Dropout")
 
 
 def _share_concat_ranges(qat):

@@ -100,6 +100,28 @@ class ChannelSplit(tf_keras.layers.Layer):
 
 
 @_register
+class ChannelSlice(tf_keras.layers.Layer):
+    """Channels `[start, stop)` of a channels-last tensor (a routed ShuffleNet V2's reads)."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs):
+        # SLICE with static sizes, as the Keras 3 export layer traces (XNNPACK takes it).
+        sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
+        return tf.slice(inputs, [0] * len(sizes) + [self.start],
+                        sizes + [self.stop - self.start])
+
+    def compute_output_shape(self, input_shape):
+        shape = tf.TensorShape(input_shape).as_list()
+        return tf.TensorShape(shape[:-1] + [self.stop - self.start])
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@_register
 class ChannelShuffle(tf_keras.layers.Layer):
     """Channel shuffle of ShuffleNet (reshape-transpose-reshape, never above 4-D)."""
 
@@ -139,6 +161,7 @@ CUSTOM_LAYERS = {
     "HardSwish": HardSwish,
     "ChannelSplit": ChannelSplit,
     "ChannelShuffle": ChannelShuffle,
+    "ChannelSlice": ChannelSlice,
     "AveragePooling2D": AveragePooling2D,
 }
 

@@ -19,6 +19,7 @@ import weakref
 
 import keras
 
+from keras_lightnets.export import _route
 from keras_lightnets.layers import AveragePooling2D as PackageAveragePooling2D
 from keras_lightnets.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
 from keras_lightnets.layers import Rescaling as PackageRescaling
@@ -435,6 +436,7 @@ TRANSLATIONS = {
     HardSigmoid: _twin("HardSigmoid"),
     ChannelSplit: _twin("ChannelSplit", "num_splits"),
     ChannelShuffle: _twin("ChannelShuffle", "groups"),
+    _route._Slice: _twin("ChannelSlice", "start", "stop"),
     PackageAveragePooling2D: _pool("AveragePooling2D", twin=True),
 }
 del L

@@ -431,3 +431,22 @@ def test_qat_of_a_plain_average_pool(tmp_path):
     report = _int8(qat, tmp_path / "qat.tflite", x[:16], x[16:], raw_pixels=False)
     assert report.cosine >= 0.95, report
     assert "AVERAGE_POOL_2D" not in report.ops and "DEPTHWISE_CONV_2D" in report.ops, report.ops
+
+
+def test_routed_qat_shufflenet_v2_saves_and_reloads(tmp_path):
+    """The QAT model of ShuffleNet V2 reads its channels through ChannelSlice layers."""
+    import tf_keras
+
+    from keras_lightnets.optimize import quantization
+
+    model = kl.ShuffleNetV2(input_shape=(64, 64, 3), weights=None, classes=CLASSES)
+    entry = registry.get_entry("shufflenet_v2_100")
+    x = np.asarray(entry.preprocess_input(sample_photos(64, 8)[0].copy()), "float32")
+    qat = optimize.quantize_aware(model, representative_data=x)
+    reference = qat(x, training=False).numpy()
+    qat.save(tmp_path / "qat.h5")
+    with quantization.quantize_scope():
+        loaded = tf_keras.models.load_model(tmp_path / "qat.h5", compile=False)
+    kinds = [type(getattr(layer, "layer", layer)).__name__ for layer in loaded.layers]
+    assert "ChannelSlice" in kinds and "ChannelShuffle" not in kinds
+    np.testing.assert_array_equal(loaded(x, training=False).numpy(), reference)

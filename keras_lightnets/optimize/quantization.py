@@ -256,7 +256,10 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
     The model is translated to its tf_keras twin and every layer is annotated
     with TF-MOT's default 8-bit scheme plus the package's `QuantizeConfig`s
     (see the module docstring); BN is folded into the preceding convolution
-    at conversion. Embedded preprocessing stays in the graph, so the int8
+    at conversion. A Keras 3 ShuffleNet V2 is first routed as `to_tflite`
+    routes it (its shuffles resolved into the weights, channels read through
+    `ChannelSlice` layers): the same function, and the graph the int8 file
+    runs. Embedded preprocessing stays in the graph, so the int8
     TFLite file of a `include_preprocessing=True` model still takes raw
     pixels (`io_dtype="uint8"` takes the image bytes as they are).
 

@@ -433,6 +433,8 @@ def test_qat_of_a_plain_average_pool(tmp_path):
     assert "AVERAGE_POOL_2D" not in report.ops and "DEPTHWISE_CONV_2D" in report.ops, report.ops
 
 
+# h5: loading a QAT model's .keras file fails on the quantize layer's variables.
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 def test_routed_qat_shufflenet_v2_saves_and_reloads(tmp_path):
     """The QAT model of ShuffleNet V2 reads its channels through ChannelSlice layers."""
     import tf_keras

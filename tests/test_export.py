@@ -358,6 +358,10 @@ def test_routing_leaves_models_it_would_not_speed_up():
     for name in ("mobilenet_v2_035", "shufflenet_v1_g3_050"):
         model = get_model(name, weights=None, input_shape=(64, 64, 3))
         assert _route.routed(model) is model, name
+    # Grouped convolutions read channels in the model's order: routing only adds gathers.
+    native = get_model("shufflenet_v1_g3_050", weights=None, input_shape=(64, 64, 3),
+                       group_conv="native")
+    assert _route.routed(native, max_moved=None) is native
 
 
 def test_int8_rounding_fits_layers_better_than_nearest():

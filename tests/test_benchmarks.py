@@ -115,3 +115,29 @@ def test_keep_ops_leaves_the_convolutions_wired_as_they_were(tmp_path):
     from keras_lightnets.export import tflite
     interp = tflite.interpreter(tflite_graph.keep_ops(content), num_threads=1)
     interp.invoke()
+
+
+def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "split_cost.py"), "--shufflenet",
+         "shufflenet_v2_050", "--reference", "mobilenet_v2_035", "--size", "64", "--runs", "3",
+         "--warmup", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    files = json.loads((tmp_path / "split_cost.json").read_text())["files"]
+    assert list(files) == ["mobilenet_v2", "shufflenet_v2", "unrouted", "free_slices",
+                           "convolutions"]
+    for row in files.values():
+        assert row["median_ms"] > 0 and row["over_mobilenet_v2"] > 0
+    assert files["mobilenet_v2"]["over_mobilenet_v2"] == 1
+    ops = {key: row["ops"] for key, row in files.items()}
+    # Routed: no shuffle ops, slices gather the channels; unrouted: the model's own shuffles.
+    assert ops["shufflenet_v2"]["SLICE"] > 0 and "TRANSPOSE" not in ops["shufflenet_v2"]
+    assert ops["unrouted"]["TRANSPOSE"] > 0
+    assert "SLICE" not in ops["free_slices"]
+    assert ops["free_slices"]["CONCATENATION"] == ops["shufflenet_v2"]["CONCATENATION"]
+    assert set(ops["convolutions"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    assert "| free_slices |" in (tmp_path / "split_cost.md").read_text()

@@ -1,0 +1,148 @@
+"""What ShuffleNet V2's channel split and shuffle cost in its TFLite file.
+
+Issue 5's target: ShuffleNetV2 1.0 float32 TFLite at most 0.6x our
+MobileNetV2 1.0 (its MACs are 0.49x). These files are timed side by side in
+one process, interleaved as `run.py` does (each through 3 interpreters in
+turn), with ai-edge-litert on 1 thread at batch 1, and given as ratios to the
+MobileNetV2 file:
+
+- `shufflenet_v2`: the file `export.to_tflite` writes (shuffles resolved into
+  the weights: every unit's channels gathered by SLICE and CONCATENATION);
+- `unrouted`: the same model converted as it is (concatenation, shuffle
+  RESHAPE/TRANSPOSE/RESHAPE and split in every unit);
+- `free_slices`: the exported file with its SLICE ops cut out
+  (`tflite_graph.keep_ops` of every other op type), the time if every slice
+  cost nothing;
+- `convolutions`: its CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED ops
+  alone: the time of the architecture's arithmetic with nothing else.
+
+Each basic unit's first convolution reads channels made by at least two
+earlier convolutions (half of the unit before's output comes from the unit
+before that), and no TFLite op writes into part of a tensor, so every unit
+needs at least one CONCATENATION: `free_slices` is about the least the
+split and shuffle can cost with this runtime.
+
+Usage:
+    python benchmarks/split_cost.py                  # 224 px, 300 runs
+    python benchmarks/split_cost.py --size 96 --runs 3 --out /tmp/x
+
+Writes split_cost.json and split_cost.md to `--out` (default benchmarks/results).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import int8_latency  # noqa: E402
+import run  # noqa: E402
+import tflite_graph  # noqa: E402
+
+TARGET_RATIO = 0.6
+FILES = ("mobilenet_v2", "shufflenet_v2", "unrouted", "free_slices", "convolutions")
+
+
+def export_files(shufflenet, reference, size, workdir):
+    """`({file: path}, {file: op counts})` for the files of the module docstring."""
+    from keras_lightnets import export
+    from keras_lightnets.export import _fold, _model, tflite
+
+    images, _ = int8_latency.calibration_images(size)
+    paths = {}
+    for key, name in (("mobilenet_v2", reference), ("shufflenet_v2", shufflenet)):
+        model, preprocess = int8_latency.build(name, size)
+        int8_latency.trained_like(model, preprocess(images))
+        paths[key] = pathlib.Path(export.to_tflite(
+            model, workdir / f"{key}.tflite", progress=False).path)
+    # `to_tflite` without its routing step: the model's own concatenations and shuffles.
+    shape = _model.input_shape(model, 1, size)
+    paths["unrouted"] = workdir / "unrouted.tflite"
+    paths["unrouted"].write_bytes(tflite.convert(_fold.fold_concatenated(model), shape))
+
+    content = paths["shufflenet_v2"].read_bytes()
+    kinds = set(op_counts(content))
+    for key, types in (("free_slices", tuple(sorted(kinds - {"SLICE"}))),
+                       ("convolutions", tflite_graph.CONVOLUTIONS)):
+        paths[key] = workdir / f"{key}.tflite"
+        paths[key].write_bytes(tflite_graph.keep_ops(content, types))
+    return paths, {key: op_counts(path.read_bytes()) for key, path in paths.items()}
+
+
+def op_counts(content):
+    _, utils = tflite_graph._schema()
+    model = utils.read_model_from_bytearray(bytearray(content))
+    names = tflite_graph.op_names(model)
+    counts = {}
+    for op in model.subgraphs[0].operators:
+        counts[names[op.opcodeIndex]] = counts.get(names[op.opcodeIndex], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def measure(shufflenet, reference, size, runs, warmup, out):
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, ops = export_files(shufflenet, reference, size, pathlib.Path(tmp))
+        runners = [run.Runner(key, None, None,
+                              run.in_turn([run.tflite_call(paths[key], 1) for _ in range(3)]))
+                   for key in FILES]
+        run.interleave(runners, runs, warmup)
+    ms = {r.variant: r.median_ms for r in runners}
+    result = {
+        "what": "median latency (ms) of ai-edge-litert, 1 thread, batch 1, files timed "
+                "side by side in one process, each through 3 interpreters in turn",
+        "shufflenet": shufflenet, "reference": reference, "size": size, "runs": runs,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+        "target": f"shufflenet_v2 <= {TARGET_RATIO} x mobilenet_v2",
+        "files": {key: {"median_ms": ms[key], "over_mobilenet_v2": ms[key] / ms["mobilenet_v2"],
+                        "ops": ops[key]} for key in FILES},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "split_cost.md").write_text(markdown(result))
+    print(markdown(result))
+    return result
+
+
+def markdown(result):
+    lines = [
+        f"# ShuffleNet V2's split and shuffle in TFLite ({result['size']} px)",
+        "",
+        f"{result['shufflenet']} against {result['reference']}: {result['what']}; "
+        f"{result['runs']} runs; {result['machine']['platform']}, "
+        f"{result['machine']['cpus']} CPUs. Target: {result['target']}. Files: see "
+        "benchmarks/split_cost.py.",
+        "",
+        "| file | ms | over mobilenet_v2 | SLICE | CONCATENATION | other ops |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in result["files"].items():
+        ops = dict(row["ops"])
+        slices, concats = ops.pop("SLICE", 0), ops.pop("CONCATENATION", 0)
+        lines.append(f"| {key} | {row['median_ms']:.3f} | {row['over_mobilenet_v2']:.3f} "
+                     f"| {slices} | {concats} | {sum(ops.values())} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shufflenet", default="shufflenet_v2_100")
+    parser.add_argument("--reference", default="mobilenet_v2_100")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    return measure(args.shufflenet, args.reference, args.size, args.runs, args.warmup, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,9 +7,13 @@ turn), with ai-edge-litert on 1 thread at batch 1, and given as ratios to the
 MobileNetV2 file:
 
 - `shufflenet_v2`: the file `export.to_tflite` writes (shuffles resolved into
-  the weights: every unit's channels gathered by SLICE and CONCATENATION);
-- `unrouted`: the same model converted as it is (concatenation, shuffle
-  RESHAPE/TRANSPOSE/RESHAPE and split in every unit);
+  the weights: every unit's channels gathered by SLICE and CONCATENATION;
+  the stem pool's padding made by the stem convolution, `export._stem`);
+- `padded_pool`: the same without `export._stem`: PyTorch's stem pool as a
+  PAD before a VALID pool (PyTorch centres its windows on even rows and
+  columns, TF's SAME on odd ones), which XNNPACK runs as a copy of the map;
+- `unrouted`: the model converted as it is (concatenation, shuffle
+  RESHAPE/TRANSPOSE/RESHAPE and split in every unit, the pool's PAD);
 - `free_slices`: the exported file with its SLICE ops cut out
   (`tflite_graph.keep_ops` of every other op type), the time if every slice
   cost nothing;
@@ -48,13 +52,14 @@ import run  # noqa: E402
 import tflite_graph  # noqa: E402
 
 TARGET_RATIO = 0.6
-FILES = ("mobilenet_v2", "shufflenet_v2", "unrouted", "free_slices", "convolutions")
+FILES = ("mobilenet_v2", "shufflenet_v2", "padded_pool", "unrouted", "free_slices",
+         "convolutions")
 
 
 def export_files(shufflenet, reference, size, workdir):
     """`({file: path}, {file: op counts})` for the files of the module docstring."""
     from keras_lightnets import export
-    from keras_lightnets.export import _fold, _model, tflite
+    from keras_lightnets.export import _fold, _model, _route, tflite
 
     images, _ = int8_latency.calibration_images(size)
     paths = {}
@@ -63,10 +68,12 @@ def export_files(shufflenet, reference, size, workdir):
         int8_latency.trained_like(model, preprocess(images))
         paths[key] = pathlib.Path(export.to_tflite(
             model, workdir / f"{key}.tflite", progress=False).path)
-    # `to_tflite` without its routing step: the model's own concatenations and shuffles.
+    # `to_tflite`'s steps but the stem's, then none of them.
     shape = _model.input_shape(model, 1, size)
-    paths["unrouted"] = workdir / "unrouted.tflite"
-    paths["unrouted"].write_bytes(tflite.convert(_fold.fold_concatenated(model), shape))
+    folded = _fold.fold_concatenated(model)
+    for key, graph in (("padded_pool", _route.routed(folded)), ("unrouted", folded)):
+        paths[key] = workdir / f"{key}.tflite"
+        paths[key].write_bytes(tflite.convert(graph, shape))
 
     content = paths["shufflenet_v2"].read_bytes()
     kinds = set(op_counts(content))

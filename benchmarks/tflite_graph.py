@@ -116,3 +116,4 @@ def keep_ops(content, types=CONVOLUTIONS):
     model.signatureDefs = []
     model.buffers = _only_buffers(model, model.buffers, kept)
     return bytes(utils.convert_object_to_bytearray(model))
+

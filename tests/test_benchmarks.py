@@ -128,8 +128,8 @@ def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     files = json.loads((tmp_path / "split_cost.json").read_text())["files"]
-    assert list(files) == ["mobilenet_v2", "shufflenet_v2", "unrouted", "free_slices",
-                           "convolutions"]
+    assert list(files) == ["mobilenet_v2", "shufflenet_v2", "padded_pool", "unrouted",
+                           "free_slices", "convolutions"]
     for row in files.values():
         assert row["median_ms"] > 0 and row["over_mobilenet_v2"] > 0
     assert files["mobilenet_v2"]["over_mobilenet_v2"] == 1
@@ -139,5 +139,7 @@ def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     assert ops["unrouted"]["TRANSPOSE"] > 0
     assert "SLICE" not in ops["free_slices"]
     assert ops["free_slices"]["CONCATENATION"] == ops["shufflenet_v2"]["CONCATENATION"]
+    # The stem pool's PAD (the strided convolutions keep theirs, fused by XNNPACK).
+    assert ops["padded_pool"]["PAD"] == ops["shufflenet_v2"]["PAD"] + 1
     assert set(ops["convolutions"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     assert "| free_slices |" in (tmp_path / "split_cost.md").read_text()

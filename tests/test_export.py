@@ -16,7 +16,7 @@ from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
 from harness import randomize
 
 from keras_lightnets import export, imagenet, registry
-from keras_lightnets.export import _fold, _rounding, _route
+from keras_lightnets.export import _fold, _rounding, _route, _stem
 from keras_lightnets.export import onnx as onnx_lib
 from keras_lightnets.export import tflite as tflite_lib
 
@@ -324,6 +324,54 @@ def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
     # Routing moves a small part of what the shuffles, concatenations and splits moved.
     _, moved, own = _route.plan(model)
     assert moved < 0.25 * own, (moved, own)
+
+
+def _pool_inputs_made_by(path):
+    """The op making each MAX_POOL_2D's input in a TFLite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    ops = [op for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
+    made_by = {int(t): op["op_name"] for op in ops for t in op["outputs"]}
+    return [made_by.get(int(op["inputs"][0])) for op in ops if op["op_name"] == "MAX_POOL_2D"]
+
+
+@pytest.mark.parametrize("name, options", [("shufflenet_v2_050", {}),
+                                           ("shufflenet_v1_g3_050", {"group_conv": "native"})])
+def test_stem_pool_padding_comes_from_the_stem_convolution(tmp_path, name, options):
+    """PyTorch's stem pool needs padding before it; a float file gets it from the stem
+    convolution instead of a PAD op, with the model's outputs. int8 files keep the PAD."""
+    from keras_lightnets import get_model
+
+    model = randomize(get_model(name, weights=None, input_shape=(64, 64, 3),
+                                classifier_activation=None, **options), seed=5)
+    copy = _stem.unpadded(model)
+    assert copy is not model
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=0,
+                               atol=1e-5 * np.abs(want).max())
+    report = export.to_tflite(model, tmp_path / "f32.tflite", verify_data=x)
+    assert report.verified and report.max_rel_diff <= 1e-4, report
+    assert report.gpu_compatible, report
+    assert _pool_inputs_made_by(tmp_path / "f32.tflite") == ["CONV_2D"]
+    report = export.to_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x,
+                              io_dtype="uint8", verify_data=x)
+    assert report.verified, report
+    assert _pool_inputs_made_by(tmp_path / "int8.tflite") == ["PAD"]
+
+
+def test_stem_pool_padding_stays_where_the_stem_cannot_make_it():
+    from keras_lightnets import get_model
+
+    for name, options, size in (
+            ("shufflenet_v2_050", {}, 66),  # the pool reads its padding after the map too
+            ("shufflenet_v2_050", {"include_preprocessing": False}, 64),  # no 1x1 to extend
+            ("shufflenet_v2_050", {"activation": "swish"}, 64),  # a -inf-padded pool
+            ("mobilenet_v2_035", {}, 64)):
+        model = get_model(name, weights=None, input_shape=(size, size, 3), **options)
+        assert _stem.unpadded(model) is model, (name, options, size)
 
 
 def test_routing_keeps_model_order_where_layers_need_it():

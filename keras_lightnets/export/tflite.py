@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from keras_lightnets.export import _atomic, _capture, _fold, _model, _route
+from keras_lightnets.export import _atomic, _capture, _fold, _model, _route, _stem
 from keras_lightnets.export import verify as verify_lib
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -151,6 +151,9 @@ def to_tflite(
 
             converted = _rounding.rounded(model, calibration.head(ROUNDING_SAMPLES))
     if not _model.is_tf_keras(model):
+        if quantization in (None, "float16"):
+            # Quantized weights keep the PAD: the bias would take the kernel's int8 scale.
+            converted = _stem.unpadded(converted)
         converted = _route.routed(converted)
     content = convert(converted, shape, quantization, calibration, io_dtype)
 

@@ -201,10 +201,15 @@ def run(models, size, runs, out):
         "target": f"int8 <= {TARGET_RATIO} x float32",
         "rows": rows,
     }
+    return write_results(out, "int8_latency", result, markdown(result))
+
+
+def write_results(out, stem, result, text):
+    """`result` as `{stem}.json` and the table `text` as `{stem}.md` under `out`; printed."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "int8_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "int8_latency.md").write_text(markdown(result))
-    print(markdown(result))
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(text)
+    print(text)
     return result
 
 

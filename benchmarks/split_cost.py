@@ -34,7 +34,6 @@ Writes split_cost.json and split_cost.md to `--out` (default benchmarks/results)
 """
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -112,11 +111,7 @@ def measure(shufflenet, reference, size, runs, warmup, out):
         "files": {key: {"median_ms": ms[key], "over_mobilenet_v2": ms[key] / ms["mobilenet_v2"],
                         "ops": ops[key]} for key in FILES},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "split_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "split_cost.md").write_text(markdown(result))
-    print(markdown(result))
-    return result
+    return int8_latency.write_results(out, "split_cost", result, markdown(result))
 
 
 def markdown(result):

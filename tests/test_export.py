@@ -301,6 +301,15 @@ def _delegated_ops(path):
     return kinds, fan_in, kinds.pop("DELEGATE", 0)
 
 
+def _assert_same_outputs(copy, model, rel):
+    """An export copy computes the model's function on 64 px images; the images."""
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=0,
+                               atol=rel * np.abs(want).max())
+    return x
+
+
 def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
     """ShuffleNet V2's TFLite file has no shuffle or split: the convolutions read their
     channels where they lie, exactly, and XNNPACK runs the whole graph."""
@@ -310,10 +319,7 @@ def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
                                 classifier_activation=None), seed=3)
     copy = _route.routed(model)
     assert copy is not model
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    want = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=0,
-                               atol=1e-6 * np.abs(want).max())
+    _assert_same_outputs(copy, model, 1e-6)
     report = export.to_tflite(model, tmp_path / "model.tflite")
     assert report.verified and report.max_rel_diff <= 1e-4, report
     assert report.gpu_compatible, report
@@ -348,10 +354,7 @@ def test_stem_pool_padding_comes_from_the_stem_convolution(tmp_path, name, optio
                                 classifier_activation=None, **options), seed=5)
     copy = _stem.unpadded(model)
     assert copy is not model
-    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
-    want = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=0,
-                               atol=1e-5 * np.abs(want).max())
+    x = _assert_same_outputs(copy, model, 1e-5)
     report = export.to_tflite(model, tmp_path / "f32.tflite", verify_data=x)
     assert report.verified and report.max_rel_diff <= 1e-4, report
     assert report.gpu_compatible, report

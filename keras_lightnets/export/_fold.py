@@ -173,22 +173,30 @@ def fold(model, plan=None):
         if layer.name not in plan:
             layer.set_weights(source.get_weights())
             continue
-        kernel = np.asarray(source.kernel, "float64")
-        channels = out_channels(source)
-        bias = np.asarray(source.bias, "float64") if source.use_bias else np.zeros(channels)
         if plan[layer.name] is not None:
             bn, start, end, _ = plan[layer.name]
-            bn = originals[bn]
-            part = slice(start, end)
-            scale = 1.0 / np.sqrt(_float64(bn.moving_variance)[part] + bn.epsilon)
-            if bn.scale:
-                scale = scale * _float64(bn.gamma)[part]
-            bias = (bias - _float64(bn.moving_mean)[part]) * scale
-            if bn.center:
-                bias = bias + _float64(bn.beta)[part]
-            kernel = kernel * scale.reshape(kernel.shape[-2:] if depthwise(source) else -1)
+            kernel, bias = folded_weights(source, originals[bn], slice(start, end))
+        else:
+            kernel, bias = folded_weights(source)
         layer.set_weights([kernel.astype("float32"), bias.astype("float32")])
     return copy
+
+
+def folded_weights(layer, bn=None, part=slice(None)):
+    """`(kernel, bias)` of a fitted `layer` in float64 (a bias even where it has none),
+    with the channels `part` of batch norm `bn` folded in."""
+    kernel = np.asarray(layer.kernel, "float64")
+    bias = (np.asarray(layer.bias, "float64") if layer.use_bias
+            else np.zeros(out_channels(layer)))
+    if bn is not None:
+        scale = 1.0 / np.sqrt(_float64(bn.moving_variance)[part] + bn.epsilon)
+        if bn.scale:
+            scale = scale * _float64(bn.gamma)[part]
+        bias = (bias - _float64(bn.moving_mean)[part]) * scale
+        if bn.center:
+            bias = bias + _float64(bn.beta)[part]
+        kernel = kernel * scale.reshape(kernel.shape[-2:] if depthwise(layer) else -1)
+    return kernel, bias
 
 
 def _float64(weight):

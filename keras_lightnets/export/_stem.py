@@ -25,6 +25,7 @@ int8 files keep the PAD: the bias would take the kernel's int8 scale.
 import keras
 import numpy as np
 
+from keras_lightnets import layers
 from keras_lightnets.export import _fold
 
 
@@ -80,12 +81,12 @@ def _match(source, nodes):
     chain = _chain(source, _fold.consumers(nodes))
     if [_kind(node.operation) for node in chain[3:4]] != ["BatchNormalization"]:
         chain.insert(3, None)  # no batch norm
-    layers = [node and node.operation for node in chain[:7]]
-    kinds = [layer and _kind(layer) for layer in layers]
-    if len(layers) < 7 or [kinds[i] for i in (0, 1, 2, 5, 6)] != [
+    stem = [node and node.operation for node in chain[:7]]
+    kinds = [layer and _kind(layer) for layer in stem]
+    if len(stem) < 7 or [kinds[i] for i in (0, 1, 2, 5, 6)] != [
             "Rescaling", "ZeroPadding2D", "Conv2D", "ZeroPadding2D", "MaxPooling2D"]:
         return None
-    scale, pad, conv, bn, act, pool_pad, pool = layers
+    scale, pad, conv, bn, act, pool_pad, pool = stem
     channels = source.shape[-1]
     if channels is None or any(d is None for d in source.shape[1:3]):
         return None
@@ -120,26 +121,16 @@ def _match(source, nodes):
 def _rescaling_kernel(layer, channels):
     """`(kernel, bias)` of the preprocessing as a 1x1 convolution with one more output
     channel, constant 1."""
-    scale = np.broadcast_to(np.asarray(layer.scale, "float32").reshape(-1), (channels,))
-    offset = np.broadcast_to(np.asarray(layer.offset, "float32").reshape(-1), (channels,))
-    kernel = np.zeros((1, 1, channels, channels + 1), "float32")
-    kernel[0, 0, np.arange(channels), np.arange(channels)] = scale
-    return kernel, np.concatenate([offset, [1.0]]).astype("float32")
+    kernel, bias = layers.rescaling_as_conv(
+        *(np.broadcast_to(np.asarray(v, "float32").reshape(-1), (channels,))
+          for v in (layer.scale, layer.offset)), channels)
+    ones = np.zeros((1, 1, channels, 1), "float32")
+    return np.concatenate([kernel, ones], -1), np.append(bias, 1.0).astype("float32")
 
 
 def _stem_kernel(conv, bn, channels):
     """The convolution's kernel with batch norm folded in and the bias on the ones channel."""
-    weights = conv.get_weights()
-    kernel = weights[0].astype("float64")
-    bias = weights[1].astype("float64") if conv.use_bias else np.zeros(kernel.shape[-1])
-    if bn is not None:
-        values = dict(zip([w.path.split("/")[-1] for w in bn.weights], bn.get_weights(),
-                          strict=True))
-        gamma = values.get("gamma", np.ones_like(bias))
-        beta = values.get("beta", np.zeros_like(bias))
-        factor = gamma / np.sqrt(values["moving_variance"].astype("float64") + bn.epsilon)
-        kernel = kernel * factor
-        bias = (bias - values["moving_mean"]) * factor + beta
+    kernel, bias = _fold.folded_weights(conv, bn)
     rows, cols = kernel.shape[:2]
     extended = np.zeros((rows, cols, channels + 1, kernel.shape[-1]))
     extended[:, :, :channels] = kernel

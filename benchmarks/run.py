@@ -334,9 +334,7 @@ def same_graph(path_a, path_b):
     import tflite_graph
 
     def ops(path):
-        _, utils = tflite_graph._schema()
-        model = utils.read_model_from_bytearray(bytearray(pathlib.Path(path).read_bytes()))
-        names = tflite_graph.op_names(model)
+        model, names = tflite_graph.read(pathlib.Path(path).read_bytes())
         graph = model.subgraphs[0]
         return [(names[op.opcodeIndex],
                  [tuple(graph.tensors[t].shape) for t in (*op.inputs, *op.outputs) if t >= 0])
@@ -458,10 +456,8 @@ def summarise(rows, runners, peak_1t, peak_all, runs, out, load=(None, None)):
 
 
 def _median(results, variant, source, kind):
-    for m in results["measurements"]:
-        if (m["variant"], m["source"], m["kind"]) == (variant, source, kind):
-            return m["median_ms"]
-    return None
+    m = _measurement(results, variant, source, kind)
+    return None if m is None else m["median_ms"]
 
 
 def _ratio(a, b):

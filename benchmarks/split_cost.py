@@ -75,22 +75,12 @@ def export_files(shufflenet, reference, size, workdir):
         paths[key].write_bytes(tflite.convert(graph, shape))
 
     content = paths["shufflenet_v2"].read_bytes()
-    kinds = set(op_counts(content))
+    kinds = set(tflite_graph.op_counts(content))
     for key, types in (("free_slices", tuple(sorted(kinds - {"SLICE"}))),
                        ("convolutions", tflite_graph.CONVOLUTIONS)):
         paths[key] = workdir / f"{key}.tflite"
         paths[key].write_bytes(tflite_graph.keep_ops(content, types))
-    return paths, {key: op_counts(path.read_bytes()) for key, path in paths.items()}
-
-
-def op_counts(content):
-    _, utils = tflite_graph._schema()
-    model = utils.read_model_from_bytearray(bytearray(content))
-    names = tflite_graph.op_names(model)
-    counts = {}
-    for op in model.subgraphs[0].operators:
-        counts[names[op.opcodeIndex]] = counts.get(names[op.opcodeIndex], 0) + 1
-    return dict(sorted(counts.items()))
+    return paths, {key: tflite_graph.op_counts(path.read_bytes()) for key, path in paths.items()}
 
 
 def measure(shufflenet, reference, size, runs, warmup, out):

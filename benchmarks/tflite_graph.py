@@ -28,6 +28,22 @@ def op_names(model):
             for c in model.operatorCodes]
 
 
+def read(content):
+    """`(ModelT, builtin operator name of every operator code)` of a TFLite file's bytes."""
+    _, utils = _schema()
+    model = utils.read_model_from_bytearray(bytearray(content))
+    return model, op_names(model)
+
+
+def op_counts(content):
+    """`{operator name: how many}` of a TFLite file's bytes, sorted by name."""
+    model, names = read(content)
+    counts = {}
+    for op in model.subgraphs[0].operators:
+        counts[names[op.opcodeIndex]] = counts.get(names[op.opcodeIndex], 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _is_constant(model, tensor):
     data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
     return data is not None and len(data) > 0
@@ -49,8 +65,7 @@ def cut_ops(content, copies):
     drop work whose result nobody reads).
     """
     _, utils = _schema()
-    model = utils.read_model_from_bytearray(bytearray(content))
-    names = op_names(model)
+    model, names = read(content)
     graph = model.subgraphs[0]
     ops, tensors = graph.operators, graph.tensors
     saved = (graph.operators, graph.inputs, graph.outputs, list(tensors), model.signatureDefs,
@@ -96,8 +111,7 @@ def keep_ops(content, types=CONVOLUTIONS):
     tensor's quantization parameters, which changes its values, not its work.
     """
     _, utils = _schema()
-    model = utils.read_model_from_bytearray(bytearray(content))
-    names = op_names(model)
+    model, names = read(content)
     graph = model.subgraphs[0]
     kept = [op for op in graph.operators if names[op.opcodeIndex] in types]
     if not kept:
@@ -111,8 +125,8 @@ def keep_ops(content, types=CONVOLUTIONS):
             tensor = graph.tensors[t]
             op.inputs[i] = shared.setdefault((tuple(tensor.shape), tensor.type), t)
     graph.operators, graph.inputs = kept, list(shared.values())
-    read = {t for op in kept for t in op.inputs if t >= 0}
-    graph.outputs = [t for op in kept for t in op.outputs if t not in read]
+    consumed = {t for op in kept for t in op.inputs if t >= 0}
+    graph.outputs = [t for op in kept for t in op.outputs if t not in consumed]
     model.signatureDefs = []
     model.buffers = _only_buffers(model, model.buffers, kept)
     return bytes(utils.convert_object_to_bytearray(model))

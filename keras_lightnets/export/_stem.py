@@ -1,183 +1,258 @@
-"""A stem max pool's padding computed by the convolution before it, on a copy of a Keras 3 model.
+"""A stem max pool without its PAD op, on a copy of a Keras 3 model.
 
-ShuffleNet V1 and V2 start with preprocessing, a strided convolution with
-PyTorch's padding, batch norm, ReLU and PyTorch's 3x3/2 max pool with
-`padding=1`. PyTorch centres those pool windows on even rows and columns,
-TF's SAME on odd ones, so the pool's padding is a PAD op before a VALID pool,
-which XNNPACK runs as a copy of the whole map (the convolution's PAD it fuses
-into the convolution): 0.2 ms of ShuffleNetV2 1.0's 3.7 ms float32 file at
-224 px. The copy below runs 0.11 ms faster than the model's graph (the extra
-channel costs the rest; benchmarks/split_cost.py).
+ShuffleNet V1 and V2 start with a strided convolution with PyTorch's
+padding, batch norm, ReLU and PyTorch's 3x3/2 max pool with `padding=1`.
+PyTorch pads the pool on both sides; TF's SAME pads an even-sized map after
+it only, so the model pads explicitly (ZeroPadding2D, then a VALID pool): a
+PAD op, which XNNPACK runs as a copy of the whole map (a PAD before a
+convolution it fuses into the convolution): 0.2 ms of ShuffleNetV2 1.0's
+3.7 ms float32 file at 224 px.
 
-Here the convolution yields the pool's padding itself. Its input is padded
-`pool padding * stride` more rows and columns at the top and left, so it
-makes as many more output rows and columns there, from padding only. The
-preprocessing (one 1x1 convolution) makes one more channel, 1 at every pixel
-and 0 in the padding, whose kernel holds the convolution's bias (batch norm
-folded in) on the centre tap only: those extra rows and columns come out as
-exactly the activation of 0, which is 0, the pool's padding value, and every
-other output is the model's. The copy computes the same function (up to
-float32 rounding); the model is not changed.
-
-int8 files keep the PAD: the bias would take the kernel's int8 scale.
+Here the pool is a SAME pool, padded by TF on both sides of an odd-sized
+map: where the map is even, the stem convolution makes one more row and
+column at the bottom and right (its input padded `stride` more there, a PAD
+XNNPACK fuses). TF pads a max pool with -inf where the model pads 0: the
+same maximum after an activation that is never negative. The extra rows and
+columns (junk, read by no output of the model) go on through per-pixel
+layers until a strided layer's zero padding takes their place: windows that
+never read the padding after the map never read the junk. The copy computes
+the same function, the same values; the model is not changed.
 """
 
 import keras
 import numpy as np
 
-from keras_lightnets import layers
 from keras_lightnets.export import _fold
+
+# Layers whose output at a pixel depends on their inputs at that pixel only (1x1
+# convolutions with stride 1 too: see `_per_pixel`).
+PER_PIXEL = ("BatchNormalization", "ReLU", "Activation", "HardSwish", "HardSigmoid",
+             "Dropout", "Identity", "ChannelSplit", "ChannelShuffle", "Concatenate", "Add",
+             "Multiply", "Rescaling")
+WINDOWED = ("Conv2D", "DepthwiseConv2D", "MaxPooling2D", "AveragePooling2D")
 
 
 def unpadded(model):
     """A copy of `model` with its stem pool's PAD gone (see the module docstring),
-    or `model` itself when its graph does not start that way."""
+    or `model` itself when its graph does not allow it."""
     graph = _fold.graph(model)
     if graph is None or isinstance(model, keras.Sequential) or len(graph.inputs) != 1:
         return model
     nodes = _fold.nodes(model)
-    stem = _match(graph.inputs[0], nodes)
-    if stem is None:
+    plan = _plan(graph, nodes)
+    if plan is None:
         return model
-    return _rebuild(model, graph, nodes, stem)
+    return _rebuild(model, graph, nodes, plan)
 
 
 def _kind(layer):
     return type(layer).__name__
 
 
-def _chain(tensor, consumers):
-    """The nodes that each take the one output of the node before, from `tensor`."""
-    chain = []
-    while len(consumers.get(id(tensor), ())) == 1:
+def _spatial(tensor):
+    """`(rows, cols)` of a 4-D channels-last tensor, or None."""
+    shape = tensor.shape
+    if len(shape) != 4 or any(d is None for d in shape[1:3]):
+        return None
+    return tuple(int(d) for d in shape[1:3])
+
+
+def _non_negative(layer):
+    """Whether an activation layer never outputs a negative value."""
+    if _kind(layer) not in ("ReLU", "Activation"):
+        return False
+    x = np.linspace(-100, 100, 401, dtype="float32").reshape(1, 1, -1, 1)
+    return bool(np.min(np.asarray(layer(x))) >= 0)
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _window(layer):
+    """`(kernel, strides)` of a windowed layer taking the map as it is (VALID), or None."""
+    if _kind(layer) not in WINDOWED or not _channels_last(layer):
+        return None
+    if getattr(layer, "padding", "valid") != "valid":
+        return None
+    if tuple(getattr(layer, "dilation_rate", (1, 1))) != (1, 1):
+        return None
+    size = getattr(layer, "kernel_size", None) or layer.pool_size
+    return tuple(size), tuple(layer.strides)
+
+
+def _per_pixel(layer):
+    kind = _kind(layer)
+    if kind in ("Conv2D", "DepthwiseConv2D"):
+        return (tuple(layer.kernel_size) == (1, 1) and tuple(layer.strides) == (1, 1)
+                and _channels_last(layer))
+    if kind == "Concatenate":
+        return layer.axis in (-1, 3)
+    if kind == "BatchNormalization":
+        return layer.axis in (-1, 3)
+    return kind in PER_PIXEL
+
+
+def _stem(source, nodes):
+    """`(conv pad node, conv node, pool pad node, pool node)` when the graph starts
+    with per-pixel layers (preprocessing), ZeroPadding2D, a VALID Conv2D, batch norm
+    and activation layers ending in a never-negative one, ZeroPadding2D and a VALID
+    MaxPooling2D, one after the other; else None."""
+    consumers = _fold.consumers(nodes)
+    chain, tensor = [], source
+    while len(consumers.get(id(tensor), ())) == 1 and len(chain) < 12:
         node = consumers[id(tensor)][0]
         if len(node.input_tensors) != 1 or len(node.outputs) != 1:
             break
         chain.append(node)
         tensor = node.outputs[0]
-        if len(chain) == 7:
-            break
-    return chain
+    kinds = [_kind(node.operation) for node in chain]
+    start = next((i for i, kind in enumerate(kinds) if kind == "ZeroPadding2D"), None)
+    if start is None or not all(_per_pixel(node.operation) for node in chain[:start]):
+        return None
+    end = next((i for i in range(start + 1, len(chain)) if kinds[i] == "ZeroPadding2D"), None)
+    if end is None or end + 1 >= len(chain) or kinds[end + 1] != "MaxPooling2D":
+        return None
+    pad, conv, pool_pad, pool = chain[start], chain[start + 1], chain[end], chain[end + 1]
+    between = [node.operation for node in chain[start + 2:end]]
+    if (_kind(conv.operation) != "Conv2D" or conv.operation.groups != 1
+            or _window(conv.operation) is None or _window(pool.operation) is None
+            or not between or not _non_negative(between[-1])
+            or not all(_kind(layer) in ("BatchNormalization", "ReLU", "Activation")
+                       for layer in between)):
+        return None
+    return pad, conv, pool_pad, pool
 
 
-def _symmetric(padding):
-    """`(rows, cols)` of a ZeroPadding2D padding the same on both sides, else None."""
-    (top, bottom), (left, right) = padding
-    return (top, left) if (top, left) == (bottom, right) else None
+def _junk_rows(size, padding, kernel, stride, junk):
+    """`(new padding after the map, junk rows out)` of a VALID windowed layer after
+    zero padding `(before, after)` of a map of `size` rows plus `junk` ones, giving the
+    layer's outputs; None when a window the model computes reads padding after the map."""
+    before, after = padding
+    outputs = (size + before + after - kernel) // stride + 1
+    if junk == 0:
+        return after, 0
+    if (outputs - 1) * stride + kernel > before + size:
+        return None
+    after = max(after - junk, 0)
+    return after, (size + junk + before + after - kernel) // stride + 1 - outputs
 
 
-def _zero_preserving(layer):
-    """Whether an activation layer maps 0 to exactly 0 (its output is the pool's padding)."""
-    if _kind(layer) not in ("ReLU", "Activation", "HardSwish"):
-        return False
-    zeros = np.zeros((1, 1, 1, 4), "float32")
-    return not np.any(np.asarray(layer(zeros)))
-
-
-def _match(source, nodes):
-    """`dict` of the stem's layers and sizes when the graph starts with preprocessing,
-    ZeroPadding2D, Conv2D, [BatchNormalization], activation, ZeroPadding2D and
-    MaxPooling2D as described in the module docstring, else None."""
-    chain = _chain(source, _fold.consumers(nodes))
-    if [_kind(node.operation) for node in chain[3:4]] != ["BatchNormalization"]:
-        chain.insert(3, None)  # no batch norm
-    stem = [node and node.operation for node in chain[:7]]
-    kinds = [layer and _kind(layer) for layer in stem]
-    if len(stem) < 7 or [kinds[i] for i in (0, 1, 2, 5, 6)] != [
-            "Rescaling", "ZeroPadding2D", "Conv2D", "ZeroPadding2D", "MaxPooling2D"]:
+def _stem_plan(pad, conv, pool_pad, pool):
+    """`(stem conv padding, junk rows and columns out of the pool)`, or None."""
+    sizes = _spatial(pad.input_tensors[0])
+    maps = _spatial(pool_pad.input_tensors[0])
+    if sizes is None or maps is None:
         return None
-    scale, pad, conv, bn, act, pool_pad, pool = stem
-    channels = source.shape[-1]
-    if channels is None or any(d is None for d in source.shape[1:3]):
-        return None
-    if any(getattr(layer, "data_format", "channels_last") != "channels_last"
-           for layer in (pad, conv, pool_pad, pool)):
-        return None
-    if bn is not None and bn.axis not in (-1, 3):
-        return None
-    if (conv.groups != 1 or tuple(conv.dilation_rate) != (1, 1) or conv.padding != "valid"
-            or not _fold.is_linear(conv) or not _zero_preserving(act)
-            or pool.padding != "valid"):
-        return None
-    conv_pad, pool_padding = _symmetric(pad.padding), _symmetric(pool_pad.padding)
-    if conv_pad is None or pool_padding is None:
-        return None
-    for size, kernel, stride, p, q, window, step in zip(
-            source.shape[1:3], conv.kernel_size, conv.strides, conv_pad, pool_padding,
-            pool.pool_size, pool.strides, strict=True):
-        # The centre tap marks real outputs: the convolution pads kernel // 2, and an
-        # extra output row reads padding only (p < stride).
-        if kernel % 2 != 1 or p != kernel // 2 or p >= stride:
+    kernels, strides = _window(conv.operation)
+    windows, steps = _window(pool.operation)
+    conv_padding, junk_out = [], []
+    for axis in range(2):
+        (before, after) = pad.operation.padding[axis]
+        q_before, q_after = pool_pad.operation.padding[axis]
+        rows, window, step = maps[axis], windows[axis], steps[axis]
+        outputs = (rows + q_before + q_after - window) // step + 1
+        for extra in range(step):
+            # TF's SAME padding of a map of `rows + extra` rows.
+            same = -(-(rows + extra) // step)
+            total = max((same - 1) * step + window - rows - extra, 0)
+            reads_after = (outputs - 1) * step + window > q_before + rows
+            if total // 2 == q_before and same >= outputs and not (extra and reads_after):
+                break
+        else:
             return None
-        rows = (size + 2 * p - kernel) // stride + 1
-        # The pool must not read its padding after the map, which stays a PAD.
-        if (rows + q - window) // step != (rows + 2 * q - window) // step:
-            return None
-    return {"scale": scale, "conv": conv, "bn": bn, "act": act, "pool": pool,
-            "conv_pad": conv_pad, "pool_pad": pool_padding, "channels": channels,
-            "end": chain[6].outputs[0]}
+        conv_padding.append((before, after + extra * strides[axis]))
+        junk_out.append(same - outputs)
+    return tuple(conv_padding), tuple(junk_out)
 
 
-def _rescaling_kernel(layer, channels):
-    """`(kernel, bias)` of the preprocessing as a 1x1 convolution with one more output
-    channel, constant 1."""
-    kernel, bias = layers.rescaling_as_conv(
-        *(np.broadcast_to(np.asarray(v, "float32").reshape(-1), (channels,))
-          for v in (layer.scale, layer.offset)), channels)
-    ones = np.zeros((1, 1, channels, 1), "float32")
-    return np.concatenate([kernel, ones], -1), np.append(bias, 1.0).astype("float32")
-
-
-def _stem_kernel(conv, bn, channels):
-    """The convolution's kernel with batch norm folded in and the bias on the ones channel."""
-    kernel, bias = _fold.folded_weights(conv, bn)
-    rows, cols = kernel.shape[:2]
-    extended = np.zeros((rows, cols, channels + 1, kernel.shape[-1]))
-    extended[:, :, :channels] = kernel
-    extended[rows // 2, cols // 2, channels] = bias
-    return extended.astype("float32")
-
-
-def _clone(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
-def _rebuild(model, graph, nodes, stem):
-    source = graph.inputs[0]
-    inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
-    channels = stem["channels"]
-    conv = stem["conv"]
-
-    preprocess = keras.layers.Conv2D(channels + 1, 1, name=f"{stem['scale'].name}_ones")
-    x = preprocess(inputs)
-    preprocess.set_weights(list(_rescaling_kernel(stem["scale"], channels)))
-    (p_rows, p_cols), (q_rows, q_cols) = stem["conv_pad"], stem["pool_pad"]
-    s_rows, s_cols = conv.strides
-    x = keras.layers.ZeroPadding2D(
-        ((p_rows + q_rows * s_rows, p_rows), (p_cols + q_cols * s_cols, p_cols)),
-        name=f"{conv.name}_pad_pool")(x)
-    stem_conv = keras.layers.Conv2D(conv.filters, conv.kernel_size, strides=conv.strides,
-                                    padding="valid", use_bias=False, name=f"{conv.name}_ones")
-    x = stem_conv(x)
-    stem_conv.set_weights([_stem_kernel(conv, stem["bn"], channels)])
-    x = _clone(stem["act"])(x)
-    x = _clone(stem["pool"])(x)
-
-    tensors = {id(stem["end"]): x}
-    layers = {}
-    start = next(i for i, node in enumerate(nodes) if stem["end"] in node.outputs) + 1
+def _plan(graph, nodes):
+    """`{layer name: config changes}` (None: the pool's padding layer, dropped), or None."""
+    stem = _stem(graph.inputs[0], nodes)
+    if stem is None:
+        return None
+    pad, conv, pool_pad, pool = stem
+    found = _stem_plan(pad, conv, pool_pad, pool)
+    if found is None:
+        return None
+    conv_padding, junk_out = found
+    plan = {pad.operation.name: {"padding": conv_padding}, pool_pad.operation.name: None,
+            pool.operation.name: {"padding": "same"}}
+    junk = {id(pool.outputs[0]): junk_out}
+    consumers = _fold.consumers(nodes)
+    decided = {}
+    start = nodes.index(pool) + 1
     for node in nodes[start:]:
         layer = node.operation
-        if layer.name not in layers:
-            layers[layer.name] = _clone(layer)
-            copy, fresh = layers[layer.name], True
+        ins = [junk.get(id(t), (0, 0)) for t in node.input_tensors]
+        if id(node) in decided:
+            out = decided.pop(id(node))
+        elif not any(any(j) for j in ins):
+            continue
+        elif layer.name in plan:
+            return None  # a layer called twice
+        elif _per_pixel(layer):
+            if any(j != ins[0] for j in ins):
+                return None
+            out = ins[0]
+        elif _kind(layer) == "ZeroPadding2D":
+            readers = consumers.get(id(node.outputs[0]), [])
+            if len(readers) != 1 or _window(readers[0].operation) is None:
+                return None
+            (reader,) = readers
+            window = _window(reader.operation)
+            sizes = _spatial(node.input_tensors[0])
+            padding, out = [], []
+            for axis in range(2):
+                found = _junk_rows(sizes[axis], layer.padding[axis], window[0][axis],
+                                   window[1][axis], ins[0][axis])
+                if found is None:
+                    return None
+                padding.append((layer.padding[axis][0], found[0]))
+                out.append(found[1])
+            plan[layer.name] = {"padding": tuple(padding)}
+            decided[id(reader)] = tuple(out)
+            continue
+        elif _window(layer) is not None:
+            sizes = _spatial(node.input_tensors[0])
+            out = []
+            for axis in range(2):
+                found = _junk_rows(sizes[axis], (0, 0), _window(layer)[0][axis],
+                                   _window(layer)[1][axis], ins[0][axis])
+                if found is None:
+                    return None
+                out.append(found[1])
         else:
-            copy, fresh = layers[layer.name], False
+            return None
+        for t in node.outputs:
+            junk[id(t)] = tuple(out)
+    if any(any(junk.get(id(t), (0, 0))) for t in graph.outputs):
+        return None
+    return plan
+
+
+def _clone(layer, changes=None):
+    return layer.__class__.from_config({**layer.get_config(), **(changes or {})})
+
+
+def _rebuild(model, graph, nodes, plan):
+    source = graph.inputs[0]
+    inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
+    tensors = {id(source): inputs}
+    layers = {}
+    for node in nodes:
+        layer = node.operation
+        if layer.name in plan and plan[layer.name] is None:
+            tensors[id(node.outputs[0])] = tensors[id(node.input_tensors[0])]
+            continue
+        fresh = layer.name not in layers
+        if fresh:
+            layers[layer.name] = _clone(layer, plan.get(layer.name))
         args, kwargs = node.arguments.fill_in(
             {id(t): tensors[id(t)] for t in node.input_tensors})
-        y = copy(*args, **kwargs)
+        y = layers[layer.name](*args, **kwargs)
         if fresh and layer.weights:
-            copy.set_weights(layer.get_weights())
+            layers[layer.name].set_weights(layer.get_weights())
         for t, value in zip(node.outputs, keras.tree.flatten(y), strict=True):
             tensors[id(t)] = value
     outputs = [tensors[id(t)] for t in graph.outputs]

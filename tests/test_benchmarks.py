@@ -17,7 +17,8 @@ def test_benchmark_script_writes_table_json_and_plot(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--variants", VARIANT,
-         "--runs", "3", "--warmup", "1", "--size", "96", "--quick", "--out", str(tmp_path)],
+         "--runs", "3", "--warmup", "1", "--size", "96", "--quick", "--out", str(tmp_path),
+         "--normalized-input", VARIANT],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -27,9 +28,12 @@ def test_benchmark_script_writes_table_json_and_plot(tmp_path):
     row = data["variants"][VARIANT]
     assert row["params"] > 0 and row["macs"] > 0 and row["top1"] is not None
     assert row["sizes"]["ours:tflite_int8"] < row["sizes"]["ours:tflite_fp32"]
-    kinds = {m["kind"]: m for m in data["measurements"]}
+    kinds = {m["kind"]: m for m in data["measurements"] if m["source"] == "ours"}
     assert {"tflite_fp32_1t", "tflite_int8_1t", "onnxruntime_1t", "keras_b1",
             "keras_b32"} <= set(kinds)
+    # The same network without its normalization layer, as MobileNetV2's graph is.
+    assert [m["kind"] for m in data["measurements"]
+            if m["source"] == "ours_normalized_input"] == ["tflite_fp32_1t"]
     for m in data["measurements"]:
         assert m["runs"] == 3 and m["median_ms"] > 0, m
     assert kinds["keras_b32"]["images_per_s"] > 0
@@ -128,8 +132,8 @@ def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     files = json.loads((tmp_path / "split_cost.json").read_text())["files"]
-    assert list(files) == ["mobilenet_v2", "shufflenet_v2", "padded_pool", "unrouted",
-                           "free_slices", "convolutions"]
+    assert list(files) == ["mobilenet_v2", "shufflenet_v2", "normalized_input", "padded_pool",
+                           "unrouted", "free_slices", "convolutions"]
     for row in files.values():
         assert row["median_ms"] > 0 and row["over_mobilenet_v2"] > 0
     assert files["mobilenet_v2"]["over_mobilenet_v2"] == 1
@@ -141,5 +145,8 @@ def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     assert ops["free_slices"]["CONCATENATION"] == ops["shufflenet_v2"]["CONCATENATION"]
     # The stem pool's PAD (the strided convolutions keep theirs, fused by XNNPACK).
     assert ops["padded_pool"]["PAD"] == ops["shufflenet_v2"]["PAD"] + 1
+    # Without the normalization layer: one CONV_2D fewer, the same network.
+    assert ops["normalized_input"]["CONV_2D"] == ops["shufflenet_v2"]["CONV_2D"] - 1
+    assert ops["normalized_input"]["PAD"] == ops["shufflenet_v2"]["PAD"]
     assert set(ops["convolutions"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     assert "| free_slices |" in (tmp_path / "split_cost.md").read_text()

@@ -1,8 +1,9 @@
 """Side-by-side benchmark: keras_lightnets against what a user would pick instead.
 
 For each variant, in one process and interleaved round by round, the median
-of `--runs` timed calls after warm-up (spread over 3 interpreters or sessions
-of each file, used in turn) of: TFLite float32 and int8 latency
+of `--runs` timed calls after warm-up (spread over 4 interpreters or sessions
+of each file, used in turn, made once every file is written, alternating
+between files: see `made_in_turns`) of: TFLite float32 and int8 latency
 (ai-edge-litert, 1 thread and all threads, batch 1; int8 post-training and,
 when keras_lightnets.optimize imports, from the TF-MOT QAT graph), ONNX Runtime
 latency (1 thread, NCHW input as torchvision's exports take), Keras
@@ -26,6 +27,7 @@ Writes `benchmark.md`, `benchmark.json` and `latency_vs_top1.png` to
 """
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -64,8 +66,9 @@ SIZE = 224
 # MobileNetV2's graph has none (its callers normalize), so the two networks then do
 # the same job.
 NORMALIZED_INPUT = "shufflenet_v2_100"
-# Runtime instances (interpreters, sessions) per file, timed in turn.
-INSTANCES = 3
+# Runtime instances (interpreters, sessions) per file, timed in turn; even, so that
+# `made_in_turns` makes as many of each file early as late.
+INSTANCES = 4
 
 # Peers per variant. Columns: keras.applications factory and kwargs, torchvision
 # builder name (exported to ONNX), Google TFLite files (name -> shared file).
@@ -126,37 +129,54 @@ def in_turn(calls):
     return lambda: next(turn)()
 
 
-def tflite_call(path, threads):
+def made_in_turns(makers, instances=INSTANCES):
+    """`[in_turn(calls)]` per maker (each makes one runtime instance's call), making
+    instance i of every maker before instance i + 1 of any, in alternating order.
+
+    Where an instance lies in memory moves its latency: of two identical files,
+    the one whose interpreters were made first ran 2% slower, consistently
+    (MobileNetV3 Small, 1.023 and 0.990 with the order swapped; 1.003 and 0.994
+    made this way).
+    """
+    calls = [[] for _ in makers]
+    order = list(range(len(makers)))
+    for i in range(instances):
+        for j in order if i % 2 == 0 else reversed(order):
+            calls[j].append(makers[j]())
+    return [in_turn(c) for c in calls]
+
+
+def tflite_instance(path, threads):
+    """One interpreter of a TFLite file: a call running one inference."""
     from keras_lightnets.export import tflite
 
-    calls = []
-    for _ in range(INSTANCES):
-        interp = tflite.interpreter(str(path), num_threads=threads)
-        detail = interp.get_input_details()[0]
-        x = np.zeros(detail["shape"], dtype=detail["dtype"])
+    interp = tflite.interpreter(str(path), num_threads=threads)
+    detail = interp.get_input_details()[0]
+    x = np.zeros(detail["shape"], dtype=detail["dtype"])
 
-        def call(interp=interp, index=detail["index"], x=x):
-            interp.set_tensor(index, x)
-            interp.invoke()
+    def call():
+        interp.set_tensor(detail["index"], x)
+        interp.invoke()
 
-        calls.append(call)
-    return in_turn(calls)
+    return call
 
 
-def onnx_call(path, threads=1):
+def tflite_call(path, threads):
+    return in_turn([tflite_instance(path, threads) for _ in range(INSTANCES)])
+
+
+def onnx_instance(path, threads=1):
+    """One ONNX Runtime session: a call running one inference."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    calls = []
-    for _ in range(INSTANCES):
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
-        shape = [1 if not isinstance(d, int) else d for d in inp.shape]
-        x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
-        calls.append(lambda session=session, feed={inp.name: x}: session.run(None, feed))
-    return in_turn(calls)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+    feed = {inp.name: np.random.default_rng(0).uniform(0, 1, shape).astype("float32")}
+    return lambda: session.run(None, feed)
 
 
 def keras_predict_call(model, batch):
@@ -364,7 +384,7 @@ def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=2
     images = calibration_images(8 if quick else 32)
     qat = not quick and qat_available()
     work = pathlib.Path(tempfile.mkdtemp(prefix="kl_bench_"))
-    runners, rows, train_runners = [], {}, []
+    runners, rows, train_runners, instances = [], {}, [], []
     for name in variants:
         entry = registry.get_entry(name)
         ours = entry.build(weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
@@ -406,12 +426,14 @@ def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=2
             for kind, path in files.items():
                 row["sizes"][f"{source}:{kind}"] = os.path.getsize(path)
                 if kind.startswith("tflite"):
-                    runners.append(Runner(name, source, f"{kind}_1t", tflite_call(path, 1)))
+                    instances.append(((name, source, f"{kind}_1t"),
+                                      functools.partial(tflite_instance, path, 1)))
                     if kind != "tflite_int8_qat" and source != "ours_normalized_input":
-                        runners.append(Runner(name, source, f"{kind}_{threads_all}t",
-                                              tflite_call(path, threads_all)))
+                        instances.append(((name, source, f"{kind}_{threads_all}t"),
+                                          functools.partial(tflite_instance, path, threads_all)))
                 else:
-                    runners.append(Runner(name, source, "onnxruntime_1t", onnx_call(path)))
+                    instances.append(((name, source, "onnxruntime_1t"),
+                                      functools.partial(onnx_instance, path)))
             if model is not None:
                 runners.append(Runner(name, source, "keras_b1", keras_predict_call(model, 1)))
                 runners.append(Runner(name, source, "keras_b32",
@@ -423,6 +445,9 @@ def benchmark(variants, runs, warmup, out, quick=False, train_steps=None, size=2
                 train_runners.append(Runner(name, source, "keras_train_b32",
                                             keras_train_call(factory(), 32), items=32))
 
+    # The runtime instances of every file, once every file is written (see `made_in_turns`).
+    runners += [Runner(*key, call) for (key, _), call in zip(
+        instances, made_in_turns([make for _, make in instances]), strict=True)]
     # The matmul peak, before and after the timing (the best of both: other
     # processes on the machine only ever lower it).
     peaks = [(matmul_peak_gmacs(threads=1), matmul_peak_gmacs())]

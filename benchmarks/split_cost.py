@@ -2,12 +2,12 @@
 
 Issue 5's target: ShuffleNetV2 1.0 float32 TFLite at most 0.6x our
 MobileNetV2 1.0 (its MACs are 0.49x). These files are timed side by side in
-one process, interleaved as `run.py` does (each through 3 interpreters in
-turn, as many as `run.py` uses: the ratio moves with how warm the caches
-are, 0.60 with the caches flushed before every call against 0.62 with one
-interpreter per file, before `export._stem` made the stem SAME-pooled), with
-ai-edge-litert on 1 thread at batch 1, and given as ratios to the
-MobileNetV2 file:
+one process, interleaved as `run.py` does (each through `run.INSTANCES`
+interpreters in turn, made as `run.py` makes them: the ratio moves with how
+warm the caches are, 0.60 with the caches flushed before every call against
+0.62 with one interpreter per file, before `export._stem` made the stem pool
+SAME), with ai-edge-litert on 1 thread at batch 1, and given as ratios to
+the MobileNetV2 file:
 
 - `shufflenet_v2`: the file `export.to_tflite` writes (shuffles resolved into
   the weights: every unit's channels gathered by SLICE and CONCATENATION;
@@ -40,6 +40,7 @@ Writes split_cost.json and split_cost.md to `--out` (default benchmarks/results)
 """
 
 import argparse
+import functools
 import os
 import pathlib
 import platform
@@ -99,7 +100,10 @@ def export_files(shufflenet, reference, size, workdir):
 def measure(shufflenet, reference, size, runs, warmup, out):
     with tempfile.TemporaryDirectory() as tmp:
         paths, ops = export_files(shufflenet, reference, size, pathlib.Path(tmp))
-        runners = [run.Runner(key, None, None, run.tflite_call(paths[key], 1)) for key in FILES]
+        calls = run.made_in_turns([functools.partial(run.tflite_instance, paths[key], 1)
+                                   for key in FILES])
+        runners = [run.Runner(key, None, None, call)
+                   for key, call in zip(FILES, calls, strict=True)]
         run.interleave(runners, runs, warmup)
     ms = {r.variant: r.median_ms for r in runners}
     result = {

@@ -138,6 +138,19 @@ def _junk_rows(size, padding, kernel, stride, junk):
     return after, (size + junk + before + after - kernel) // stride + 1 - outputs
 
 
+def _absorbed(tensor, padding, layer, junk):
+    """`(padding, junk out)` per axis of windowed `layer` reading `tensor` after zero
+    `padding` (`((before, after), (before, after))`), or None."""
+    sizes = _spatial(tensor)
+    (kernels, strides) = _window(layer)
+    found = [_junk_rows(sizes[axis], padding[axis], kernels[axis], strides[axis], junk[axis])
+             for axis in range(2)]
+    if None in found:
+        return None
+    return (tuple((padding[axis][0], found[axis][0]) for axis in range(2)),
+            tuple(rows for _, rows in found))
+
+
 def _stem_plan(pad, conv, pool_pad, pool):
     """`(stem conv padding, junk rows and columns out of the pool)`, or None."""
     sizes = _spatial(pad.input_tensors[0])
@@ -199,29 +212,18 @@ def _plan(graph, nodes):
             readers = consumers.get(id(node.outputs[0]), [])
             if len(readers) != 1 or _window(readers[0].operation) is None:
                 return None
-            (reader,) = readers
-            window = _window(reader.operation)
-            sizes = _spatial(node.input_tensors[0])
-            padding, out = [], []
-            for axis in range(2):
-                found = _junk_rows(sizes[axis], layer.padding[axis], window[0][axis],
-                                   window[1][axis], ins[0][axis])
-                if found is None:
-                    return None
-                padding.append((layer.padding[axis][0], found[0]))
-                out.append(found[1])
-            plan[layer.name] = {"padding": tuple(padding)}
-            decided[id(reader)] = tuple(out)
+            found = _absorbed(node.input_tensors[0], layer.padding, readers[0].operation,
+                              ins[0])
+            if found is None:
+                return None
+            plan[layer.name] = {"padding": found[0]}
+            decided[id(readers[0])] = found[1]
             continue
         elif _window(layer) is not None:
-            sizes = _spatial(node.input_tensors[0])
-            out = []
-            for axis in range(2):
-                found = _junk_rows(sizes[axis], (0, 0), _window(layer)[0][axis],
-                                   _window(layer)[1][axis], ins[0][axis])
-                if found is None:
-                    return None
-                out.append(found[1])
+            found = _absorbed(node.input_tensors[0], ((0, 0), (0, 0)), layer, ins[0])
+            if found is None:
+                return None
+            out = found[1]
         else:
             return None
         for t in node.outputs:

@@ -161,10 +161,6 @@ def tflite_instance(path, threads):
     return call
 
 
-def tflite_call(path, threads):
-    return in_turn([tflite_instance(path, threads) for _ in range(INSTANCES)])
-
-
 def onnx_instance(path, threads=1):
     """One ONNX Runtime session: a call running one inference."""
     import onnxruntime as ort

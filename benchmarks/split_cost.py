@@ -68,20 +68,19 @@ def export_files(shufflenet, reference, size, workdir):
     from keras_lightnets.export import _fold, _model, _route, tflite
 
     images, _ = int8_latency.calibration_images(size)
-    paths = {}
     entry = registry.get_entry(shufflenet)
-    network = entry.build(weights=None, input_shape=(size, size, 3),
-                          include_preprocessing=False)
-    for key, name in (("mobilenet_v2", reference), ("normalized_input", network),
-                      ("shufflenet_v2", shufflenet)):
-        if isinstance(name, str):
-            model, preprocess = int8_latency.build(name, size)
-        else:
-            model, preprocess = name, entry.preprocess_input
-        int8_latency.trained_like(model, preprocess(images))
+    model, preprocess = int8_latency.build(shufflenet, size)
+    built = {"mobilenet_v2": int8_latency.build(reference, size),
+             "normalized_input": (entry.build(weights=None, input_shape=(size, size, 3),
+                                              include_preprocessing=False),
+                                  entry.preprocess_input),
+             "shufflenet_v2": (model, preprocess)}
+    paths = {}
+    for key, (net, prep) in built.items():
+        int8_latency.trained_like(net, prep(images))
         paths[key] = pathlib.Path(export.to_tflite(
-            model, workdir / f"{key}.tflite", progress=False).path)
-    # `to_tflite`'s steps but the stem's, then none of them.
+            net, workdir / f"{key}.tflite", progress=False).path)
+    # `to_tflite`'s steps on the ShuffleNetV2 model but the stem's, then none of them.
     shape = _model.input_shape(model, 1, size)
     folded = _fold.fold_concatenated(model)
     for key, graph in (("padded_pool", _route.routed(folded)), ("unrouted", folded)):

@@ -6,7 +6,7 @@ model = kl.MobileNetV2(alpha=1.0, weights=None, include_top=False, pooling="avg"
 ```
 """
 
-from keras_lightnets import layers
+from keras_lightnets import imagenet, layers, weights
 from keras_lightnets.features import feature_extractor
 from keras_lightnets.layers import (
     ChannelShuffle,
@@ -46,7 +46,9 @@ __all__ = [
     "feature_extractor",
     "get_model",
     "group_conv",
+    "imagenet",
     "layers",
     "list_models",
     "profile",
+    "weights",
 ]

@@ -78,29 +78,21 @@ def _print_layer_counts(model, out):
 
 def _classify(entry, model, image, top, out):
     import numpy as np
+    from PIL import Image
 
     from keras_lightnets import imagenet
 
     size = tuple(model.inputs[0].shape[1:3])
     if None in size:
         size = (224, 224)
-    if image is None:
-        # A deterministic synthetic photo, so the demo needs no file.
-        rows, cols = np.mgrid[0 : size[0], 0 : size[1]]
-        pixels = np.stack([rows * 255 / size[0], cols * 255 / size[1],
-                           np.full(size, 128.0)], axis=-1)
-        batch = pixels[None].astype("float32")
-        label = "a synthetic gradient image"
-    else:
-        if not os.path.isfile(image):
-            raise UserError(f"No image file at this path. Received: image={image!r}")
-        try:
-            batch = imagenet.load_image(image, size)
-        except OSError as exc:
-            raise UserError(f"Cannot read the image {image!r}: {exc}") from None
-        label = image
+    if not os.path.isfile(image):
+        raise UserError(f"No image file at this path. Received: image={image!r}")
+    try:
+        batch = imagenet.load_image(image, size)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise UserError(f"Cannot read the image {image!r}: {exc}") from None
     preds = model.predict(entry.preprocess_input(batch), verbose=0)
-    print(f"Top-{top} for {label}:", file=out)
+    print(f"Top-{top} for {image}:", file=out)
     if preds.shape[-1] != 1000:
         best = np.argsort(-preds[0])[:top]
         for i in best:
@@ -111,21 +103,25 @@ def _classify(entry, model, image, top, out):
 
 
 def cmd_list(args, out):
-    from keras_lightnets import profile, registry
+    from keras_lightnets import registry
     from keras_lightnets.weights import has_imagenet_weights
 
+    if args.family is not None and args.family not in registry.families():
+        raise UserError(f"Unknown family.{registry.suggest(args.family, registry.families())} "
+                        f"Families: {', '.join(registry.families())}. "
+                        f"Received: family={args.family!r}")
+    table = registry.complexity_table()
     print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}",
           file=out)
     for entry in registry.entries():
         if args.family and entry.family != args.family:
             continue
-        # Built at 224 directly: profile() would otherwise rebuild the
-        # dynamic-size families at a static size.
-        model = entry.build(weights=None, input_shape=(224, 224, 3))
-        p = profile(model)
-        imagenet = "yes" if has_imagenet_weights(entry.family, entry.kwargs) else "no"
-        print(f"{entry.name:<34} {entry.family:<18} {p['params']:>12,} "
-              f"{p['macs'] / 1e6:>9.1f} {imagenet:>8}", file=out)
+        stats = table[entry.name]
+        imagenet = "yes" if has_imagenet_weights(entry.family, entry.variant) else "no"
+        print(f"{entry.name:<34} {entry.family:<18} {stats['params']:>12,} "
+              f"{stats['macs'] / 1e6:>9.1f} {imagenet:>8}", file=out)
+    print(f"(params and MACs with the classifier, at {registry.PROFILE_SIZE}x"
+          f"{registry.PROFILE_SIZE})", file=out)
 
 
 def cmd_info(args, out):
@@ -143,14 +139,64 @@ def cmd_classify(args, out):
         _classify(entry, model, image, args.top, out)
 
 
+def _cached_imagenet(entry):
+    """Whether the variant's ImageNet file can be had offline (cache or mirror)."""
+    from keras_lightnets.weights import MIRROR_ENV, download, manifest
+
+    if not manifest.has_imagenet_weights(entry.family, entry.variant):
+        return False
+    found = manifest.find(entry.family, entry.variant, include_top=True, rows=224)
+    return bool(os.environ.get(MIRROR_ENV)) or os.path.isfile(download.cached_path(found))
+
+
+def _forward_ms(model):
+    import time
+
+    import numpy as np
+
+    size = tuple(d or 224 for d in model.inputs[0].shape[1:3])
+    batch = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype("float32")
+    model(batch)  # the first call traces the graph
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        model(batch)
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times), size
+
+
 def cmd_demo(args, out):
-    entry, model = _build(args.model, weights=args.weights)
-    print(f"Built {entry.name} ({entry.family}, weights={args.weights}):", file=out)
+    from keras_lightnets.weights import WeightsDownloadError
+
+    entry = _entry(args.model)
+    weights = args.weights
+    note = None
+    if weights == "auto":
+        weights = "imagenet" if _cached_imagenet(entry) else "none"
+        if weights == "none":
+            note = ("no ImageNet file of this model in the Keras cache and no "
+                    "KERAS_LIGHTNETS_WEIGHTS_MIRROR set, so the weights are random")
+    try:
+        entry, model = _build(args.model, weights=weights)
+    except WeightsDownloadError as exc:
+        if args.weights != "auto":
+            raise
+        weights, note = "none", f"the ImageNet file could not be fetched ({exc})"
+        entry, model = _build(args.model, weights=weights)
+    print(f"Built {entry.name} ({entry.family}, weights={weights}):", file=out)
     _print_profile(model, out)
-    _classify(entry, model, args.image, 5, out)
-    if args.weights in (None, "none", "None"):
-        print("(random weights: pass --weights imagenet or a file for real predictions)",
-              file=out)
+    _print_layer_counts(model, out)
+    ms, size = _forward_ms(model)
+    print(f"  {'Keras forward':<18} {ms:.1f} ms (batch 1, {size[0]}x{size[1]}, this CPU)",
+          file=out)
+    if _weights_arg(weights) is None:
+        print(f"Random weights ({note or 'as asked'}): a top-5 would mean nothing, so "
+              "none is shown. With network access, `keras-lightnets demo --weights imagenet "
+              "--image PHOTO` classifies a photo.", file=out)
+    elif args.image is None:
+        print("Pass --image PHOTO to classify a photo.", file=out)
+    if args.image is not None and _weights_arg(weights) is not None:
+        _classify(entry, model, args.image, 5, out)
 
 
 def _batch_arg(value):
@@ -303,6 +349,9 @@ def build_parser():
         description="Lightweight mobile CNNs for Keras 3: list, inspect, classify, export, "
                     "benchmark.",
     )
+    from keras_lightnets import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered models with params, MACs and ImageNet weights")
@@ -311,15 +360,17 @@ def build_parser():
 
     p = sub.add_parser("info", help="profile and layer summary of one model")
     p.add_argument("name")
-    p.add_argument("--weights", default="none", help="imagenet, none or a file path")
+    p.add_argument("--weights", default="none",
+                   help="none (default), imagenet or a file path")
     p.add_argument("--summary", action="store_true", help="print the full layer table too")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("classify", help="top-k ImageNet classes of images")
     p.add_argument("name")
     p.add_argument("images", nargs="+")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none or a file path")
-    p.add_argument("--top", type=_positive_int, default=5)
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (default), none or a file path")
+    p.add_argument("--top", type=_positive_int, default=5, help="classes shown (default 5)")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser(
@@ -359,31 +410,46 @@ def build_parser():
     p.add_argument("--threads", type=_positive_int, default=1)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("demo", help="build a model, print its profile, classify an image")
+    p = sub.add_parser("demo", help="build a model, print its profile, classify a photo")
     p.add_argument("--model", default="mobilenet_v3_small_100")
-    p.add_argument("--weights", default="none", help="none (default), imagenet or a path")
-    p.add_argument("--image", default=None, help="an image file (default: a synthetic one)")
+    p.add_argument("--weights", default="auto",
+                   help="auto (default: imagenet when its file is in the Keras cache or a "
+                        "mirror is set, else none), imagenet, none or a path")
+    p.add_argument("--image", default=None, help="a photo to classify")
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv=None, out=None):
-    from keras_lightnets.export.verify import ExportError
+    from PIL import Image
+
+    from keras_lightnets.export.verify import ExportError, ExportVerificationError
 
     out = out or sys.stdout
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args, out)
-    except UserError as exc:
-        print(f"keras-lightnets: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except ExportVerificationError as exc:
+        print(f"keras-lightnets: export failed: {_one_line(exc)} On the command line, "
+              "--no-verify writes the file anyway.", file=sys.stderr)
+        return EXIT_FAILURE
     except ExportError as exc:
-        print(f"keras-lightnets: export failed: {exc}", file=sys.stderr)
+        print(f"keras-lightnets: export failed: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:
         # `keras-lightnets list | head`: the reader left; not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (UserError, ValueError, OSError, Image.DecompressionBombError) as exc:
+        # The package raises ValueError for what the user can fix, and
+        # WeightsDownloadError (an OSError) for a file it could not fetch.
+        print(f"keras-lightnets: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -6,7 +6,17 @@ Each entry is a factory plus the keyword arguments that pick the variant.
 """
 
 import dataclasses
+import difflib
+import functools
+import importlib.resources
+import inspect
+import json
 import sys
+
+# Params and MACs of every registered variant at this size, read by
+# `keras-lightnets list` instead of building all the models.
+PROFILE_SIZE = 224
+PROFILE_TABLE = "data/registry_profile.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,8 +32,19 @@ class ModelEntry:
     def preprocess_input(self):
         return self.module.preprocess_input
 
+    @property
+    def variant(self):
+        """The factory's keyword arguments of the variant, defaults filled in."""
+        return {**_defaults(self.factory), **self.kwargs}
+
     def build(self, **kwargs):
         return self.factory(**{**self.kwargs, **kwargs})
+
+
+@functools.cache
+def _defaults(factory):
+    return {name: p.default for name, p in inspect.signature(factory).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 _REGISTRY = {}
@@ -51,11 +72,22 @@ def list_models(family=None):
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 
+def families():
+    """Sorted names of the registered families."""
+    return sorted({e.family for e in _REGISTRY.values()})
+
+
+def suggest(word, choices, n=3):
+    """` Did you mean ...?` with the closest of `choices`, or an empty string."""
+    close = difflib.get_close_matches(str(word), choices, n=n, cutoff=0.6)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def get_entry(name):
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(
-            f"Unknown model name; `list_models()` gives the {len(_REGISTRY)} registered "
-            f"names. Received: name={name!r}"
+            f"Unknown model name.{suggest(name, list(_REGISTRY))} `list_models()` gives the "
+            f"{len(_REGISTRY)} registered names. Received: name={name!r}"
         )
     return _REGISTRY[name]
 
@@ -70,3 +102,37 @@ def get_model(name, **kwargs):
 
 def entries():
     return [_REGISTRY[n] for n in list_models()]
+
+
+def complexity(entry):
+    """`(params, macs)` of the variant with its top, built at `PROFILE_SIZE`."""
+    from keras_lightnets.profile import profile
+
+    model = entry.build(weights=None, input_shape=(PROFILE_SIZE, PROFILE_SIZE, 3))
+    stats = profile(model)
+    return stats["params"], stats["macs"]
+
+
+@functools.lru_cache(maxsize=1)
+def complexity_table():
+    """`{name: {"params", "macs"}}` as recorded in the packaged table."""
+    text = importlib.resources.files("keras_lightnets").joinpath(PROFILE_TABLE).read_text()
+    return json.loads(text)["models"]
+
+
+def update_complexity_table():
+    """Rewrites the packaged table from the models (after an architecture change)."""
+    path = importlib.resources.files("keras_lightnets").joinpath(PROFILE_TABLE)
+    models = {}
+    for entry in entries():
+        params, macs = complexity(entry)
+        models[entry.name] = {"params": params, "macs": macs}
+    doc = {"about": f"params and MACs of each registered model with its top at "
+                    f"{PROFILE_SIZE}x{PROFILE_SIZE}, batch 1 (keras_lightnets.profile); "
+                    f"refresh with `python -m keras_lightnets.weights.manifest --update`",
+           "models": models}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    complexity_table.cache_clear()
+    return models

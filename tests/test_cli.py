@@ -9,20 +9,34 @@ import pytest
 from conftest import ROOT, SAMPLE, WEIGHTS, shared_file
 
 
-def run_cli(*args, timeout=300):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def run_cli(*args, timeout=300, env=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "keras_lightnets_cli", *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
     )
 
 
-def test_demo_runs_offline_with_random_weights():
-    result = run_cli("demo", "--model", "mobilenet_v3_small_100")
+def test_demo_runs_offline_with_random_weights(tmp_path):
+    result = run_cli("demo", env={"KERAS_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert "params" in result.stdout and "2,554,968" in result.stdout
-    assert "MACs" in result.stdout
-    assert "Top-5" in result.stdout
+    assert "MACs" in result.stdout and "Keras forward" in result.stdout
+    # Random weights: no meaningless top-5, and the output says why.
+    assert "Top-5" not in result.stdout
+    assert "weights are random" in result.stdout
+
+
+def test_demo_uses_cached_imagenet_weights(tmp_path):
+    weights = shared_file(WEIGHTS / "mobilenet_1_0.25_224_keras.h5")
+    photo = shared_file(SAMPLE / "jpeg" / "n01530575_brambling.JPEG")
+    (tmp_path / "models").mkdir()
+    os.symlink(weights, tmp_path / "models" / "mobilenet_2_5_224_tf.h5")
+    result = run_cli("demo", "--model", "mobilenet_v1_025", "--image", str(photo),
+                     env={"KERAS_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert "weights=imagenet" in result.stdout
+    assert "Top-5" in result.stdout and "n01530575" in result.stdout
 
 
 def test_classify_with_real_weights():
@@ -46,24 +60,74 @@ def test_info_and_list():
     assert "DepthwiseConv2D" in result.stdout  # the layer summary
     result = run_cli("list", "--family", "MobileNetV3Small")
     assert result.returncode == 0, result.stderr
-    header, *rows = result.stdout.strip().splitlines()
+    header, *rows, footer = result.stdout.strip().splitlines()
     assert header.split() == ["name", "family", "params", "MACs", "(M)", "ImageNet"]
+    assert "224x224" in footer
     names = registry.list_models(family="MobileNetV3Small")
     assert [row.split()[0] for row in rows] == names
     for row in rows:
         entry = registry.get_entry(row.split()[0])
-        expected = "yes" if has_imagenet_weights(entry.family, entry.kwargs) else "no"
+        expected = "yes" if has_imagenet_weights(entry.family, entry.variant) else "no"
         assert row.split()[-1] == expected, row
 
 
-@pytest.mark.heavy
-def test_list_every_model():
+def test_list_every_model_with_its_weights(monkeypatch, capsys):
+    """`list` reads the recorded table: every model, no model built."""
+    from keras_lightnets import cli, registry
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("list must not build models")
+
+    monkeypatch.setattr(registry.ModelEntry, "build", no_build)
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:-1]
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert list(rows) == registry.list_models()
+    for alpha in ("050", "100", "150", "200"):
+        assert rows[f"shufflenet_v2_{alpha}"][-1] == "yes"
+    assert rows["shufflenet_v2_025"][-1] == "no"
+    assert rows["mobilenet_v3_small_100"][2] == "2,554,968"
+
+
+def _registry_entries():
+    import keras_lightnets
+
+    return keras_lightnets.registry.entries()
+
+
+@pytest.mark.parametrize("entry", [
+    pytest.param(e, id=e.name, marks=() if e.default else pytest.mark.heavy)
+    for e in _registry_entries()])
+def test_list_table_has_not_drifted(entry):
     from keras_lightnets import registry
 
-    result = run_cli("list", timeout=900)
-    assert result.returncode == 0, result.stderr
-    listed = [row.split()[0] for row in result.stdout.strip().splitlines()[1:]]
-    assert listed == registry.list_models()
+    recorded = registry.complexity_table()[entry.name]
+    assert (recorded["params"], recorded["macs"]) == registry.complexity(entry), (
+        "refresh with `python -m keras_lightnets.weights.manifest --update`")
+
+
+def test_unknown_family_and_model_name_suggest(capsys):
+    from keras_lightnets import cli
+
+    assert cli.main(["list", "--family", "shufflenetv2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'ShuffleNetV2'" in err and "MobileNetV3Small" in err and len(err.splitlines()) == 1
+    assert cli.main(["info", "mobilenetv2_100"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Did you mean 'mobilenet_v2_100'" in err and len(err.splitlines()) == 1
+
+
+def test_version_and_weights_help(capsys):
+    import keras_lightnets
+    from keras_lightnets import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert keras_lightnets.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["classify", "--help"])
+    assert "imagenet (default)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_export_int8_tflite_with_real_weights(tmp_path):
@@ -160,3 +224,59 @@ def test_more_user_errors_exit_2_in_process(args, capsys, tmp_path, monkeypatch)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keras-lightnets: error:"), lines
     assert not os.listdir(tmp_path)
+
+
+def _png_header(path, width, height):
+    """A PNG whose header claims `width` x `height` pixels (a decompression bomb's)."""
+    import struct
+    import zlib
+
+    body = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + body
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(body)) + chunk
+                     + struct.pack(">I", zlib.crc32(chunk)))
+    return path
+
+
+@pytest.mark.parametrize("case", ["offline_classify", "offline_export", "keras_home_is_file",
+                                  "image_bomb", "output_under_a_file"])
+def test_user_facing_failures_are_one_line(case, tmp_path, monkeypatch, capsys):
+    """Failed downloads, bad cache folders, hostile images, unwritable outputs: exit 2."""
+    from keras_lightnets import cli
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KERAS_LIGHTNETS_WEIGHTS_MIRROR", (tmp_path / "empty").as_uri())
+    photo = _png_header(tmp_path / "bomb.png", 50000, 50000)
+    args = {
+        "offline_classify": ["classify", "mobilenet_v1_025", str(photo)],
+        "offline_export": ["export", "mobilenet_v1_025", "--format", "onnx", "-o",
+                           str(tmp_path / "m.onnx")],
+        "keras_home_is_file": ["classify", "mobilenet_v1_025", str(photo)],
+        "image_bomb": ["classify", "mobilenet_v1_025", str(photo), "--weights", "none"],
+        "output_under_a_file": ["export", "mobilenet_v1_025", "--weights", "none",
+                                "--input-size", "32", "--format", "tflite", "--no-verify",
+                                "-o", str(photo / "m.tflite")],
+    }[case]
+    if case == "keras_home_is_file":
+        (tmp_path / "home").write_text("not a folder")
+    assert cli.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keras-lightnets: error:"), lines
+    if case.startswith("offline"):
+        assert "mobilenet_2_5_224_tf.h5" in lines[0]
+        assert str(tmp_path / "home") in lines[0] and "KERAS_LIGHTNETS_WEIGHTS_MIRROR" in lines[0]
+
+
+def test_failed_verification_names_the_cli_flag(tmp_path, monkeypatch, capsys):
+    from keras_lightnets import cli, export
+    from keras_lightnets.export.verify import ExportVerificationError
+
+    def failing(*args, **kwargs):
+        raise ExportVerificationError("The tflite export does not reproduce the Keras model.")
+
+    monkeypatch.setattr(export, "to_tflite", failing)
+    code = cli.main(["export", "mobilenet_v1_025", "--weights", "none", "--input-size", "32",
+                     "--format", "tflite", "-o", str(tmp_path / "m.tflite")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--no-verify" in err

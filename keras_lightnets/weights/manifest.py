@@ -3,7 +3,8 @@
 The manifest ships inside the package (setup.py copies the repository's
 top-level file into it); in a source checkout the top-level file is read.
 `python -m keras_lightnets.weights.manifest --update` recomputes the
-params/MACs fields from the models, which a test checks for drift.
+params/MACs fields from the models (and the registry's params/MACs table),
+which tests check for drift.
 """
 
 import functools
@@ -127,7 +128,11 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["--update"]:
+        import keras_lightnets
+
         update()
-        print(f"updated {os.path.join(os.path.dirname(_PACKAGE_DIR), FILENAME)}")
+        keras_lightnets.registry.update_complexity_table()
+        print(f"updated {os.path.join(os.path.dirname(_PACKAGE_DIR), FILENAME)} and "
+              f"{keras_lightnets.registry.PROFILE_TABLE}")
     else:
         print("usage: python -m keras_lightnets.weights.manifest --update")

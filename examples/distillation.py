@@ -14,11 +14,14 @@ logits). Both are scored on the other 500 photos; balanced accuracy (the mean of
 dogs and on the rest) is the headline figure because dogs are few.
 
     python examples/distillation.py [--sample DIR] [--weights FILE] [--output student.keras]
+
+Without `--output` the student is saved in a new temporary folder.
 """
 
 import argparse
 import pathlib
 import sys
+import tempfile
 import time
 
 import keras
@@ -170,17 +173,23 @@ def main(argv=None):
     parser.add_argument("--sample", type=pathlib.Path, default=SHARED / "imagenet-sample")
     parser.add_argument("--weights", type=pathlib.Path,
                         default=SHARED / "weights" / "mobilenet_1_0.25_224_keras.h5")
-    parser.add_argument("--output", type=pathlib.Path, default=pathlib.Path("dog_student.keras"))
+    parser.add_argument("--output", type=pathlib.Path, default=None,
+                        help="where to save the student (default: a new temporary folder)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args(argv)
+    for path in (args.sample, args.weights):
+        if not path.exists():
+            parser.error(f"not found: {path} (see ../shared/data/SOURCES.md)")
+    output = args.output or pathlib.Path(tempfile.mkdtemp(prefix="distillation_")) / (
+        "dog_student.keras")
     images, class_index = offline.load_photos(args.sample, STUDENT_SIZE)
     results, distiller = run(images, class_index, args.weights, args.temperature, args.alpha,
                              args.epochs)
     print(report(results))
-    distiller.save(args.output)  # the student alone
-    print(f"saved the distilled student to {args.output}")
+    distiller.save(output)  # the student alone
+    print(f"saved the distilled student to {output}")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not any(args.data_dir.glob("train-*")):
+        print(f"train_imagenet.py: error: no TFRecord shards train-* in {args.data_dir} "
+              "(see the layout at the top of this script)", file=sys.stderr)
+        sys.exit(2)
     if args.cpu_devices:
         # JAX reads its device count when it is first imported, by Keras below.
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"

@@ -260,3 +260,13 @@ def test_two_steps_on_two_devices(distributed_runs, backend):
     assert model.output.shape == (None, CLASSES)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
     assert np.isfinite(np.asarray(model(x, training=False))).all()
+
+
+def test_train_imagenet_without_data_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "train_imagenet.py"), "--model",
+         "mobilenet_v2_035", "--data-dir", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train-*" in lines[0], lines

@@ -52,7 +52,7 @@ def list_models(family=None):
 
 
 def get_entry(name):
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(
             f"Unknown model name; `list_models()` gives the {len(_REGISTRY)} registered "
             f"names. Received: name={name!r}"

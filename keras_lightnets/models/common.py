@@ -17,17 +17,17 @@ POOLINGS = (None, "avg", "max")
 # Upper bounds, so that an absurd value is refused here instead of exhausting
 # memory or overflowing inside TensorFlow while the model is built or run.
 # Width multiplier of the families that scale freely (MobileNet V1/V2/V3,
-# MnasNet): almost three times the widest published width (1.4), and at it the
-# largest of them (MobileNetV3Large) is still well under a hundred million
-# parameters; past it widths grow quadratically in parameters.
+# MnasNet): well past the widest published width (1.4), while the widest of
+# them stays of the size of the large ImageNet CNNs; parameters grow with the
+# square of alpha, so past it a model soon outgrows memory.
 MAX_ALPHA = 4.0
 # Classifier outputs: covers ImageNet-21k (21,841 classes) and the other large
 # public label sets with room to spare; a larger head (face identities, say)
 # belongs on top of `include_top=False`, not in a dense softmax layer.
 MAX_CLASSES = 100_000
-# Rows and columns: twice the largest images these networks are run on (dense
-# prediction at 2048 pixels); past it one image's first feature maps alone
-# outgrow the memory of a phone or a typical GPU.
+# Rows and columns: room above the largest images these networks are run on
+# (dense prediction on 2048-pixel frames); beyond it one image's first feature
+# maps alone outgrow the memory of a phone or a typical GPU.
 MAX_INPUT_SIZE = 4096
 # Input channels: room for multispectral and hyperspectral images.
 MAX_CHANNELS = 1024

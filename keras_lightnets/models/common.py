@@ -4,6 +4,7 @@ Every bad argument raises `ValueError` naming the argument and ending
 `Received: arg=value`, before any layer is built.
 """
 
+import math
 import numbers
 import os
 import warnings
@@ -13,6 +14,23 @@ import keras
 from keras_lightnets.layers import default_namespace
 
 POOLINGS = (None, "avg", "max")
+# Upper bounds, so that an absurd value is refused here instead of exhausting
+# memory or overflowing inside TensorFlow while the model is built or run.
+# Width multiplier of the families that scale freely (MobileNet V1/V2/V3,
+# MnasNet): well past the widest published width (1.4), while the widest of
+# them stays of the size of the large ImageNet CNNs; parameters grow with the
+# square of alpha, so past it a model soon outgrows memory.
+MAX_ALPHA = 4.0
+# Classifier outputs: covers ImageNet-21k (21,841 classes) and the other large
+# public label sets with room to spare; a larger head (face identities, say)
+# belongs on top of `include_top=False`, not in a dense softmax layer.
+MAX_CLASSES = 100_000
+# Rows and columns: room above the largest images these networks are run on
+# (dense prediction on 2048-pixel frames); beyond it one image's first feature
+# maps alone outgrow the memory of a phone or a typical GPU.
+MAX_INPUT_SIZE = 4096
+# Input channels: room for multispectral and hyperspectral images.
+MAX_CHANNELS = 1024
 
 
 def received(message, **kwargs):
@@ -27,22 +45,41 @@ def check(condition, message, **kwargs):
 
 
 def is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A finite real number (numpy's included), not a bool, complex or Decimal."""
+    # Integers skip `isfinite`, which overflows on huge ones.
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and (isinstance(value, numbers.Integral) or math.isfinite(value)))
 
 
 def check_positive(name, value, integer=False, upper=None):
+    """Checks `0 < value <= upper`; returns it as a Python int or float.
+
+    The conversion matters: some Keras layers refuse numpy integers.
+    """
     kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
+    ok = isinstance(value, kind) and is_number(value) and value > 0
     if ok and upper is not None:
         ok = value <= upper
     bound = f" no larger than {upper}" if upper is not None else ""
     what = "integer" if integer else "number"
     check(ok, f"`{name}` must be a positive {what}{bound}.", **{name: value})
+    return int(value) if integer else float(value)
+
+
+def _same_choice(value, choice):
+    # Typed, so that neither `1+0j == 1.0` nor an array's elementwise `==` lets
+    # a value through.
+    if is_number(choice):
+        return is_number(value) and value == choice
+    return type(value) is type(choice) and value == choice
 
 
 def check_choice(name, value, choices):
-    ok = not isinstance(value, bool) and any(value == c for c in choices)
-    check(ok, f"`{name}` must be one of {list(choices)}.", **{name: value})
+    """Checks that `value` is one of `choices`; returns that choice."""
+    for choice in choices:
+        if _same_choice(value, choice):
+            return choice
+    check(False, f"`{name}` must be one of {list(choices)}.", **{name: value})
 
 
 def check_bool(name, value):
@@ -57,8 +94,12 @@ def check_fraction(name, value):
     )
 
 
-def _is_path(weights):
-    return isinstance(weights, (str, os.PathLike)) and weights != "imagenet"
+def _check_size(arg, shape, value, min_size):
+    """Rows and columns of `shape` within the bounds (None: any size)."""
+    check(all(d is None or d >= min_size for d in shape[:2]),
+          f"Input size must be at least {min_size}x{min_size}.", **{arg: value})
+    check(all(d is None or d <= MAX_INPUT_SIZE for d in shape[:2]),
+          f"Input size must be at most {MAX_INPUT_SIZE}x{MAX_INPUT_SIZE}.", **{arg: value})
 
 
 def check_common(
@@ -74,19 +115,22 @@ def check_common(
     name=None,
     min_size=32,
 ):
-    """Checks the arguments every factory takes."""
+    """Checks the arguments every factory takes; returns `classes` as an int."""
     check_bool("include_top", include_top)
     check_bool("include_preprocessing", include_preprocessing)
     check(
-        weights is None or weights == "imagenet"
-        or (_is_path(weights) and os.path.exists(weights)),
+        weights is None or isinstance(weights, (str, os.PathLike)),
         "The `weights` argument should be either `None` (random initialization), "
         "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
         "loaded.",
         weights=weights,
     )
-    check(pooling in POOLINGS, f"`pooling` must be one of {list(POOLINGS)}.", pooling=pooling)
-    check_positive("classes", classes, integer=True)
+    # A directory or a missing file would otherwise fail only once the model is built.
+    check(weights is None or weights == "imagenet" or os.path.isfile(weights),
+          "`weights` must be None, 'imagenet' or the path to an existing weights file "
+          "(not a directory).", weights=weights)
+    check_choice("pooling", pooling, POOLINGS)
+    classes = check_positive("classes", classes, integer=True, upper=MAX_CLASSES)
     if weights == "imagenet" and include_top:
         check(
             classes == 1000,
@@ -107,7 +151,9 @@ def check_common(
             "`include_top=True`;",
             classifier_activation=classifier_activation,
         )
-    check(name is None or isinstance(name, str), "`name` must be a string.", name=name)
+    # Keras refuses "/" in a name, but only once the whole model is built.
+    check(name is None or (isinstance(name, str) and "/" not in name),
+          "`name` must be a string without '/'.", name=name)
     check(
         keras.config.image_data_format() == "channels_last",
         "keras_lightnets builds channels-last models only; set "
@@ -121,6 +167,8 @@ def check_common(
             "or of a layer).",
             input_tensor=input_tensor,
         )
+        _check_channels("input_tensor", tuple(input_tensor.shape[1:]), input_tensor, weights)
+        _check_size("input_tensor", tuple(input_tensor.shape[1:]), input_tensor, min_size)
     if input_shape is not None:
         ok = isinstance(input_shape, (tuple, list)) and len(input_shape) == 3 and all(
             d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
@@ -128,21 +176,23 @@ def check_common(
         )
         check(ok, "`input_shape` must be a tuple of three positive integers or None.",
               input_shape=input_shape)
-        check(input_shape[2] is not None, "`input_shape` must give the channel count.",
-              input_shape=input_shape)
-        check(
-            all(d is None or d >= min_size for d in input_shape[:2]),
-            f"Input size must be at least {min_size}x{min_size}.",
-            input_shape=input_shape,
-        )
-        if weights == "imagenet":
-            check(input_shape[2] == 3, "The input must have 3 channels.", input_shape=input_shape)
+        _check_channels("input_shape", input_shape, input_shape, weights)
+        _check_size("input_shape", input_shape, input_shape, min_size)
         if input_tensor is not None:
             check(
                 tuple(input_tensor.shape[1:]) == tuple(input_shape),
                 "`input_shape` must equal the shape of `input_tensor` (without the batch).",
                 input_shape=input_shape,
             )
+    return classes
+
+
+def _check_channels(arg, shape, value, weights):
+    check(shape[2] is not None, f"`{arg}` must give the channel count.", **{arg: value})
+    check(shape[2] <= MAX_CHANNELS, f"The input must have at most {MAX_CHANNELS} channels.",
+          **{arg: value})
+    if weights == "imagenet":
+        check(shape[2] == 3, "ImageNet weights need an input of 3 channels.", **{arg: value})
 
 
 def resolve_input_shape(input_shape, input_tensor, include_top, default_size, static_top,
@@ -170,12 +220,9 @@ def resolve_input_shape(input_shape, input_tensor, include_top, default_size, st
             check(tuple(input_shape) == expected,
                   f"When setting `include_top=True` and loading `imagenet` weights, "
                   f"`input_shape` should be {expected}.", input_shape=input_shape)
-    check(
-        all(d is None or d >= min_size for d in shape[:2]),
-        f"Input size must be at least {min_size}x{min_size}.",
-        input_shape=shape,
-    )
-    return shape
+    _check_size("input_shape", shape, shape, min_size)
+    # Python ints: numpy integers in `input_shape` would reach the layers.
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def make_input(shape, input_tensor, L=None):

@@ -95,8 +95,8 @@ def MnasNet(
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.
-        alpha: width multiplier (0.5, 0.75, 1.0 and 1.3 have ImageNet
-            weights).
+        alpha: width multiplier, at most 4 (0.5, 0.75, 1.0 and 1.3 have
+            ImageNet weights).
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"` or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
@@ -112,13 +112,13 @@ def MnasNet(
     Returns:
         A `keras.Model`.
     """
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
         include_preprocessing=include_preprocessing, name=name,
     )
-    common.check_positive("alpha", alpha)
+    alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
                                        static_top=False)

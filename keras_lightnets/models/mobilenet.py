@@ -28,6 +28,9 @@ BLOCKS = [
 STEM_FILTERS = 32
 IMAGENET_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 IMAGENET_SIZES = (128, 160, 192, 224)
+# Multiplies the depthwise outputs and the next pointwise inputs; at it and
+# `common.MAX_ALPHA` the model has a few hundred million parameters.
+MAX_DEPTH_MULTIPLIER = 4
 
 
 def width(filters, alpha):
@@ -63,9 +66,10 @@ def MobileNet(
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(224, 224, 3)` with the top, `(None, None, 3)` without.
-        alpha: width multiplier (0.25, 0.5, 0.75 and 1.0 have ImageNet
+        alpha: width multiplier, at most 4 (0.25, 0.5, 0.75 and 1.0 have
+            ImageNet weights).
+        depth_multiplier: depthwise multiplier, at most 4 (1 for ImageNet
             weights).
-        depth_multiplier: depthwise multiplier (1 for ImageNet weights).
         dropout: dropout rate before the classifier.
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"` or the path to a weights file.
@@ -80,13 +84,14 @@ def MobileNet(
     Returns:
         A `keras.Model`.
     """
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name,
     )
-    common.check_positive("alpha", alpha)
-    common.check_positive("depth_multiplier", depth_multiplier, integer=True)
+    alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
+    depth_multiplier = common.check_positive("depth_multiplier", depth_multiplier,
+                                             integer=True, upper=MAX_DEPTH_MULTIPLIER)
     common.check_fraction("dropout", dropout)
     common.check(width(STEM_FILTERS, alpha) >= 1, "`alpha` is too small: a layer would have "
                  "no filters.", alpha=alpha)

@@ -63,8 +63,8 @@ def MobileNetV2(
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(224, 224, 3)` with the top, `(None, None, 3)` without.
-        alpha: width multiplier (0.35, 0.5, 0.75, 1.0, 1.3 and 1.4 have
-            ImageNet weights).
+        alpha: width multiplier, at most 4 (0.35, 0.5, 0.75, 1.0, 1.3 and 1.4
+            have ImageNet weights).
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"` or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
@@ -78,12 +78,12 @@ def MobileNetV2(
     Returns:
         A `keras.Model`.
     """
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name,
     )
-    common.check_positive("alpha", alpha)
+    alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     if input_tensor is not None and input_shape is None:
         rows_cols = tuple(input_tensor.shape[1:3])
     else:

@@ -78,13 +78,13 @@ def _mobilenet_v3(
     name,
     L,
 ):
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
         include_preprocessing=include_preprocessing, name=name,
     )
-    common.check_positive("alpha", alpha)
+    alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_bool("minimalistic", minimalistic)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
@@ -158,8 +158,8 @@ DOCSTRING = """Instantiates the {name} architecture.
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.
-        alpha: width multiplier (0.75 and 1.0 have ImageNet weights; 1.0 only
-            when minimalistic).
+        alpha: width multiplier, at most 4 (0.75 and 1.0 have ImageNet
+            weights; 1.0 only when minimalistic).
         minimalistic: no squeeze-excite, no hard-swish and no 5x5 kernels.
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"` or the path to a weights file.

@@ -123,13 +123,13 @@ def ShuffleNetV1(
         A `keras.Model`.
     """
     common.check(
-        weights != "imagenet",
+        not (isinstance(weights, str) and weights == "imagenet"),
         f"ShuffleNetV1 has no published ImageNet weights; the families with ImageNet "
         f"weights are {', '.join(_families_with_weights())}. Pass `weights=None` or the "
         f"path to a weights file.",
         weights=weights,
     )
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
@@ -140,8 +140,9 @@ def ShuffleNetV1(
         and groups in GROUPS,
         f"`groups` must be one of {list(GROUPS)}.", groups=groups,
     )
-    common.check_choice("alpha", alpha, ALPHAS)
-    common.check_choice("group_conv", group_conv, blocks.GROUP_CONV_MODES)
+    groups = int(groups)
+    alpha = common.check_choice("alpha", alpha, ALPHAS)
+    group_conv = common.check_choice("group_conv", group_conv, blocks.GROUP_CONV_MODES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
                                        static_top=False)
 

@@ -90,14 +90,14 @@ def ShuffleNetV2(
     Returns:
         A `keras.Model`.
     """
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
         include_preprocessing=include_preprocessing, name=name,
     )
-    common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
-    common.check_choice("activation", activation, ACTIVATIONS)
+    alpha = common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
+    activation = common.check_choice("activation", activation, ACTIVATIONS)
     if weights == "imagenet":
         common.check_published("ShuffleNetV2", {"alpha": alpha, "activation": activation})
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,

@@ -102,14 +102,14 @@ def SqueezeNet(
     Returns:
         A `keras.Model`.
     """
-    common.check_common(
+    classes = common.check_common(
         include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation,
         include_preprocessing=include_preprocessing, name=name,
     )
-    common.check_choice("version", version, tuple(VERSIONS))
-    common.check_choice("bypass", bypass, BYPASSES)
+    version = common.check_choice("version", version, tuple(VERSIONS))
+    bypass = common.check_choice("bypass", bypass, BYPASSES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
                                        static_top=False)
     if weights == "imagenet":

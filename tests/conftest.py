@@ -1,9 +1,12 @@
 """Shared fixtures: paths to ../shared, the sample photos, seeded data."""
 
 import csv
+import ctypes
 import functools
+import gc
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,13 +35,14 @@ def _sample_photos(size, limit):
     labels = shared_file(SAMPLE / "labels.csv")
     with open(labels, newline="") as f:
         rows = list(csv.DictReader(f))[:limit]
-    images = np.empty((len(rows), size, size, 3), dtype="float32")
+    # Kept as uint8 (what PIL decodes): a quarter of the float32 size.
+    images = np.empty((len(rows), size, size, 3), dtype="uint8")
     for i, row in enumerate(rows):
         with Image.open(SAMPLE / "jpeg" / row["filename"]) as img:
-            img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-            images[i] = np.asarray(img, dtype="float32")
+            images[i] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
     labels = np.array([int(r["class_index"]) for r in rows])
     images.setflags(write=False)
+    labels.setflags(write=False)
     return images, labels
 
 
@@ -47,7 +51,10 @@ def sample_photos(size=224, limit=1000):
 
     x is float32 RGB in [0, 255], read-only (copy before editing).
     """
-    return _sample_photos(size, limit)
+    images, labels = _sample_photos(size, limit)
+    x = images.astype("float32")
+    x.setflags(write=False)
+    return x, labels
 
 
 @pytest.fixture
@@ -85,3 +92,41 @@ def randomize_torch_bn(module, seed=0):
                 m.weight.copy_(torch.rand(m.num_features, generator=gen) * 0.6 + 0.7)
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
     return module.eval()
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _release_memory():
+    """Drops what Keras, tf_keras and the allocator keep after a test module."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    if "tf_keras" in sys.modules:
+        sys.modules["tf_keras"].backend.clear_session()
+    gc.collect()
+    try:  # glibc keeps freed arenas mapped; give them back
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_memory():
+    """Each test module leaves a worker as lean as it found it."""
+    yield
+    _release_memory()
+
+
+# `KL_TEST_RSS_LOG=path` records each test's resident memory after it ran, to find what
+# holds memory in a worker.
+_RSS_LOG = os.environ.get("KL_TEST_RSS_LOG")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logfinish(nodeid, location):
+    if _RSS_LOG:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(_RSS_LOG, "a") as f:
+            f.write(f"{worker}\t{_rss_bytes() >> 20}\t{nodeid}\n")

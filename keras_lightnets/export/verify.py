@@ -329,7 +329,8 @@ def check(report, kind, tolerance=None, labelled=False, min_top1_agreement=None)
                   else f"min {report.logit_min_cosine:.4f}" if metric == "logit_cosine"
                   else f"min {report.min_cosine:.4f}" if metric == "cosine"
                   else f"cosine of the logits {report.logit_cosine:.4f}")
-        failures.append(f"{label} {value:.4g} {'>' if sign == '<=' else '<'} {bound:g} "
+        shown = f"{value:.4f}" if "cosine" in metric else f"{value:.3g}"
+        failures.append(f"{label} {shown} {'>' if sign == '<=' else '<'} {bound:g} "
                         f"({detail})")
     if kind in TOPK_KINDS and report.top1_in_top5 is not None:
         criteria.append(f"top1_in_top5 >= {MIN_TOP1_IN_TOPK:g}")
@@ -349,8 +350,8 @@ def check(report, kind, tolerance=None, labelled=False, min_top1_agreement=None)
         if report.constant_outputs and 2 * report.constant_outputs >= report.samples:
             hint = (f" The outputs are near-constant on {report.constant_outputs} of "
                     f"{report.samples} inputs: an untrained model, or calibration data unlike "
-                    "the inputs. Export a trained model and calibrate it on images like the "
-                    "ones it will see, or pass `verify=False` to write it anyway.")
+                    "the inputs. Export a trained model, and calibrate it on images like the "
+                    "ones it will see.")
         raise ExportVerificationError(
             f"The {report.format} export does not reproduce the Keras model on "
             f"{report.samples} inputs: {'; '.join(failures)}.{hint} Nothing was written to "

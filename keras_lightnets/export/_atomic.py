@@ -3,13 +3,23 @@
 An artifact is written and verified under a hidden temporary name in the
 destination directory, then renamed over the final name in one step, so a
 crash, an interrupt or a failed verification never leaves a half-written or
-unverified file under the name the caller asked for.
+unverified file under the name the caller asked for. The temporary name
+carries the writer's process id (`.<name>.tmp-<pid>-<random>`): what a killed
+export leaves behind is removed by the next export into the same folder.
 """
 
 import contextlib
+import errno
 import os
+import re
 import shutil
 import tempfile
+import time
+
+# `.<name>.tmp-<pid>-<random>` (`.old-` for a SavedModel being replaced); the
+# older form without a pid is removed only by age.
+_STAGED = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?[a-z0-9_]{8}$")
+STALE_SECONDS = 24 * 3600
 
 
 def _remove(path):
@@ -33,20 +43,69 @@ def staged(path, directory=False):
     """
     path = check_destination(path, directory)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    prefix = f".{os.path.basename(path)}.tmp-"
-    if directory:
-        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
-        # Writers (tf.saved_model.save) want to create the directory themselves.
-        os.rmdir(tmp)
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
-        os.close(fd)
+    remove_stale(parent)
+    prefix = f".{os.path.basename(path)}.tmp-{os.getpid()}-"
+    try:
+        if directory:
+            tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+            # Writers (tf.saved_model.save) want to create the directory themselves.
+            os.rmdir(tmp)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, dir=parent)
+            os.close(fd)
+    except OSError as exc:
+        raise _unwritable(parent, exc) from None
     try:
         yield tmp
         publish(tmp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise _unwritable(parent, exc) from None
     finally:
         _remove(tmp)
+
+
+def _unwritable(parent, exc):
+    from keras_lightnets.export.verify import ExportError
+
+    return ExportError(f"Cannot write the export into {parent!r}: "
+                       f"{exc.strerror or exc}.")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale(folder):
+    """Removes temporaries that killed exports left in `folder`.
+
+    A temporary is stale when the process named in it is gone, or when it is
+    older than a day (its process id may have been reused).
+    """
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        match = _STAGED.match(name)
+        if match is None:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            old = now - os.lstat(path).st_mtime > STALE_SECONDS
+        except OSError:
+            continue
+        pid = match.group(1)
+        if old or (pid is not None and int(pid) != os.getpid() and not _alive(int(pid))):
+            _remove(path)
 
 
 def check_destination(path, directory=False):
@@ -59,6 +118,14 @@ def check_destination(path, directory=False):
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise ValueError(f"`path` must be a file system path. Received: path={path!r}")
     path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.lexists(parent) else "does not exist"
+        raise ValueError(f"The folder to write into {what}: {parent!r}. "
+                         f"Received: path={path!r}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"The folder to write into is not writable: {parent!r}. "
+                         f"Received: path={path!r}")
     if not directory and os.path.isdir(path):
         raise ValueError(
             f"`path` is an existing directory, not a file name. Received: path={path!r}")
@@ -88,7 +155,7 @@ def publish(tmp, path):
         return
     # A directory cannot replace a non-empty one in one rename: move the old
     # one aside first, so `path` is missing for an instant but never partial.
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-",
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-{os.getpid()}-",
                            dir=os.path.dirname(path))
     os.rmdir(old)
     os.replace(path, old)

@@ -13,6 +13,8 @@ import collections
 import keras
 import numpy as np
 
+from keras_lightnets.export import _model
+
 # Layers a batch norm folds into (and whose weights int8 rounding fits).
 FITTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 
@@ -148,10 +150,7 @@ def fold(model, plan=None):
     def clone(layer):
         if layer.name in folded:
             return keras.layers.Identity(name=layer.name)
-        config = layer.get_config()
-        if layer.name in plan:
-            config["use_bias"] = True
-        return layer.__class__.from_config(config)
+        return _model.copy_layer(layer, {"use_bias": True} if layer.name in plan else None)
 
     def call(layer, *args, **kwargs):
         if layer.name in folded:
@@ -159,8 +158,7 @@ def fold(model, plan=None):
         y = layer(*args, **kwargs)
         relu = folds[layer.name].relu if layer.name in folds else None
         if relu is not None:
-            config = {**originals[relu].get_config(), "name": f"{layer.name}_relu"}
-            y = originals[relu].__class__.from_config(config)(y)
+            y = _model.copy_layer(originals[relu], {"name": f"{layer.name}_relu"})(y)
         return y
 
     sequential = isinstance(model, keras.Sequential)  # its layers take no call arguments

@@ -7,6 +7,7 @@ be a tf_keras one if the caller has imported it already.
 """
 
 import numbers
+import os
 import sys
 
 import keras
@@ -198,8 +199,53 @@ def random_inputs(model, shape, count, seed=0):
     return rng.uniform(low, high, (count, *shape[1:])).astype("float32")
 
 
+def _upsampled(grid, rows, cols):
+    """Bilinear upsampling of a (h, w, c) grid to (rows, cols, c), corners aligned."""
+    for axis, size in ((0, rows), (1, cols)):
+        at = np.linspace(0, grid.shape[axis] - 1, size)
+        low = np.floor(at).astype(int)
+        high = np.minimum(low + 1, grid.shape[axis] - 1)
+        weight = np.expand_dims(at - low, tuple(range(1, 3 - axis)) if axis == 0 else -1)
+        grid = (np.take(grid, low, axis) * (1 - weight) + np.take(grid, high, axis) * weight)
+    return grid
+
+
+def synthetic_images(model, shape, count, seed=0):
+    """`count` deterministic photo-like images in the model's input domain.
+
+    A smooth random colour field (random grids of 2 to 32 cells upsampled,
+    the coarse ones strongest) with a few sharp-edged discs and boxes. A
+    classifier ranks classes on them with photo-like confidence, where on
+    uniform noise its outputs are flat and a faithful quantized file reorders
+    them. Raw pixels in [0, 255] for models with embedded preprocessing,
+    values in [-1, 1] for the others.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols, channels = shape[1:]
+    y, x = np.mgrid[0:rows, 0:cols]
+    y, x = y / rows, x / cols
+    images = np.empty((count, rows, cols, channels), "float32")
+    for i in range(count):
+        image = sum(weight * _upsampled(rng.normal(size=(cells + 1, cells + 1, channels)),
+                                        rows, cols)
+                    for cells, weight in ((2, 1.0), (4, 0.7), (8, 0.45), (16, 0.3), (32, 0.15)))
+        image = (image - image.min()) / max(float(np.ptp(image)), 1e-12)
+        for _ in range(rng.integers(3, 8)):
+            cy, cx, radius = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.05, 0.3)
+            if rng.uniform() < 0.5:
+                mask = (y - cy) ** 2 + (x - cx) ** 2 < radius ** 2
+            else:
+                height, width = rng.uniform(0.05, 0.4, 2)
+                mask = (np.abs(y - cy) < height) & (np.abs(x - cx) < width)
+            image[mask] = 0.3 * image[mask] + 0.7 * rng.uniform(0, 1, channels)
+        images[i] = image
+    return images * 255.0 if expects_raw_pixels(model) else images * 2.0 - 1.0
+
+
 def as_array(data, shape, name):
-    """`data` as a float32 (n, rows, cols, channels) array matching `shape`."""
+    """`data` as a finite float32 (n, rows, cols, channels) array matching `shape`."""
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise ValueError(received(f"`{name}` must hold images, not a path.", **{name: data}))
     x = np.asarray(data, dtype="float32")
     if x.ndim == 3:
         x = x[None]
@@ -209,7 +255,24 @@ def as_array(data, shape, name):
         raise ValueError(received(
             f"`{name}` must hold images of shape {tuple(shape[1:])}.",
             **{f"{name}.shape": x.shape}))
+    finite = np.isfinite(x).reshape(len(x), -1).all(1)
+    if not finite.all():
+        raise ValueError(received(
+            f"`{name}` must hold finite values; {int(np.sum(~finite))} of {len(x)} image(s) "
+            "hold NaN or infinity.", **{f"{name}.nonfinite_images": int(np.sum(~finite))}))
     return x
+
+
+def copy_layer(layer, changes=None):
+    """A new layer with `layer`'s config (updated with `changes`), no weights.
+
+    A `Lambda` layer is rebuilt outside safe mode: its function is the
+    caller's own code, taken from the model in memory, not from a file.
+    """
+    config = {**layer.get_config(), **(changes or {})}
+    if isinstance(layer, keras.layers.Lambda):
+        return layer.__class__.from_config(config, safe_mode=False)
+    return layer.__class__.from_config(config)
 
 
 def chunks(x, step):

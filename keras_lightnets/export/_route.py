@@ -20,7 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_lightnets.export import _fold
+from keras_lightnets.export import _fold, _model
 
 ROUTING = ("ChannelSplit", "ChannelShuffle", "Concatenate")
 PER_CHANNEL = ("BatchNormalization", "ReLU", "ZeroPadding2D", "MaxPooling2D",
@@ -236,7 +236,7 @@ class _Walk:
 
     def clone(self, layer):
         if layer.name not in self.layers:
-            self.layers[layer.name] = layer.__class__.from_config(layer.get_config())
+            self.layers[layer.name] = _model.copy_layer(layer)
         return self.layers[layer.name]
 
     def apply(self, layer, inputs, node, weights=None):

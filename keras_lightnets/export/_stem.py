@@ -22,7 +22,7 @@ the same function, the same values; the model is not changed.
 import keras
 import numpy as np
 
-from keras_lightnets.export import _fold
+from keras_lightnets.export import _fold, _model
 
 # Layers whose output at a pixel depends on their inputs at that pixel only (1x1
 # convolutions with stride 1 too: see `_per_pixel`).
@@ -234,7 +234,7 @@ def _plan(graph, nodes):
 
 
 def _clone(layer, changes=None):
-    return layer.__class__.from_config({**layer.get_config(), **(changes or {})})
+    return _model.copy_layer(layer, changes)
 
 
 def _rebuild(model, graph, nodes, plan):

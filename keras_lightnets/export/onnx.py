@@ -63,6 +63,7 @@ def to_onnx(
         An `ExportReport` (path, size, ONNX op types, measured difference).
     """
     _model.check_model(model)
+    verify_lib.check_tolerance("float32", tolerance)
     import tf2onnx
 
     max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)

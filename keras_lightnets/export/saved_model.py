@@ -45,6 +45,7 @@ def to_saved_model(
     import tensorflow as tf
 
     _model.check_model(model)
+    verify_lib.check_tolerance("float32", tolerance)
     shape = _model.input_shape(model, batch_size, input_size, keep_dynamic=True)
     x_verify, labels = verify_lib.split_verify_data(verify_data)
     if x_verify is not None:

@@ -13,6 +13,7 @@ import contextlib
 import io
 import itertools
 import numbers
+import os
 import re
 import statistics
 import time
@@ -25,6 +26,8 @@ from keras_lightnets.export import verify as verify_lib
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
 VERIFY_SAMPLES = 8
+# Synthetic images a float16 or dynamic-range file is verified on.
+VERIFY_IMAGES = 32
 # Calibration samples kept to verify an int8 export on in-distribution data.
 KEPT_CALIBRATION_SAMPLES = 16
 # Calibration images the int8 weight rounding is fitted on.
@@ -94,12 +97,18 @@ def to_tflite(
             Keras model before publishing it.
         verify_data: inputs to verify on (model input domain), or an
             `(inputs, labels)` pair, which adds the top-1 agreement check.
-            Defaults to calibration images for `"int8"`, else random inputs.
-        tolerance: overrides the default bound (max relative difference for
-            float32 1e-4 and float16 1e-2; min mean cosine similarity 0.95
-            for `"dynamic"` and `"int8"`).
+            Defaults to calibration images for `"int8"`, 32 photo-like
+            synthetic images for `"float16"` and `"dynamic"`, random inputs
+            for float32.
+        tolerance: overrides the default bound: the max relative difference
+            of the outputs for float32 (1e-4) and of the logits for
+            `"float16"` (0.1); the min mean cosine similarity of the logits
+            for `"dynamic"` (0.85) and of the outputs for `"int8"` (0.95).
+            Float16 and dynamic-range classifiers must also keep their top
+            class among the model's top 5 on 75% of the inputs (see
+            `keras_lightnets.export.verify`).
         min_top1_agreement: with labels, the least top-1 agreement with the
-            Keras model (default 0.95).
+            Keras model (default 0.95; 0.7 for `"dynamic"`).
         progress: show a progress bar during calibration.
 
     Returns:
@@ -115,6 +124,7 @@ def to_tflite(
     if quantization not in QUANTIZATIONS:
         raise ValueError(_model.received(
             f"`quantization` must be one of {list(QUANTIZATIONS)}.", quantization=quantization))
+    verify_lib.check_tolerance(quantization or "float32", tolerance, min_top1_agreement)
     qat = _model.is_quantization_aware(model)
     if quantization == "int8":
         io_dtype = "int8" if io_dtype is None else io_dtype
@@ -126,6 +136,7 @@ def to_tflite(
                 "Full-integer (int8) quantization needs calibration images: pass "
                 "`representative_data` (an array or an iterable of image batches in the "
                 "model's input domain).", representative_data=None))
+        check_representative_data(representative_data)
     else:
         if io_dtype is not None:
             raise ValueError(_model.received(
@@ -159,9 +170,10 @@ def to_tflite(
             f.write(content)
         report = describe(content, final, quantization)
         if verify:
+            report.verify_inputs = "verify_data"
             if x_verify is None:
-                x_verify = (calibration.kept if calibration is not None and len(calibration.kept)
-                            else _model.random_inputs(model, shape, VERIFY_SAMPLES))
+                x_verify, report.verify_inputs = default_verify_inputs(
+                    model, shape, quantization, calibration)
             reference = _model.predict(model, x_verify)
             actual = run(tmp, x_verify)  # the bytes on disk, not the ones in memory
             verify_lib.apply(report, verify_lib.measure(reference, actual, labels))
@@ -169,6 +181,26 @@ def to_tflite(
                              labelled=labels is not None,
                              min_top1_agreement=min_top1_agreement)
     return report
+
+
+def check_representative_data(data):
+    """Raises `ValueError` for `representative_data` that holds no image batches."""
+    batches = callable(data) or hasattr(data, "shape") or hasattr(data, "__iter__")
+    if isinstance(data, (str, bytes, os.PathLike)) or not batches:
+        raise ValueError(_model.received(
+            "`representative_data` must be an array, a `tf.data.Dataset`, or an iterable "
+            "or callable yielding image batches, in the model's input domain. A folder of "
+            "images is not accepted here: load and preprocess them first (the command line "
+            "takes `--calibration-dir`).", representative_data=data))
+
+
+def default_verify_inputs(model, shape, quantization, calibration=None):
+    """`(inputs, description)` a file is verified on when the caller gives none."""
+    if calibration is not None and len(calibration.kept):
+        return calibration.kept, "calibration images"
+    if quantization in ("float16", "dynamic"):
+        return _model.synthetic_images(model, shape, VERIFY_IMAGES), "synthetic images"
+    return _model.random_inputs(model, shape, VERIFY_SAMPLES), "random inputs"
 
 
 class Calibration:

@@ -169,11 +169,11 @@ def test_models_with_lambda_layers_export_to_int8(tmp_path):
         assert report.verified and report.cosine >= 0.95, report
 
 
-def test_destinations_in_missing_or_non_folders_are_refused(tmp_path):
+def test_destinations_under_files_are_refused_missing_folders_made(tmp_path):
     model = tiny_model()
     (tmp_path / "file").write_text("mine")
     for parent, reason in ((tmp_path / "file", "is not a directory"),
-                           (tmp_path / "missing", "does not exist")):
+                           (tmp_path / "file" / "sub", "cannot be created")):
         for fn, name in ((export.to_tflite, "m.tflite"), (export.to_onnx, "m.onnx"),
                          (export.to_saved_model, "saved")):
             with pytest.raises(ValueError, match=reason) as info:
@@ -181,6 +181,8 @@ def test_destinations_in_missing_or_non_folders_are_refused(tmp_path):
             assert str(parent) in str(info.value)
             assert str(info.value).endswith(f"Received: path={str(parent / name)!r}")
     assert sorted(os.listdir(tmp_path)) == ["file"]
+    report = export.to_tflite(model, tmp_path / "new" / "folder" / "m.tflite")
+    assert report.verified and (tmp_path / "new" / "folder" / "m.tflite").is_file()
 
 
 def test_unwritable_folders_give_one_line_export_errors(tmp_path, monkeypatch):

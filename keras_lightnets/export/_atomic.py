@@ -109,7 +109,7 @@ def remove_stale(folder):
 
 
 def check_destination(path, directory=False):
-    """The absolute destination path; refuses to replace what is not an artifact.
+    """The absolute destination path (its folder made); refuses to replace a non-artifact.
 
     A file artifact never replaces a directory, and a SavedModel replaces only
     an empty directory or an earlier SavedModel, so a mistyped `path` cannot
@@ -119,10 +119,14 @@ def check_destination(path, directory=False):
         raise ValueError(f"`path` must be a file system path. Received: path={path!r}")
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        what = "is not a directory" if os.path.lexists(parent) else "does not exist"
-        raise ValueError(f"The folder to write into {what}: {parent!r}. "
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise ValueError(f"The folder to write into is not a directory: {parent!r}. "
                          f"Received: path={path!r}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"The folder to write into cannot be created ({exc.strerror}): "
+                         f"{parent!r}. Received: path={path!r}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"The folder to write into is not writable: {parent!r}. "
                          f"Received: path={path!r}")

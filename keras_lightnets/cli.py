@@ -436,8 +436,10 @@ def main(argv=None, out=None):
     try:
         args.func(args, out)
     except ExportVerificationError as exc:
-        print(f"keras-lightnets: export failed: {_one_line(exc)} On the command line, "
-              "--no-verify writes the file anyway.", file=sys.stderr)
+        text = _one_line(exc).replace("pass `verify=False`", "rerun with --no-verify")
+        if "--no-verify" not in text:
+            text += " Rerun with --no-verify to write it anyway."
+        print(f"keras-lightnets: export failed: {text}", file=sys.stderr)
         return EXIT_FAILURE
     except ExportError as exc:
         print(f"keras-lightnets: export failed: {_one_line(exc)}", file=sys.stderr)

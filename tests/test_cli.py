@@ -212,6 +212,10 @@ def test_user_errors_exit_2_without_traceback(args):
      "-o", "x"),
     ("benchmark", "no_such_model"),
     ("benchmark", "mobilenet_v1_025", "--runs", "-1"),
+    ("export", "mobilenet_v1_025", "--weights", "none", "--format", "tflite", "--input-size",
+     "100000", "-o", "x"),
+    ("info", "mobilenet_v1_025", "--weights", "/tmp"),  # a folder, not a weights file
+    ("info", "shufflenet_v2_050", "--weights", "/dev/null"),
 ])
 def test_more_user_errors_exit_2_in_process(args, capsys, tmp_path, monkeypatch):
     """The same contract through `cli.main` (each subprocess costs a TF import)."""

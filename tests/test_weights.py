@@ -22,7 +22,7 @@ from conftest import ROOT, WEIGHTS, sample_photos, shared_file
 
 import keras_lightnets as kl
 from keras_lightnets import weights as wl
-from keras_lightnets.weights import download, manifest
+from keras_lightnets.weights import manifest
 
 
 def write_keras_h5(model, path):

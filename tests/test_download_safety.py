@@ -122,6 +122,15 @@ def test_bad_body_is_not_cached_and_a_good_mirror_then_works(home, monkeypatch, 
     assert models_dir(home) == [NAME, NAME + ".sha256"]
 
 
+@pytest.mark.parametrize("mode, match", [("good", "announces .* over the 4096 byte cap"),
+                                         ("no_length", "exceeds the 4096 byte cap")])
+def test_body_over_the_size_cap_is_refused(home, monkeypatch, good, mode, match):
+    monkeypatch.setattr(download, "MAX_DOWNLOAD_BYTES", 4096)
+    with serve(monkeypatch, good[0], mode), pytest.raises(wl.WeightsDownloadError, match=match):
+        tiny()
+    assert models_dir(home) == []
+
+
 def test_stalled_server_times_out(home, monkeypatch, good):
     monkeypatch.setenv(download.TIMEOUT_ENV, "1")
     start = time.monotonic()

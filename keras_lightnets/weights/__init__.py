@@ -104,10 +104,12 @@ def load_imagenet(model, family, variant, include_top):
     rows = variant.pop("rows", None)
     entry = manifest.find(family, variant, include_top, rows)
     if entry["format"] == "keras-h5":
-        download.fetch(entry, lambda path: load_file(model, path))
+        # A file that entered the cache was checked for NaN then.
+        download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new))
         return model
 
-    def convert(path):
+    def convert(path, new):
+        del new  # the state dict is checked for NaN on each conversion
         converted = download.converted_path(entry, include_top, path)
         if os.path.isfile(converted):
             try:

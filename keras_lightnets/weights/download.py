@@ -233,10 +233,14 @@ def _stream(url, out, entry, digests):
         raise ValueError(f"received {received} of the {expected} bytes announced")
 
 
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
 def _download_error(entry, url, reason):
     final = cached_path(entry)
     return WeightsDownloadError(
-        f"Could not download {entry['file']} from {url} ({reason}); nothing was cached. "
+        f"Could not download {entry['file']} from {url} ({_one_line(reason)}); nothing was cached. "
         f"Without network access, place the file by hand at {final}, or set {MIRROR_ENV} to "
         f"a base URL (http:// or file://) that serves {entry['file']}."
     )
@@ -269,7 +273,7 @@ def _download(entry, load):
                 f"Received: sha256={sha256.hexdigest()}, recorded={recorded}"
             )
         try:
-            load(part)
+            load(part, True)
         except ValueError as exc:
             raise _download_error(entry, url, f"not a loadable weights file: {exc}") from None
         os.replace(part, final)
@@ -280,38 +284,51 @@ def _download(entry, load):
     return final
 
 
+def _discard(path, reason):
+    """Deletes a cached file that must not be loaded, or says to delete it by hand."""
+    try:
+        remove_quietly(path)
+    except OSError as exc:
+        raise ValueError(
+            f"The cached weights file {path} cannot be used ({reason}) nor deleted "
+            f"({exc.strerror or exc}); delete it by hand. Received: weights='imagenet'"
+        ) from None
+
+
 def fetch(entry, load):
     """Local path of the entry's file, downloaded and verified if needed.
 
-    `load(path)` loads the file into the model being built and raises
+    `load(path, new)` loads the file into the model being built and raises
     ValueError for a file that is not what the entry describes; `fetch`
     calls it exactly once, on the cached file or, for a new download, on the
-    part file before it is renamed into the cache.
+    part file before it is renamed into the cache. `new` is False for a
+    cached file that matches its hash or recorded sha256: its content was
+    checked when it entered the cache.
     """
     final = cached_path(entry)
     expected = entry.get("hash")
     if os.path.isfile(final):
         if expected:
             if hash_ok(final, expected):
-                load(final)
+                load(final, False)
                 return final
             # A stale or damaged cached copy is replaced, never loaded.
-            remove_quietly(final)
+            _discard(final, f"it does not match the published {expected['algorithm']}")
         else:
             recorded = read_record(entry)
             if recorded:
                 actual = file_digest(final, "sha256")
                 if actual != recorded:
                     raise _changed_file_error(entry, recorded, actual)
-                load(final)
+                load(final, False)
                 return final
             try:
-                load(final)
+                load(final, True)
             except ValueError as exc:
                 # Unrecorded (left by an older version, or placed by hand) and unreadable.
                 warnings.warn(f"Deleting the unreadable cached weights file {final} and "
                               f"downloading it again: {exc}", stacklevel=3)
-                remove_quietly(final)
+                _discard(final, _one_line(exc))
             else:
                 write_record(entry, file_digest(final, "sha256"))
                 return final

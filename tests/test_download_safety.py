@@ -141,10 +141,11 @@ def test_stalled_server_times_out(home, monkeypatch, good):
     assert models_dir(home) == []
 
 
-def test_timeout_variable_is_checked(monkeypatch):
+def test_timeout_variable_is_checked(home, monkeypatch):
     monkeypatch.setenv(download.TIMEOUT_ENV, "soon")
+    monkeypatch.setenv(wl.MIRROR_ENV, "http://127.0.0.1:9")
     with pytest.raises(ValueError, match="Received: KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT='soon'"):
-        download.download_timeout()
+        tiny()
     monkeypatch.delenv(download.TIMEOUT_ENV)
     assert download.download_timeout() == download.DEFAULT_TIMEOUT
 

@@ -204,12 +204,13 @@ def _open_part(entry):
         ) from None
 
 
-def _stream(url, out, entry, digests):
+def _stream(url, out, entry, timeout, digests):
     """Copies the body at `url` into the open file `out`, updating `digests`."""
     from keras.utils import Progbar
 
     cap = size_cap(entry)
-    with urllib.request.urlopen(url, timeout=download_timeout()) as response:
+    # The socket timeout bounds the connection and every read, so a stalled body fails.
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.strip().isdigit() else None
         if expected is not None and expected > cap:
@@ -249,13 +250,15 @@ def _download_error(entry, url, reason):
 def _download(entry, load):
     """Downloads, verifies and loads the entry's file, then moves it into the cache."""
     final, url, expected = cached_path(entry), source_url(entry), entry.get("hash")
+    timeout = download_timeout()
     part, out = _open_part(entry)
     sha256 = hashlib.sha256()
     published = hashlib.new(expected["algorithm"]) if expected else None
     try:
         try:
             with out:
-                _stream(url, out, entry, [d for d in (sha256, published) if d is not None])
+                _stream(url, out, entry, timeout,
+                        [d for d in (sha256, published) if d is not None])
         except (OSError, ValueError, http.client.HTTPException) as exc:
             raise _download_error(entry, url, f"{type(exc).__name__}: {exc}") from None
         if expected and not _digest_ok(published.hexdigest(), expected):

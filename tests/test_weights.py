@@ -22,7 +22,7 @@ from conftest import ROOT, WEIGHTS, sample_photos, shared_file
 
 import keras_lightnets as kl
 from keras_lightnets import weights as wl
-from keras_lightnets.weights import download, manifest
+from keras_lightnets.weights import manifest
 
 
 def write_keras_h5(model, path):
@@ -360,8 +360,9 @@ def test_two_processes_loading_at_once_both_succeed(env, tmp_path):
         assert proc.returncode == 0, err[-2000:]
         assert "loaded" in out
     files = sorted(p.name for p in (home / "models").iterdir())
-    assert files == ["mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"]
-    assert download.hash_ok(home / "models" / files[0], None)
+    assert files == [name, name + ".sha256"]  # no part file left; the unhashed file recorded
+    recorded = (home / "models" / (name + ".sha256")).read_text().split()[0]
+    assert recorded == sha256(home / "models" / name) == sha256(served / name)
 
 
 # -- torchvision files ---------------------------------------------------------------------

@@ -3,11 +3,14 @@
 `weights="imagenet"` picks the manifest entry of the variant, fetches it
 (`download.fetch`), checks its hash, converts torchvision files once through
 `load_torch_state_dict` and caches the converted `.weights.h5` keyed by the
-source hash, so later loads are fast and offline.
+source hash, so later loads are fast and offline. Files holding NaN or Inf
+weights are refused.
 """
 
 import os
 import warnings
+
+import numpy as np
 
 from keras_lightnets.weights import download, manifest
 from keras_lightnets.weights.download import MIRROR_ENV, WeightsDownloadError
@@ -18,7 +21,7 @@ from keras_lightnets.weights.torch_convert import load_torch_state_dict
 TORCH_SUFFIXES = (".pth", ".pt")
 
 
-def load_file(model, path):
+def load_file(model, path, allow_nan=False):
     """Loads a weights file of the same variant into `model`.
 
     Accepts a legacy Keras `.h5` (keras.applications layout, matched by layer
@@ -27,15 +30,25 @@ def load_file(model, path):
     `.weights.h5`, a `.keras` file, or a torchvision `.pth` state dict (read
     without torch).
 
+    Args:
+        model: the model to load into.
+        path: the weights file.
+        allow_nan: whether to accept NaN or Inf weights. A `.pth` file is
+            checked before anything is assigned; a Keras file after loading,
+            so a refused Keras file leaves `model` holding its values.
+
     Raises:
-        ValueError: the file is missing, truncated, foreign or of another
-            variant; the message names the file.
+        ValueError: the file is missing, truncated, foreign, of another
+            variant or holds NaN/Inf weights; the message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"No weights file at this path. Received: weights={path!r}")
     if path.endswith(TORCH_SUFFIXES):
-        load_torch_state_dict(model, load_state_dict(path))
+        state = load_state_dict(path)
+        if not allow_nan:
+            _check_finite(state.items(), path)
+        load_torch_state_dict(model, state)
         return model
     try:
         try:
@@ -49,7 +62,21 @@ def load_file(model, path):
             f"Could not load the weights file {path!r} into model {model.name!r} "
             f"({type(exc).__name__}: {exc}). Received: weights={path!r}"
         ) from None
+    if not allow_nan:
+        _check_finite(((w.path, w.numpy()) for w in model.weights), path)
     return model
+
+
+def _check_finite(named_arrays, path):
+    """Raises ValueError naming `path` if a float array holds NaN or Inf."""
+    for name, value in named_arrays:
+        value = np.asarray(value)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(
+                f"The weights file {path!r} holds NaN or Inf values (first in {name!r}); it "
+                f"was refused. Pass allow_nan=True to load_file to load it anyway. "
+                f"Received: weights={path!r}"
+            )
 
 
 def _covers_by_name(model, path):
@@ -76,20 +103,31 @@ def load_imagenet(model, family, variant, include_top):
     variant = dict(variant)
     rows = variant.pop("rows", None)
     entry = manifest.find(family, variant, include_top, rows)
-    path = download.fetch(entry)
     if entry["format"] == "keras-h5":
-        return load_file(model, path)
-    converted = download.converted_path(entry, include_top)
-    if os.path.isfile(converted):
+        # A file that entered the cache was checked for NaN then.
+        download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new))
+        return model
+
+    def convert(path, new):
+        del new  # the state dict is checked for NaN on each conversion
+        converted = download.converted_path(entry, include_top, path)
+        if os.path.isfile(converted):
+            try:
+                model.load_weights(converted)
+                return
+            except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
+                warnings.warn(f"Rebuilding the converted weights cache {converted}: {exc}",
+                              stacklevel=4)
+                download.remove_quietly(converted)
+        load_file(model, path)
         try:
-            model.load_weights(converted)
-            return model
-        except Exception as exc:  # a damaged cache entry is rebuilt, not trusted
-            warnings.warn(f"Rebuilding the converted weights cache {converted}: {exc}",
-                          stacklevel=2)
-            os.remove(converted)
-    load_torch_state_dict(model, load_state_dict(path))
-    download.save_weights_atomically(model, converted)
+            download.save_weights_atomically(model, converted)
+        except OSError as exc:
+            # The model already holds the weights; only the next load is slower.
+            warnings.warn(f"Could not cache the converted weights at {converted} ({exc}); "
+                          f"they will be converted again on the next load.", stacklevel=4)
+
+    download.fetch(entry, convert)
     return model
 
 

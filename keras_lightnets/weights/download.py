@@ -1,19 +1,42 @@
 """Download, verification and caching of published weight files.
 
-Files are fetched with `keras.utils.get_file` (progress bar, Keras cache
-directory, `KERAS_HOME` honoured) under a name private to the process, checked
-against the publisher's hash, then renamed into place: a partial or corrupt
-download never sits under the final name, and two processes fetching the same
-file at once both end with the same complete file.
+Files are streamed with urllib (http, https, file://) into a name private to
+the process, `<file>.part-<pid>-<id><ext>` in the cache folder, with a connect
+and per-read timeout (`KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT` seconds, default
+`DEFAULT_TIMEOUT`), a size cap, and the received length checked against
+`Content-Length`. The part file is then checked against the publisher's hash
+and loaded into the model being built; only a file that loads is renamed into
+place, so a truncated body or a proxy's HTML page is never cached. Part files
+left by a killed process are removed by the next download into that folder.
+
+The cache keeps Keras' layout, `<KERAS_HOME or ~/.keras>/models/<file>`, with
+no fallback to another folder. Files without a publisher hash (`hash: null` in
+the manifest) are trusted on first use: the sha256 of the first file that
+loads is recorded next to it, in `<file>.sha256` (`sha256sum` format), and a
+cached or downloaded file that differs from it later is refused.
 """
 
 import hashlib
+import http.client
 import os
+import re
+import time
+import urllib.request
 import uuid
+import warnings
 
 MIRROR_ENV = "KERAS_LIGHTNETS_WEIGHTS_MIRROR"
+TIMEOUT_ENV = "KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT"
+DEFAULT_TIMEOUT = 30.0
+# Bodies larger than this are refused when the manifest gives no size.
+MAX_DOWNLOAD_BYTES = 1 << 30
 CACHE_SUBDIR = "models"
 CONVERTED_SUBDIR = "keras_lightnets"
+RECORD_SUFFIX = ".sha256"
+STALE_PART_AGE = 24 * 3600
+
+_CHUNK = 1 << 20
+_PART = re.compile(r"\.part-(\d+)-\w+")
 
 
 class WeightsDownloadError(OSError):
@@ -30,6 +53,11 @@ def cached_path(entry):
     return os.path.join(cache_root(), CACHE_SUBDIR, entry["file"])
 
 
+def record_path(entry):
+    """Where the sha256 of an unhashed entry's first good file is recorded."""
+    return cached_path(entry) + RECORD_SUFFIX
+
+
 def source_url(entry):
     """The publisher's URL, or the mirror's when `KERAS_LIGHTNETS_WEIGHTS_MIRROR` is set."""
     mirror = os.environ.get(MIRROR_ENV)
@@ -38,82 +66,295 @@ def source_url(entry):
     return entry["url"]
 
 
+def download_timeout():
+    """Connect and per-read timeout in seconds (`KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT`)."""
+    value = os.environ.get(TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:  # also refuses nan
+        raise ValueError(
+            f"{TIMEOUT_ENV} must be a positive number of seconds. Received: {TIMEOUT_ENV}={value!r}"
+        )
+    return seconds
+
+
+def size_cap(entry):
+    """The largest body accepted for the entry."""
+    size = entry.get("size")
+    return 4 * size if size else MAX_DOWNLOAD_BYTES
+
+
 def file_digest(path, algorithm):
     digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _digest_ok(actual, expected):
+    if expected.get("prefix"):
+        return actual.startswith(expected["value"])
+    return actual == expected["value"]
 
 
 def hash_ok(path, expected):
     """Whether `path` matches the entry's hash (no hash published: True)."""
     if not expected:
         return True
-    actual = file_digest(path, expected["algorithm"])
-    if expected.get("prefix"):
-        return actual.startswith(expected["value"])
-    return actual == expected["value"]
+    return _digest_ok(file_digest(path, expected["algorithm"]), expected)
 
 
-def _remove(path):
+def read_record(entry):
+    """The recorded sha256 of an unhashed entry's file, or None."""
+    try:
+        with open(record_path(entry), encoding="ascii") as f:
+            fields = f.read().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return fields[0].lower() if fields else None
+
+
+def write_record(entry, sha256):
+    """Records `sha256` as the entry's trusted file; a failure only warns."""
+    path = record_path(entry)
+    part = f"{path}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(part, "w", encoding="ascii") as f:
+            f.write(f"{sha256}  {entry['file']}\n")
+        os.replace(part, path)
+    except OSError as exc:
+        remove_quietly(part)
+        warnings.warn(f"Could not record the sha256 of {cached_path(entry)} in {path} ({exc}); "
+                      f"a later change to the file will go unnoticed.", stacklevel=3)
+
+
+def _changed_file_error(entry, recorded, actual):
+    final, record = cached_path(entry), record_path(entry)
+    return ValueError(
+        f"The cached weights file {final} differs from the one first downloaded (sha256 "
+        f"recorded in {record}) and was not loaded. Delete {final} and {record} to download "
+        f"it again. Received: sha256={actual}, recorded={recorded}"
+    )
+
+
+def remove_quietly(path):
+    """os.remove, when the file may already be gone."""
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
 
 
-def fetch(entry):
-    """Local path of the entry's file, downloading and verifying it if needed."""
-    import keras
-
-    final = cached_path(entry)
-    if os.path.isfile(final):
-        if hash_ok(final, entry.get("hash")):
-            return final
-        # A stale or damaged cached copy is replaced, never loaded.
-        _remove(final)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    url = source_url(entry)
-    part = f"{entry['file']}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    part_path = os.path.join(os.path.dirname(final), part)
+def _pid_alive(pid):
+    if os.name != "posix":  # signal 0 is only a probe on POSIX
+        return True
     try:
-        keras.utils.get_file(part, origin=url, cache_dir=cache_root(), cache_subdir=CACHE_SUBDIR)
-    except BaseException as exc:
-        _remove(part_path)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_parts(folder):
+    """Removes part files whose process is gone or that are older than a day."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        match = _PART.search(name)
+        if not match:
+            continue
+        pid, path = int(match.group(1)), os.path.join(folder, name)
+        try:
+            old = now - os.path.getmtime(path) > STALE_PART_AGE
+        except OSError:
+            continue
+        if old or (pid != os.getpid() and not _pid_alive(pid)):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+
+
+def _open_part(entry):
+    """A new part file in the cache folder, or a one-line error naming the folder."""
+    final = cached_path(entry)
+    folder = os.path.dirname(final)
+    ext = os.path.splitext(entry["file"])[1]
+    # The file's extension is kept so the loaders recognise its format.
+    part = os.path.join(folder, f"{entry['file']}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}{ext}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_parts(folder)
+        return part, open(part, "xb")
+    except OSError as exc:
         raise WeightsDownloadError(
-            f"Could not download {entry['file']} from {url} ({exc}). Without network access, "
-            f"place the file by hand at {final}, or set {MIRROR_ENV} to a base URL (http:// or "
-            f"file://) that serves {entry['file']}."
+            f"Cannot write to the weights cache folder {folder} ({exc.strerror or exc}). Set "
+            f"KERAS_HOME to a writable folder (weights go to $KERAS_HOME/{CACHE_SUBDIR}), or "
+            f"place {entry['file']} by hand at {final}."
         ) from None
-    expected = entry.get("hash")
-    if not hash_ok(part_path, expected):
-        actual = file_digest(part_path, expected["algorithm"])
-        _remove(part_path)
-        raise ValueError(
-            f"The file downloaded from {url} does not match the published "
-            f"{expected['algorithm']} {expected['value']}; it was deleted and nothing was "
-            f"loaded. Received: {expected['algorithm']}={actual}"
-        )
-    os.replace(part_path, final)
+
+
+def _stream(url, out, entry, timeout, digests):
+    """Copies the body at `url` into the open file `out`, updating `digests`."""
+    from keras.utils import Progbar
+
+    cap = size_cap(entry)
+    # The socket timeout bounds the connection and every read, so a stalled body fails.
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length and length.strip().isdigit() else None
+        if expected is not None and expected > cap:
+            raise ValueError(f"the server announces {expected} bytes, over the {cap} byte cap")
+        print(f"Downloading data from {url}", flush=True)
+        progbar = Progbar(expected) if expected else None
+        received = 0
+        while True:
+            chunk = response.read(_CHUNK)
+            if not chunk:
+                break
+            received += len(chunk)
+            if received > cap:
+                raise ValueError(f"the body exceeds the {cap} byte cap")
+            out.write(chunk)
+            for digest in digests:
+                digest.update(chunk)
+            if progbar is not None:
+                progbar.update(min(received, expected))
+    if expected is not None and received != expected:
+        raise ValueError(f"received {received} of the {expected} bytes announced")
+
+
+def _one_line(text):
+    return " ".join(str(text).split())
+
+
+def _download_error(entry, url, reason):
+    final = cached_path(entry)
+    return WeightsDownloadError(
+        f"Could not download {entry['file']} from {url} ({_one_line(reason)}); nothing was cached. "
+        f"Without network access, place the file by hand at {final}, or set {MIRROR_ENV} to "
+        f"a base URL (http:// or file://) that serves {entry['file']}."
+    )
+
+
+def _download(entry, load):
+    """Downloads, verifies and loads the entry's file, then moves it into the cache."""
+    final, url, expected = cached_path(entry), source_url(entry), entry.get("hash")
+    timeout = download_timeout()
+    part, out = _open_part(entry)
+    sha256 = hashlib.sha256()
+    published = hashlib.new(expected["algorithm"]) if expected else None
+    try:
+        try:
+            with out:
+                _stream(url, out, entry, timeout,
+                        [d for d in (sha256, published) if d is not None])
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise _download_error(entry, url, f"{type(exc).__name__}: {exc}") from None
+        if expected and not _digest_ok(published.hexdigest(), expected):
+            raise ValueError(
+                f"The file downloaded from {url} does not match the published "
+                f"{expected['algorithm']} {expected['value']}; it was deleted and nothing was "
+                f"loaded. Received: {expected['algorithm']}={published.hexdigest()}"
+            )
+        recorded = None if expected else read_record(entry)
+        if recorded and recorded != sha256.hexdigest():
+            raise ValueError(
+                f"The file downloaded from {url} differs from the one first downloaded into "
+                f"{final} (sha256 recorded in {record_path(entry)}); it was deleted and nothing "
+                f"was loaded. Delete {record_path(entry)} to accept the new file. "
+                f"Received: sha256={sha256.hexdigest()}, recorded={recorded}"
+            )
+        try:
+            load(part, True)
+        except ValueError as exc:
+            raise _download_error(entry, url, f"not a loadable weights file: {exc}") from None
+        os.replace(part, final)
+    finally:
+        remove_quietly(part)
+    if not expected and not recorded:
+        write_record(entry, sha256.hexdigest())
     return final
 
 
-def converted_path(entry, include_top):
+def _discard(path, reason):
+    """Deletes a cached file that must not be loaded, or says to delete it by hand."""
+    try:
+        remove_quietly(path)
+    except OSError as exc:
+        raise ValueError(
+            f"The cached weights file {path} cannot be used ({reason}) nor deleted "
+            f"({exc.strerror or exc}); delete it by hand. Received: weights='imagenet'"
+        ) from None
+
+
+def fetch(entry, load):
+    """Local path of the entry's file, downloaded and verified if needed.
+
+    `load(path, new)` loads the file into the model being built and raises
+    ValueError for a file that is not what the entry describes; `fetch`
+    calls it exactly once, on the cached file or, for a new download, on the
+    part file before it is renamed into the cache. `new` is False for a
+    cached file that matches its hash or recorded sha256: its content was
+    checked when it entered the cache.
+    """
+    final = cached_path(entry)
+    expected = entry.get("hash")
+    if os.path.isfile(final):
+        if expected:
+            if hash_ok(final, expected):
+                load(final, False)
+                return final
+            # A stale or damaged cached copy is replaced, never loaded.
+            _discard(final, f"it does not match the published {expected['algorithm']}")
+        else:
+            recorded = read_record(entry)
+            if recorded:
+                actual = file_digest(final, "sha256")
+                if actual != recorded:
+                    raise _changed_file_error(entry, recorded, actual)
+                load(final, False)
+                return final
+            try:
+                load(final, True)
+            except ValueError as exc:
+                # Unrecorded (left by an older version, or placed by hand) and unreadable.
+                warnings.warn(f"Deleting the unreadable cached weights file {final} and "
+                              f"downloading it again: {exc}", stacklevel=3)
+                _discard(final, _one_line(exc))
+            else:
+                write_record(entry, file_digest(final, "sha256"))
+                return final
+    return _download(entry, load)
+
+
+def converted_path(entry, include_top, source=None):
     """Cache path of a torchvision file converted to Keras `.weights.h5`."""
-    key = (entry.get("hash") or {}).get("value") or file_digest(cached_path(entry), "sha256")[:16]
+    key = (entry.get("hash") or {}).get("value")
+    if not key:
+        key = file_digest(source or cached_path(entry), "sha256")[:16]
     stem = os.path.splitext(entry["file"])[0]
     top = "top" if include_top else "notop"
     return os.path.join(cache_root(), CONVERTED_SUBDIR, f"{stem}-{key}-{top}.weights.h5")
 
 
 def save_weights_atomically(model, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_parts(folder)
     part = f"{path[: -len('.weights.h5')]}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}.weights.h5"
     try:
         model.save_weights(part)
         os.replace(part, path)
     finally:
-        _remove(part)
+        remove_quietly(part)

@@ -171,6 +171,23 @@ def test_changed_cached_file_is_refused_naming_what_to_delete(home, monkeypatch,
     assert not cached.exists()
 
 
+def test_unchanged_cached_file_is_not_hashed_again(home, monkeypatch, good):
+    data, ref = good
+    with serve(monkeypatch, data):
+        tiny()
+    cached = home / "models" / NAME
+
+    def no_hashing(*args):
+        raise AssertionError("an unchanged recorded file was hashed again")
+
+    monkeypatch.setattr(download, "file_digest", no_hashing)
+    monkeypatch.setenv(wl.MIRROR_ENV, "http://127.0.0.1:9")
+    np.testing.assert_array_equal(tiny().get_weights()[0], ref.get_weights()[0])
+    os.utime(cached, ns=(0, 0))  # touched: the next load hashes it again
+    with pytest.raises(AssertionError, match="hashed again"):
+        tiny()
+
+
 def test_unreadable_unrecorded_cached_file_is_downloaded_again(home, monkeypatch, good):
     data, ref = good
     (home / "models").mkdir()

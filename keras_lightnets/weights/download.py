@@ -109,14 +109,29 @@ def hash_ok(path, expected):
     return _digest_ok(file_digest(path, expected["algorithm"]), expected)
 
 
+def _stat_key(path):
+    stat = os.stat(path)
+    return f"{stat.st_size} {stat.st_mtime_ns}"
+
+
 def read_record(entry):
-    """The recorded sha256 of an unhashed entry's file, or None."""
+    """`(sha256, stat key)` recorded for an unhashed entry's file, or `(None, None)`."""
     try:
         with open(record_path(entry), encoding="ascii") as f:
-            fields = f.read().split()
+            lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError):
-        return None
-    return fields[0].lower() if fields else None
+        return None, None
+    fields = lines[0].split() if lines else []
+    stat = lines[1][len("# stat "):] if len(lines) > 1 and lines[1].startswith("# stat ") else None
+    return (fields[0].lower() if fields else None), stat
+
+
+def recorded_digest(entry, path):
+    """The sha256 of `path`; not read again while its size and mtime are as recorded."""
+    recorded, stat = read_record(entry)
+    if recorded and stat == _stat_key(path):
+        return recorded
+    return file_digest(path, "sha256")
 
 
 def write_record(entry, sha256):
@@ -125,7 +140,8 @@ def write_record(entry, sha256):
     part = f"{path}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(part, "w", encoding="ascii") as f:
-            f.write(f"{sha256}  {entry['file']}\n")
+            # The second line lets later loads skip hashing an unchanged file.
+            f.write(f"{sha256}  {entry['file']}\n# stat {_stat_key(cached_path(entry))}\n")
         os.replace(part, path)
     except OSError as exc:
         remove_quietly(part)
@@ -267,7 +283,7 @@ def _download(entry, load):
                 f"{expected['algorithm']} {expected['value']}; it was deleted and nothing was "
                 f"loaded. Received: {expected['algorithm']}={published.hexdigest()}"
             )
-        recorded = None if expected else read_record(entry)
+        recorded = None if expected else read_record(entry)[0]
         if recorded and recorded != sha256.hexdigest():
             raise ValueError(
                 f"The file downloaded from {url} differs from the one first downloaded into "
@@ -318,9 +334,9 @@ def fetch(entry, load):
             # A stale or damaged cached copy is replaced, never loaded.
             _discard(final, f"it does not match the published {expected['algorithm']}")
         else:
-            recorded = read_record(entry)
+            recorded, _ = read_record(entry)
             if recorded:
-                actual = file_digest(final, "sha256")
+                actual = recorded_digest(entry, final)
                 if actual != recorded:
                     raise _changed_file_error(entry, recorded, actual)
                 load(final, False)

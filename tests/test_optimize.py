@@ -183,8 +183,9 @@ def test_qat_default_scheme_and_onnx_qdq(tmp_path):
     assert not (tmp_path / "uncalibrated.tflite").exists()
 
     path = tmp_path / "v1_qat.onnx"
-    # The export's default check is float32's 1e-4: QDQ rounding differs by an LSB here and there.
-    onnx_report = export.to_onnx(qat, path, verify=False)
+    # Verified by default, as a QDQ graph (test_onnx_qdq covers every family).
+    onnx_report = export.to_onnx(qat, path, verify_data=x[FIT:FIT + 16])
+    assert onnx_report.verified and onnx_report.quantization == "int8", onnx_report
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(onnx_report.ops), onnx_report.ops
     from keras_lightnets.export import onnx as onnx_export
 

@@ -655,6 +655,94 @@ def identity_reshapes(graph):
     return removed
 
 
+# Steps of a kernel on an int8 grid: at most this far from integers (rounding of the
+# batch-norm scale folded in after fake quantization).
+GRID_TOLERANCE = 1e-3
+_INT8_STEPS = np.arange(127, 0, -1, dtype=np.float64)
+
+
+def _int8_grid(values):
+    """`(q, scale)` with `q * scale == values` (int8 `q`, scale > 0), else None."""
+    flat = values.reshape(-1).astype(np.float64)
+    top = float(np.max(np.abs(flat))) if flat.size else 0.0
+    if top == 0:
+        return np.zeros(values.shape, np.int8), 1.0
+    # The largest value sits on step K <= 127 (below 127 when the kernel shrank after
+    # its range was last set). Candidates are weeded out a slice at a time: a float
+    # kernel leaves none after the first slice.
+    steps = _INT8_STEPS
+    for start in range(0, flat.size, 256):
+        ratios = flat[None, start:start + 256] * (steps[:, None] / top)
+        steps = steps[np.max(np.abs(ratios - np.round(ratios)), axis=1) <= GRID_TOLERANCE]
+        if not steps.size:
+            return None
+    k = steps[0]  # the finest grid that fits
+    return np.round(values * (k / top)).astype(np.int8), top / k
+
+
+def _int8_kernel(kernel, axis):
+    """`(q, scale)` of a kernel on one int8 grid, or one per index of `axis`, else None."""
+    whole = _int8_grid(kernel)
+    if whole is not None:
+        return whole[0], np.float32(whole[1])
+    moved = np.moveaxis(kernel, axis, 0)
+    grids = [_int8_grid(channel) for channel in moved]
+    if any(grid is None for grid in grids):
+        return None
+    q = np.moveaxis(np.stack([grid[0] for grid in grids]), 0, axis)
+    return q, np.array([grid[1] for grid in grids], np.float32)
+
+
+def quantized_kernels(graph):
+    """Float kernels on an int8 grid -> int8 kernels behind a DequantizeLinear.
+
+    tf2onnx folds a QAT model's fake-quantized kernels (and the batch norm
+    after them) into float constants. ONNX Runtime (since 1.2x) quantizes
+    the float kernel of a convolution between QDQ activations itself, with
+    one scale per tensor, which for per-channel kernels scaled by batch norm
+    is far coarser than the QAT model's grid: the outputs drift apart by most
+    of their range. A kernel whose values lie on an int8 grid, per tensor or
+    per output channel (each channel's batch-norm scale goes into its step),
+    is stored as that grid: exact, a QDQ graph every runtime reads, a quarter
+    of the size. Only in graphs that already have DequantizeLinear nodes.
+    Returns the number of kernels stored as int8.
+    """
+    from onnx import helper
+
+    if not any(node.op_type == "DequantizeLinear" for node in graph.node):
+        return 0
+    g = _Graph(graph)
+    done = {}
+    for node in list(graph.node):
+        if node.op_type == "Conv":
+            axis = 0
+        elif node.op_type == "MatMul":
+            axis = 1
+        elif node.op_type == "Gemm" and not _attr(node, "transA", 0):
+            axis = 0 if _attr(node, "transB", 0) else 1
+        else:
+            continue
+        name = node.input[1]
+        kernel = g.consts.get(name)
+        if name not in done:
+            if kernel is None or kernel.dtype != np.float32 or kernel.ndim < 2:
+                continue
+            found = _int8_kernel(kernel, axis)
+            if found is None:
+                continue
+            q, scale = found
+            out = g.unique(name + "_dequantized")
+            attrs = {"axis": axis} if scale.ndim else {}
+            graph.node.append(helper.make_node(
+                "DequantizeLinear",
+                [g.add_const(name + "_int8", q), g.add_const(name + "_scale", scale),
+                 g.add_const(name + "_zero_point", np.zeros(scale.shape, np.int8))],
+                [out], name=g.unique(name + "_dequantize"), **attrs))
+            done[name] = out
+        node.input[1] = done[name]
+    return len(done)
+
+
 def remove_dead(graph):
     """Drops nodes whose outputs nothing reads, and unused initializers."""
     while True:
@@ -711,6 +799,8 @@ def optimize(proto):
     counts["identity_reshapes"] = identity_reshapes(proto.graph)
     counts["pads"] = transposed_pads(proto.graph)
     counts["max_pool_pads"] = zero_pads_into_max_pool(proto.graph)
+    # Last: the passes above read float kernels.
+    counts["quantized_kernels"] = quantized_kernels(proto.graph)
     remove_dead(proto.graph)
     topological_sort(proto.graph)
     del proto.graph.value_info[:]

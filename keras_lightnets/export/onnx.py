@@ -11,6 +11,7 @@ from keras_lightnets.export import verify as verify_lib
 
 MIN_OPSET = 13
 VERIFY_SAMPLES = 4
+KERNEL_OPS = ("Conv", "MatMul", "Gemm")
 BATCH_DIM = "batch"
 INPUT_LAYOUTS = ("NHWC", "NCHW")
 
@@ -57,7 +58,18 @@ def to_onnx(
             Keras model before publishing it.
         verify_data: inputs to verify on (NHWC, as the Keras model takes
             them), or an `(inputs, labels)` pair.
-        tolerance: max relative difference (default 1e-4).
+        tolerance: max relative difference (default 1e-4); for a
+            quantization-aware model, min mean cosine similarity (default
+            0.95, as for int8 TFLite files), see below.
+
+    A quantization-aware model (from `keras_lightnets.optimize.quantize_aware`)
+    becomes a QDQ graph: activations through QuantizeLinear/DequantizeLinear
+    pairs, kernels stored as int8 (per output channel) behind a
+    DequantizeLinear. It is verified as written, with onnxruntime's graph
+    optimizations off, which reproduces TF's fake quantization up to a
+    rounding step here and there; onnxruntime's default session runs int8
+    kernels, whose rounding differs from it a little more. With labelled
+    `verify_data`, top-1 agreement with the model is checked too.
 
     Returns:
         An `ExportReport` (path, size, ONNX op types, measured difference).
@@ -71,6 +83,7 @@ def to_onnx(
     if not ok or not MIN_OPSET <= opset <= max_opset:
         raise ValueError(_model.received(
             f"`opset` must be an integer from {MIN_OPSET} to {max_opset}.", opset=opset))
+    qdq = _model.is_quantization_aware(model)
     grouped = _model.grouped_conv_layers(model)
     if grouped:
         raise ValueError(_model.received(
@@ -95,6 +108,7 @@ def to_onnx(
             f.write(proto.SerializeToString())
         report = verify_lib.ExportReport(
             path=final, format="onnx", size_bytes=_atomic.size_of(tmp),
+            quantization="int8" if qdq else None,
             ops=tuple(sorted({node.op_type for node in proto.graph.node})),
             inputs=[_value_info(v) for v in proto.graph.input],
             outputs=[_value_info(v) for v in proto.graph.output],
@@ -103,10 +117,17 @@ def to_onnx(
             if x_verify is None:
                 x_verify = _model.random_inputs(model, shape, VERIFY_SAMPLES)
             feed = x_verify if input_layout == "NHWC" else np.transpose(x_verify, (0, 3, 1, 2))
-            actual = run(tmp, feed, names, shape[0])
+            actual = run(tmp, feed, names, shape[0], optimized=not qdq)
             reference = _model.predict(model, x_verify)
             verify_lib.apply(report, verify_lib.measure(reference, actual, labels))
-            verify_lib.check(report, "float32", tolerance)
+            if qdq:
+                _check_kernels(proto, report)
+                # As written, a QDQ graph still differs from TF's fake quantization by a
+                # rounding step here and there (ties, float summation order), which a deep
+                # network carries on: it is checked as an int8 artifact, by cosine.
+                verify_lib.check(report, "int8", tolerance, labelled=labels is not None)
+            else:
+                verify_lib.check(report, "float32", tolerance)
     return report
 
 
@@ -138,7 +159,7 @@ def convert(model, shape, opset=17, input_layout="NHWC"):
     """The ONNX `ModelProto` of `model` traced at `shape` (NHWC), taking `input_layout`."""
     import tf2onnx
 
-    fn = _model.serving_fn(model)
+    fn = _by_value(_model.serving_fn(model), _model.tensor_spec(shape))
     nchw = [f"{_model.INPUT_NAME}:0"] if input_layout == "NCHW" else None
     with _collect_errors() as errors, _capture.native_stderr() as log, \
             _onnx_passes.fixed_transpose_optimizer():
@@ -161,18 +182,59 @@ def convert(model, shape, opset=17, input_layout="NHWC"):
     return proto
 
 
+def _by_value(fn, spec):
+    """`fn`, with the tensors it captures by value (not variables) made constants.
+
+    tf2onnx freezes variables but turns any other captured tensor into a
+    graph input of its own: TF-MOT's prune-preserving quantizers capture
+    their sparsity masks that way.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import convert_to_constants
+
+    concrete = fn.get_concrete_function(spec)
+    if all(t.dtype == tf.resource for t in concrete.captured_inputs):
+        return fn
+    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    return tf.function(lambda x: frozen(x))
+
+
+def _check_kernels(proto, report):
+    """Raises when a kernel of a QDQ graph is float.
+
+    onnxruntime quantizes such a kernel itself, one scale per tensor, and
+    runs something else than the model (the run above, with its graph
+    optimizations off, cannot see that).
+    """
+    constants = {t.name for t in proto.graph.initializer if t.data_type == t.FLOAT}
+    floats = [n.name for n in proto.graph.node
+              if n.op_type in KERNEL_OPS and n.input[1] in constants]
+    if floats:
+        more = " ..." if len(floats) > 3 else ""
+        raise verify_lib.ExportVerificationError(
+            f"The QDQ graph keeps float kernels in {floats[:3]}{more}, which onnxruntime "
+            "would quantize per tensor. Nothing was written to "
+            f"{report.path!r}; pass `verify=False` to write it anyway.", report)
+
+
 def _value_info(value):
     dims = value.type.tensor_type.shape.dim
     shape = [d.dim_param if d.dim_param else int(d.dim_value) for d in dims]
     return {"name": value.name, "shape": shape, "dtype": "float32"}
 
 
-def run(path, x, names=None, batch_size=None):
-    """Runs an ONNX file with onnxruntime (CPU) on `x`; a list of outputs."""
+def run(path, x, names=None, batch_size=None, optimized=True):
+    """Runs an ONNX file with onnxruntime (CPU) on `x`; a list of outputs.
+
+    `optimized=False` turns onnxruntime's graph optimizations off: a QDQ
+    graph then computes in float, op by op, as written.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = names or [o.name for o in session.get_outputs()]
     input_name = session.get_inputs()[0].name

@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import tempfile
-import time
+
+from keras_lightnets import _files
 
 # `.<name>.tmp-<pid>-<random>` (`.old-` for a SavedModel being replaced); the
 # older form without a pid is removed only by age.
 _STAGED = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?[a-z0-9_]{8}$")
-STALE_SECONDS = 24 * 3600
+STALE_SECONDS = _files.STALE_SECONDS
 
 
 def _remove(path):
@@ -73,39 +74,9 @@ def _unwritable(parent, exc):
                        f"{exc.strerror or exc}.")
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def remove_stale(folder):
-    """Removes temporaries that killed exports left in `folder`.
-
-    A temporary is stale when the process named in it is gone, or when it is
-    older than a day (its process id may have been reused).
-    """
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    now = time.time()
-    for name in names:
-        match = _STAGED.match(name)
-        if match is None:
-            continue
-        path = os.path.join(folder, name)
-        try:
-            old = now - os.lstat(path).st_mtime > STALE_SECONDS
-        except OSError:
-            continue
-        pid = match.group(1)
-        if old or (pid is not None and int(pid) != os.getpid() and not _alive(int(pid))):
-            _remove(path)
+    """Removes temporaries that killed exports left in `folder`."""
+    _files.remove_stale(folder, _STAGED)
 
 
 def check_destination(path, directory=False):

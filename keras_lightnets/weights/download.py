@@ -20,10 +20,11 @@ import hashlib
 import http.client
 import os
 import re
-import time
 import urllib.request
 import uuid
 import warnings
+
+from keras_lightnets import _files
 
 MIRROR_ENV = "KERAS_LIGHTNETS_WEIGHTS_MIRROR"
 TIMEOUT_ENV = "KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT"
@@ -33,7 +34,6 @@ MAX_DOWNLOAD_BYTES = 1 << 30
 CACHE_SUBDIR = "models"
 CONVERTED_SUBDIR = "keras_lightnets"
 RECORD_SUFFIX = ".sha256"
-STALE_PART_AGE = 24 * 3600
 
 _CHUNK = 1 << 20
 _PART = re.compile(r"\.part-(\d+)-\w+")
@@ -166,39 +166,9 @@ def remove_quietly(path):
         pass
 
 
-def _pid_alive(pid):
-    if os.name != "posix":  # signal 0 is only a probe on POSIX
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: it exists, owned by another user
-        return True
-    return True
-
-
 def remove_stale_parts(folder):
     """Removes part files whose process is gone or that are older than a day."""
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    now = time.time()
-    for name in names:
-        match = _PART.search(name)
-        if not match:
-            continue
-        pid, path = int(match.group(1)), os.path.join(folder, name)
-        try:
-            old = now - os.path.getmtime(path) > STALE_PART_AGE
-        except OSError:
-            continue
-        if old or (pid != os.getpid() and not _pid_alive(pid)):
-            try:
-                os.remove(path)
-            except OSError:
-                pass
+    _files.remove_stale(folder, _PART)
 
 
 def _open_part(entry):

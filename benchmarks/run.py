@@ -20,10 +20,11 @@ peak of a large float32 matmul on this machine.
 Writes `benchmark.md`, `benchmark.json` and `latency_vs_top1.png` to
 `--out` (default benchmarks/results) and prints the table.
 
-    python benchmarks/run.py                      # the full run (about 25 min on 2 cores)
+    python benchmarks/run.py                      # the full run
     python benchmarks/run.py --variants mobilenet_v3_small_075 --runs 3 --quick
 
 `--quick` times our files only (no peers, no QAT, no training), for smoke tests.
+The targets the ratios are checked against are benchmarks/targets.py's.
 """
 
 import argparse
@@ -47,9 +48,12 @@ import numpy as np  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Benchmark the checkout this script belongs to, not whatever copy is installed,
-# and share int8_latency.py's helpers.
+# with the helpers beside this script.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import targets  # noqa: E402
+
 SHARED = ROOT.parent / "shared"
 DEFAULT_VARIANTS = [
     "mobilenet_v1_100",
@@ -123,8 +127,8 @@ def interleave(runners, runs, warmup, seed=0):
 
 def in_turn(calls):
     """One call that runs `calls` in turn: a runtime instance's buffer placement moves
-    its latency by a few percent (two interpreters of one file differed by 1-4% on
-    an AVX-512 machine), as much as the margins of the 1.02x targets."""
+    its latency by as much as the margins of the tightest targets, so each file's time
+    is spread over several instances (investigations/FINDINGS.md)."""
     turn = itertools.cycle(calls)
     return lambda: next(turn)()
 
@@ -134,9 +138,8 @@ def made_in_turns(makers, instances=INSTANCES):
     instance i of every maker before instance i + 1 of any, in alternating order.
 
     Where an instance lies in memory moves its latency: of two identical files,
-    the one whose interpreters were made first ran 2% slower, consistently
-    (MobileNetV3 Small, 1.023 and 0.990 with the order swapped; 1.003 and 0.994
-    made this way).
+    the one whose interpreters were made first ran consistently slower
+    (investigations/FINDINGS.md).
     """
     calls = [[] for _ in makers]
     order = list(range(len(makers)))
@@ -243,13 +246,13 @@ def trained_like(model, images, preprocess):
     """Gives `model` weights shaped like trained ones, in place; returns its input data.
 
     Latency does not depend on weight values, but int8 files do: untouched
-    initial weights give near-constant activations (MobileNetV3's shrink to
-    ~1e-7 after twenty hard-swishes), which fail int8 verification and make
-    XNNPACK refuse int8 ADD/MUL ops whose scales are too far apart. Batch-norm
-    scales and offsets are drawn around 1 and 0 and the moving statistics are
-    measured on the calibration images (`int8_latency.trained_like`).
+    initial weights give near-constant activations, which fail int8
+    verification and make XNNPACK refuse int8 ADD/MUL ops whose scales are too
+    far apart. Batch-norm scales and offsets are drawn around 1 and 0 and the
+    moving statistics are measured on the calibration images
+    (`trained_weights.trained_like`).
     """
-    from int8_latency import trained_like as randomize
+    from trained_weights import trained_like as randomize
 
     data = model_domain(model, images, preprocess)
     randomize(model, data[:16])
@@ -478,7 +481,7 @@ def summarise(rows, runners, peak_1t, peak_all, runs, out, load=(None, None)):
             m["gmacs"] = macs / (r.median_ms / 1000) / 1e9
             m["fraction_of_peak"] = m["gmacs"] / peak
         results["measurements"].append(m)
-    results["targets"] = targets(results)
+    results["targets"] = measured_targets(results)
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmark.json").write_text(json.dumps(results, indent=1))
@@ -517,42 +520,45 @@ def paired_ratio(results, ours, reference):
     return _ratio(a["median_ms"], b["median_ms"])
 
 
-def targets(results):
-    """The issue's targets as measured ratios (ours / reference)."""
+def measured_targets(results):
+    """The measured ratios (ours / reference) against benchmarks/targets.py's bounds."""
     out = []
 
-    def add(what, ours, reference, bound, kind="<="):
-        """`ours` and `reference`: the `(variant, source, kind)` of two timings; a
-        `bound` of None makes a row for information, not a target."""
+    def add(what, ours, reference, target):
+        """`ours` and `reference`: the `(variant, source, kind)` of two timings;
+        `target`: a key of `targets.TARGETS`, or None for a row for information."""
         ratio = paired_ratio(results, ours, reference)
         if ratio is None:
             return
-        if bound is None:
+        if target is None:
             out.append({"target": what, "ratio": ratio, "bound": "-", "met": None})
             return
-        ok = ratio <= bound if kind == "<=" else ratio >= bound
-        out.append({"target": what, "ratio": ratio, "bound": f"{kind} {bound}", "met": ok})
+        out.append({"target": what, "ratio": ratio, "bound": targets.text(target),
+                    "met": targets.met(target, ratio)})
 
     for v in ("mobilenet_v1_100", "mobilenet_v2_100", "mobilenet_v3_large_100",
               "mobilenet_v3_small_100"):
         same = results["variants"].get(v, {}).get("same_graph_as_keras_applications")
         add(f"{v} float32 TFLite vs keras.applications (1 thread)"
             + (", op-for-op the same graph" if same else ""),
-            (v, "ours", "tflite_fp32_1t"), (v, "keras.applications", "tflite_fp32_1t"), 1.02)
+            (v, "ours", "tflite_fp32_1t"), (v, "keras.applications", "tflite_fp32_1t"),
+            "float32_vs_keras_applications")
     add("mobilenet_v2_100 int8 TFLite vs Google's int8 file (1 thread)",
         ("mobilenet_v2_100", "ours", "tflite_int8_1t"),
-        ("mobilenet_v2_100", "google_int8_ptq", "tflite_int8_1t"), 1.05)
+        ("mobilenet_v2_100", "google_int8_ptq", "tflite_int8_1t"), "int8_vs_google")
     for v in results["variants"]:
         add(f"{v} int8 (post-training) vs float32 TFLite (1 thread)",
-            (v, "ours", "tflite_int8_1t"), (v, "ours", "tflite_fp32_1t"), 0.6)
+            (v, "ours", "tflite_int8_1t"), (v, "ours", "tflite_fp32_1t"), "int8_vs_float32")
         add(f"{v} int8 (QAT graph) vs float32 TFLite (1 thread)",
-            (v, "ours", "tflite_int8_qat_1t"), (v, "ours", "tflite_fp32_1t"), 0.6)
+            (v, "ours", "tflite_int8_qat_1t"), (v, "ours", "tflite_fp32_1t"),
+            "int8_vs_float32")
         add(f"{v} ONNX Runtime vs torchvision's export (1 thread)",
-            (v, "ours", "onnxruntime_1t"), (v, "torchvision", "onnxruntime_1t"), 1.05)
+            (v, "ours", "onnxruntime_1t"), (v, "torchvision", "onnxruntime_1t"),
+            "onnx_vs_torchvision")
     add(f"{NORMALIZED_INPUT} vs mobilenet_v2_100 float32 TFLite (1 thread), both taking "
         "normalized pixels (MobileNetV2 has no normalization layer)",
         (NORMALIZED_INPUT, "ours_normalized_input", "tflite_fp32_1t"),
-        ("mobilenet_v2_100", "ours", "tflite_fp32_1t"), 0.6)
+        ("mobilenet_v2_100", "ours", "tflite_fp32_1t"), "shufflenet_v2_vs_mobilenet_v2")
     add(f"{NORMALIZED_INPUT} with its normalization layer (the default) vs mobilenet_v2_100 "
         "float32 TFLite (1 thread)",
         (NORMALIZED_INPUT, "ours", "tflite_fp32_1t"),
@@ -560,7 +566,7 @@ def targets(results):
     # Throughput is the inverse of step time: ours / reference = reference time / our time.
     add("mobilenet_v2_100 Keras training throughput vs keras.applications",
         ("mobilenet_v2_100", "keras.applications", "keras_train_b32"),
-        ("mobilenet_v2_100", "ours", "keras_train_b32"), 0.95, ">=")
+        ("mobilenet_v2_100", "ours", "keras_train_b32"), "training_throughput")
     return out
 
 

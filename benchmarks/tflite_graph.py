@@ -1,10 +1,11 @@
 """Cutting TFLite files into smaller graphs for timing (flatbuffer edits, no conversion).
 
-`cut_ops` gives one file per operator (op_profile.py); `keep_ops` one file
-with only the operators of some types, in their order (int8_latency.py's
-lower bound: the convolutions alone, in the same timing context as the whole
-file). An operator whose input is made by a dropped operator reads it as a
-graph input, set once before timing.
+`cut_ops` gives one file per operator (investigations/op_profile.py);
+`keep_ops` one file with only the operators of some types, in their order
+(investigations/int8_latency.py's lower bound: the convolutions alone, in the
+same timing context as the whole file). An operator whose input is made by a
+dropped operator reads it as a graph input, set once before timing. `read`
+serves run.py's same-graph check too.
 """
 
 import copy

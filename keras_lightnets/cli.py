@@ -328,7 +328,7 @@ def cmd_benchmark(args, out):
             # inputs in the model's domain calibrate the int8 file.
             calibration = _model.random_inputs(model, shape, 8)
             if _weights_arg(args.weights) is None:
-                _model.trained_like(model, calibration)
+                _trained_like(model, calibration)
             row = {}
             for kind, kwargs in (("float32", {}),
                                  ("int8", {"quantization": "int8",
@@ -341,6 +341,33 @@ def cmd_benchmark(args, out):
             print(f"{entry.name:<34} {shape[1]:>4}x{shape[2]:<4} {row['float32'][0]:>11.2f} "
                   f"{row['int8'][0]:>9.2f} {row['float32'][1]:>12.2f} {row['int8'][1]:>9.2f}",
                   file=out)
+
+
+def _trained_like(model, x, seed=0):
+    """Batch norms with trained-like values (statistics measured on `x`), in place.
+
+    Freshly initialised weights give near-constant activations whose int8
+    ADD/MUL ops XNNPACK refuses, so their int8 file would time slower than a
+    trained model's. The benchmarks' `benchmarks/trained_weights.py` does the
+    same; `benchmarks/` is not installed, hence this copy.
+    """
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in layers:
+        gamma, beta, mean, variance = layer.get_weights()
+        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                           rng.normal(0.0, 0.5, beta.shape).astype("float32"), mean, variance])
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer, momentum in zip(layers, momenta, strict=True):
+        layer.momentum = momentum
+    return model
 
 
 def build_parser():

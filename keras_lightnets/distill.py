@@ -16,7 +16,7 @@ import numbers
 import keras
 from keras import ops
 
-from keras_lightnets.models.common import check, received
+from keras_lightnets._utils import check, received
 
 
 class Distiller(keras.Model):

@@ -6,11 +6,12 @@ Each family's tests are mostly parameters passed to these helpers.
 import importlib
 import json
 import os
+import sys
 import tempfile
 
 import keras
 import numpy as np
-from conftest import COMPLEXITY
+from conftest import COMPLEXITY, ROOT
 
 FORBIDDEN_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
 
@@ -33,6 +34,14 @@ def randomize(model, seed=0, scale=0.2):
             values.append(rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape))
     model.set_weights([v.astype("float32") for v in values])
     return model
+
+
+def trained_like(model, x):
+    """The benchmarks' trained-like batch norms (`benchmarks/trained_weights.py`), in place."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from trained_weights import trained_like as make
+
+    return make(model, x)
 
 
 def reference_row(entry):

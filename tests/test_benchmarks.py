@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT
 
 VARIANT = "mobilenet_v3_small_075"
+INVESTIGATIONS = ROOT / "benchmarks" / "investigations"
 
 
 def test_benchmark_script_writes_table_json_and_plot(tmp_path):
@@ -53,7 +54,7 @@ def test_benchmark_script_writes_table_json_and_plot(tmp_path):
 def test_op_profile_accounts_for_every_op(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "op_profile.py"), "--models", VARIANT,
+        [sys.executable, str(INVESTIGATIONS / "op_profile.py"), "--models", VARIANT,
          "--size", "96", "--runs", "2", "--warmup", "1", "--copies", "2", "--per-op",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
@@ -124,7 +125,7 @@ def test_keep_ops_leaves_the_convolutions_wired_as_they_were(tmp_path):
 def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "split_cost.py"), "--shufflenet",
+        [sys.executable, str(INVESTIGATIONS / "split_cost.py"), "--shufflenet",
          "shufflenet_v2_050", "--reference", "mobilenet_v2_035", "--size", "64", "--runs", "3",
          "--warmup", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
@@ -150,3 +151,14 @@ def test_split_cost_times_the_shufflenet_files_side_by_side(tmp_path):
     assert ops["normalized_input"]["PAD"] == ops["shufflenet_v2"]["PAD"]
     assert set(ops["convolutions"]) == {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
     assert "| free_slices |" in (tmp_path / "split_cost.md").read_text()
+
+
+def test_readme_targets_table_mirrors_targets_py():
+    """benchmarks/README.md's table of targets gives targets.py's bounds, one row per key."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import targets
+
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
+    table = {cells[0].strip().strip("`"): cells[2].strip() for cells in rows}
+    assert table == {key: targets.text(key) for key in targets.TARGETS}

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
-from harness import randomize
+from harness import randomize, trained_like
 
 from keras_lightnets import export, imagenet, registry
 from keras_lightnets.export import _fold, _rounding, _route, _stem
@@ -684,12 +684,11 @@ def test_every_variant_tflite_float(entry, tmp_path):
 
 def test_int8_mobilenet_v3_traces_hard_swish_for_xnnpack(tmp_path):
     """int8: hard swish as ADD/MUL (XNNPACK runs them), float32 keeps HARD_SWISH."""
-    from keras_lightnets.export import _model
 
     model = keras_lightnets_v3_small()
     photos, _ = sample_photos(SIZE, 48)
     x = np.array(photos, dtype="float32")
-    _model.trained_like(model, x[:32])
+    trained_like(model, x[:32])
     float_report = export.to_tflite(model, tmp_path / "f32.tflite")
     assert "HARD_SWISH" in float_report.ops, float_report.ops
     report = export.to_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x[:32],

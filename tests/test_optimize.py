@@ -376,7 +376,7 @@ def test_int8_latency_benchmark_smoke(tmp_path):
     import json
 
     spec = importlib.util.spec_from_file_location(
-        "int8_latency", ROOT / "benchmarks" / "int8_latency.py")
+        "int8_latency", ROOT / "benchmarks" / "investigations" / "int8_latency.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     bench.main(["--models", "mobilenet_v1_025", "--runs", "3", "--size", "96",

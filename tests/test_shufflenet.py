@@ -519,15 +519,15 @@ def test_v1_tflite_graph(tmp_path):
     concat, and the ReLU after it, fold into the group's convs. int8: the stride-2
     shortcut pools run as depthwise convs (XNNPACK takes no int8 pool)."""
     from conftest import sample_photos
+    from harness import trained_like
 
     from keras_lightnets import export
-    from keras_lightnets.export import _model
 
     model = kl.ShuffleNetV1(groups=3, weights=None, input_shape=(64, 64, 3),
                             classifier_activation=None)
     photos, _ = sample_photos(64, 48)
     x = np.array(photos, dtype="float32")
-    _model.trained_like(model, x[:32])
+    trained_like(model, x[:32])
     float_report = export.to_tflite(model, tmp_path / "f32.tflite")
     assert "AVERAGE_POOL_2D" in float_report.ops, float_report.ops
     report = export.to_tflite(model, tmp_path / "int8.tflite", "int8", representative_data=x[:32],

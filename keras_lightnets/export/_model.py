@@ -13,16 +13,13 @@ import sys
 import keras
 import numpy as np
 
+from keras_lightnets._utils import received
+
 DEFAULT_INPUT_SIZE = 224
 INPUT_NAME = "input"
 # Layers that make a model take raw [0, 255] pixels when they come first.
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
-
-
-def received(message, **kwargs):
-    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"{message} Received: {shown}"
 
 
 def is_tf_keras(model):
@@ -286,30 +283,3 @@ def chunks(x, step):
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
         yield chunk, n
 
-
-def trained_like(model, x, seed=0):
-    """Gives `model`'s batch norms trained-like values, in place, for timing.
-
-    Scales and offsets are drawn around 1 and 0 and the moving statistics
-    measured on `x` (one forward pass in training mode). Freshly initialised
-    weights give near-constant activations, whose int8 scales XNNPACK
-    refuses for some ADD/MUL ops; those ops then run outside it, slower than
-    float32, which a trained model never shows. Returns `model`.
-    """
-    import keras
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in layers:
-        gamma, beta, mean, variance = layer.get_weights()
-        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                           rng.normal(0.0, 0.5, beta.shape).astype("float32"), mean, variance])
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(x, training=True)
-    for layer, momentum in zip(layers, momenta, strict=True):
-        layer.momentum = momentum
-    return model

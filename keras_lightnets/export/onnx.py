@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from keras_lightnets._utils import received
 from keras_lightnets.export import _atomic, _capture, _model, _onnx_passes
 from keras_lightnets.export import verify as verify_lib
 
@@ -81,19 +82,19 @@ def to_onnx(
     max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
     ok = isinstance(opset, numbers.Integral) and not isinstance(opset, bool)
     if not ok or not MIN_OPSET <= opset <= max_opset:
-        raise ValueError(_model.received(
+        raise ValueError(received(
             f"`opset` must be an integer from {MIN_OPSET} to {max_opset}.", opset=opset))
     qdq = _model.is_quantization_aware(model)
     grouped = _model.grouped_conv_layers(model)
     if grouped:
-        raise ValueError(_model.received(
+        raise ValueError(received(
             f"tf2onnx cannot convert grouped convolutions (`Conv2D(groups>1)`, which Keras "
             f"compiles through XLA): layers {grouped[:3]}{' ...' if len(grouped) > 3 else ''}. "
             'Build the model with `group_conv="split"` (same weights and outputs, a '
             "split/conv/concat graph every runtime supports).",
             group_conv="native"))
     if input_layout not in INPUT_LAYOUTS:
-        raise ValueError(_model.received(
+        raise ValueError(received(
             f"`input_layout` must be one of {list(INPUT_LAYOUTS)}.", input_layout=input_layout))
     shape = _model.input_shape(model, batch_size, input_size)
     x_verify, labels = verify_lib.split_verify_data(verify_data)

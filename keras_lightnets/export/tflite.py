@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from keras_lightnets._utils import received
 from keras_lightnets.export import _atomic, _capture, _fold, _model, _route, _stem
 from keras_lightnets.export import verify as verify_lib
 
@@ -122,27 +123,27 @@ def to_tflite(
     """
     _model.check_model(model)
     if quantization not in QUANTIZATIONS:
-        raise ValueError(_model.received(
+        raise ValueError(received(
             f"`quantization` must be one of {list(QUANTIZATIONS)}.", quantization=quantization))
     verify_lib.check_tolerance(quantization or "float32", tolerance, min_top1_agreement)
     qat = _model.is_quantization_aware(model)
     if quantization == "int8":
         io_dtype = "int8" if io_dtype is None else io_dtype
         if io_dtype not in IO_DTYPES:
-            raise ValueError(_model.received(
+            raise ValueError(received(
                 f"`io_dtype` must be one of {list(IO_DTYPES)}.", io_dtype=io_dtype))
         if representative_data is None:
-            raise ValueError(_model.received(
+            raise ValueError(received(
                 "Full-integer (int8) quantization needs calibration images: pass "
                 "`representative_data` (an array or an iterable of image batches in the "
                 "model's input domain).", representative_data=None))
         check_representative_data(representative_data)
     else:
         if io_dtype is not None:
-            raise ValueError(_model.received(
+            raise ValueError(received(
                 "`io_dtype` applies to quantization='int8' only.", io_dtype=io_dtype))
         if representative_data is not None:
-            raise ValueError(_model.received(
+            raise ValueError(received(
                 "`representative_data` applies to quantization='int8' only.",
                 quantization=quantization))
     if calibration_steps is not None:
@@ -187,7 +188,7 @@ def check_representative_data(data):
     """Raises `ValueError` for `representative_data` that holds no image batches."""
     batches = callable(data) or hasattr(data, "shape") or hasattr(data, "__iter__")
     if isinstance(data, (str, bytes, os.PathLike)) or not batches:
-        raise ValueError(_model.received(
+        raise ValueError(received(
             "`representative_data` must be an array, a `tf.data.Dataset`, or an iterable "
             "or callable yielding image batches, in the model's input domain. A folder of "
             "images is not accepted here: load and preprocess them first (the command line "
@@ -285,7 +286,7 @@ class Calibration:
         if bar is not None and bar.target is None:
             bar.update(self.count, finalize=True)
         if self.count < per_batch:
-            raise ValueError(_model.received(
+            raise ValueError(received(
                 f"`representative_data` must yield at least {per_batch} image(s).",
                 images=self.count))
 
@@ -469,8 +470,8 @@ def latency(content, runs=50, warmup=5, num_threads=1):
     for name, value in (("runs", runs), ("num_threads", num_threads)):
         _model._check_positive_int(name, value)
     if not isinstance(warmup, numbers.Integral) or warmup < 0:
-        raise ValueError(_model.received("`warmup` must be a non-negative integer.",
-                                         warmup=warmup))
+        raise ValueError(received("`warmup` must be a non-negative integer.",
+                                  warmup=warmup))
     interp = interpreter(content, num_threads=num_threads)
     rng = np.random.default_rng(0)
     for detail in interp.get_input_details():

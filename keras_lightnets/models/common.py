@@ -11,6 +11,7 @@ import warnings
 
 import keras
 
+from keras_lightnets._utils import check
 from keras_lightnets.layers import default_namespace
 
 POOLINGS = (None, "avg", "max")
@@ -31,17 +32,6 @@ MAX_CLASSES = 100_000
 MAX_INPUT_SIZE = 4096
 # Input channels: room for multispectral and hyperspectral images.
 MAX_CHANNELS = 1024
-
-
-def received(message, **kwargs):
-    """`message` followed by ` Received: k=v` for each keyword."""
-    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"{message} Received: {shown}"
-
-
-def check(condition, message, **kwargs):
-    if not condition:
-        raise ValueError(received(message, **kwargs))
 
 
 def is_number(value):

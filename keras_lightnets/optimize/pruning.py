@@ -2,16 +2,13 @@
 
 import numbers
 
+from keras_lightnets._utils import received
 from keras_lightnets.optimize import twin as twin_lib
 
 SCHEDULES = ("polynomial", "constant")
 # TF-MOT updates masks every `frequency` steps; the last update must fall on
 # `end_step` for the final sparsity to be reached.
 MAX_FREQUENCY = 100
-
-
-def _received(message, **kwargs):
-    return twin_lib._received(message, **kwargs)
 
 
 def tfmot_module():
@@ -53,7 +50,7 @@ def _check_step(name, value, allow_none=False):
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
     if not ok:
         what = "a non-negative integer" + (" or None" if allow_none else "")
-        raise ValueError(_received(f"`{name}` must be {what}.", **{name: value}))
+        raise ValueError(received(f"`{name}` must be {what}.", **{name: value}))
 
 
 def frequency_for(span):
@@ -101,16 +98,16 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
     ok = (isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
           and 0 < target_sparsity < 1)
     if not ok:
-        raise ValueError(_received("`target_sparsity` must be a number in (0, 1).",
-                                   target_sparsity=target_sparsity))
+        raise ValueError(received("`target_sparsity` must be a number in (0, 1).",
+                                  target_sparsity=target_sparsity))
     _check_step("begin_step", begin_step)
     _check_step("end_step", end_step, allow_none=True)
     if end_step is not None and end_step <= begin_step:
-        raise ValueError(_received(f"`end_step` must be after `begin_step` ({begin_step}).",
-                                   end_step=end_step))
+        raise ValueError(received(f"`end_step` must be after `begin_step` ({begin_step}).",
+                                  end_step=end_step))
     if schedule not in SCHEDULES:
-        raise ValueError(_received(f"`schedule` must be one of {list(SCHEDULES)}.",
-                                   schedule=schedule))
+        raise ValueError(received(f"`schedule` must be one of {list(SCHEDULES)}.",
+                                  schedule=schedule))
     tfmot = tfmot_module()
     sparsity = tfmot.sparsity.keras
     tf_keras = twin_lib.tf_keras_module()
@@ -186,13 +183,13 @@ def _callback_class(sparsity):
             # schedule sees these values.
             steps, epochs = self.params.get("steps"), self.params.get("epochs")
             if not steps:
-                raise ValueError(_received(
+                raise ValueError(received(
                     "`prune(end_step=None)` takes the end of pruning from `fit`, which does "
                     "not know the number of steps of this dataset; pass `end_step` to "
                     "`prune`, or `steps_per_epoch` to `fit`.", steps=steps))
             end = int(steps) * int(epochs)
             if end <= self.begin_step:
-                raise ValueError(_received(
+                raise ValueError(received(
                     f"Training has {end} steps, which end before `begin_step`.",
                     begin_step=self.begin_step))
             schedule = self.pruning_schedule
@@ -225,11 +222,11 @@ def strip(model, like=None):
         A Keras 3 model with the sparse weights.
     """
     if not twin_lib.is_tf_keras(model):
-        raise ValueError(_received("`model` must be the tf_keras model returned by `prune`.",
-                                   model=type(model).__name__))
+        raise ValueError(received("`model` must be the tf_keras model returned by `prune`.",
+                                  model=type(model).__name__))
     like = like if like is not None else twin_lib.source_of(model)
     if like is None:
-        raise ValueError(_received(
+        raise ValueError(received(
             "This tf_keras model does not come from a Keras 3 model `prune` saw; pass the "
             "Keras 3 model to copy the weights into as `like`.", like=like))
     import numpy as np

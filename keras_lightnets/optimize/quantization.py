@@ -36,6 +36,7 @@ is corrected here, each time with the measured reason next to the code:
 
 import numpy as np
 
+from keras_lightnets._utils import received
 from keras_lightnets.export import _fold, _route
 from keras_lightnets.optimize import pruning as prune_lib
 from keras_lightnets.optimize import tf_keras_layers
@@ -289,8 +290,8 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         `keras_lightnets.export.to_tflite(qat, path, "int8")` or `to_onnx`.
     """
     if not isinstance(preserve_sparsity, bool):
-        raise ValueError(twin_lib._received("`preserve_sparsity` must be True or False.",
-                                            preserve_sparsity=preserve_sparsity))
+        raise ValueError(received("`preserve_sparsity` must be True or False.",
+                                  preserve_sparsity=preserve_sparsity))
     tf_keras = twin_lib.tf_keras_module()
     if twin_lib.is_tf_keras(model):
         # Shared layers are fine: `quantize_apply` works on a copy with the weights.
@@ -302,7 +303,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         source = model
         base = twin_lib.to_tf_keras(_route.routed(_fold.fold_concatenated(model)))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
-        raise ValueError(twin_lib._received(
+        raise ValueError(received(
             "The model still has pruning wrappers; call `strip` first.",
             model=base.name))
     configs = _configs(base, tf_keras)
@@ -591,8 +592,8 @@ def calibrate(qat, float_model, data):
             sums[n] = sums[n] + y.reshape(len(x), -1, y.shape[-1]).mean(1).sum(0)
         seen += len(x)
     if not seen:
-        raise ValueError(twin_lib._received("`representative_data` holds no images.",
-                                            images=seen))
+        raise ValueError(received("`representative_data` holds no images.",
+                                  images=seen))
     shared = {}  # tensors sharing range variables get the union of their ranges
     for n in names:
         lo, hi = ranges[n]

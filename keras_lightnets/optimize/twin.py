@@ -19,7 +19,9 @@ import weakref
 
 import keras
 
+from keras_lightnets._utils import received
 from keras_lightnets.export import _route
+from keras_lightnets.export._model import is_tf_keras
 from keras_lightnets.layers import AveragePooling2D as PackageAveragePooling2D
 from keras_lightnets.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
 from keras_lightnets.layers import Rescaling as PackageRescaling
@@ -27,11 +29,6 @@ from keras_lightnets.layers import Rescaling as PackageRescaling
 # The Keras 3 model each twin came from, so `strip` can go back to it without
 # setting an attribute on the tf_keras model (which it would track).
 _SOURCES = weakref.WeakKeyDictionary()
-
-
-def _received(message, **kwargs):
-    shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"{message} Received: {shown}"
 
 
 def tf_keras_module():
@@ -44,13 +41,6 @@ def tf_keras_module():
             "pip install keras-lightnets[optimize]"
         ) from exc
     return tf_keras
-
-
-def is_tf_keras(model):
-    import sys
-
-    tf_keras = sys.modules.get("tf_keras")
-    return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
 def namespace():
@@ -95,11 +85,11 @@ def build_tf_keras(model, **kwargs):
     elif callable(model):
         factory = model
     else:
-        raise ValueError(_received("`model` must be a registry name or a model factory.",
-                                   model=model))
+        raise ValueError(received("`model` must be a registry name or a model factory.",
+                                  model=model))
     if kwargs.get("input_tensor") is not None:
-        raise ValueError(_received("The tf_keras twin makes its own input; pass `input_shape`.",
-                                   input_tensor=kwargs["input_tensor"]))
+        raise ValueError(received("The tf_keras twin makes its own input; pass `input_shape`.",
+                                  input_tensor=kwargs["input_tensor"]))
     keras3 = factory(**kwargs)
     twin = factory(**{**kwargs, "weights": None}, _layers=namespace())
     copy_weights(keras3, twin)
@@ -137,14 +127,14 @@ def to_tf_keras(model):
     if is_tf_keras(model):
         return model
     if not isinstance(model, keras.Model):
-        raise ValueError(_received("`model` must be a Keras 3 `keras.Model`.",
-                                   model=type(model).__name__))
+        raise ValueError(received("`model` must be a Keras 3 `keras.Model`.",
+                                  model=type(model).__name__))
     tf_keras = tf_keras_module()
     graph = _graph(model)
     names = [layer.name for layer in leaf_layers(model)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(_received(
+        raise ValueError(received(
             "Weights move between Keras 3 and tf_keras by layer name, and the model's "
             "nested models share layer names; rename them.", duplicates=duplicates))
     inputs = [
@@ -175,8 +165,8 @@ def to_keras3(model, like):
         A new Keras 3 model.
     """
     if not isinstance(like, keras.Model):
-        raise ValueError(_received("`like` must be the Keras 3 model the twin came from.",
-                                   like=type(like).__name__))
+        raise ValueError(received("`like` must be the Keras 3 model the twin came from.",
+                                  like=type(like).__name__))
     graph = _graph(like)
     # Fresh inputs under the original names (clone_model would rename them).
     inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype,
@@ -219,7 +209,7 @@ def copy_weights(source, target):
         values = None if other is None else other.get_weights()
         shapes = [tuple(w.shape) for w in layer.weights]
         if values is None or [tuple(v.shape) for v in values] != shapes:
-            raise ValueError(_received(
+            raise ValueError(received(
                 f"Model {source.name!r} has no weights of the shapes {shapes} for layer "
                 f"{layer.name!r} of {target.name!r}; were they built from the same model?",
                 layer=layer.name))
@@ -234,11 +224,11 @@ def _graph(model):
     if isinstance(model, keras.Sequential):
         inner = getattr(model, "_functional", None)
         if inner is None:
-            raise ValueError(_received(
+            raise ValueError(received(
                 "Build the Sequential model with an `Input` first.", model=model.name))
         return inner
     if not hasattr(model, "_nodes_by_depth"):
-        raise ValueError(_received(
+        raise ValueError(received(
             "Only functional and Sequential Keras 3 models can be translated (a subclassed "
             "model has no graph to walk).", model=type(model).__name__))
     return model
@@ -284,7 +274,7 @@ class _Translator:
         if twin is None:
             make = TRANSLATIONS.get(type(layer))
             if make is None:
-                raise ValueError(_received(
+                raise ValueError(received(
                     f"Layer {layer.name!r} has no tf_keras translation; the supported layers "
                     "are listed in `to_tf_keras`'s docstring.", layer=type(layer).__name__))
             twin = make(self, layer)
@@ -298,7 +288,7 @@ class _Translator:
         name = getattr(fn, "__name__", None)
         if name in _SAME_ACTIVATIONS:
             return _SAME_ACTIVATIONS[name]
-        raise ValueError(_received(
+        raise ValueError(received(
             f"The fused activation of layer {layer.name!r} has no exact tf_keras equivalent; "
             "use a separate activation layer (HardSwish, HardSigmoid, ReLU, Activation).",
             activation=name))
@@ -310,7 +300,7 @@ class _Translator:
                  keras.regularizers.L1: "L1"}
         kind = kinds.get(type(reg))
         if kind is None:
-            raise ValueError(_received(
+            raise ValueError(received(
                 f"The regularizer of layer {layer.name!r} has no tf_keras translation.",
                 regularizer=type(reg).__name__))
         return getattr(self.tfk.regularizers, kind)(**reg.get_config())

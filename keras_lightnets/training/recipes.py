@@ -13,7 +13,8 @@ import dataclasses
 import keras
 from keras import ops
 
-from keras_lightnets.models.common import check, check_positive, received
+from keras_lightnets._utils import check, received
+from keras_lightnets.models.common import check_positive
 
 PACKAGE = "keras_lightnets"
 # Variable name endings exempt from weight decay: batch-norm scales and offsets; and also

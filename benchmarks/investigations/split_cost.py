@@ -1,13 +1,11 @@
 """What ShuffleNet V2's channel split and shuffle cost in its TFLite file.
 
-Issue 5's target: ShuffleNetV2 1.0 float32 TFLite at most 0.6x our
-MobileNetV2 1.0 (its MACs are 0.49x). These files are timed side by side in
-one process, interleaved as `run.py` does (each through `run.INSTANCES`
-interpreters in turn, made as `run.py` makes them: the ratio moves with how
-warm the caches are, 0.60 with the caches flushed before every call against
-0.62 with one interpreter per file, before `export._stem` made the stem pool
-SAME), with ai-edge-litert on 1 thread at batch 1, and given as ratios to
-the MobileNetV2 file:
+The target (`shufflenet_v2_vs_mobilenet_v2` in benchmarks/targets.py):
+ShuffleNetV2 1.0 float32 TFLite against our MobileNetV2 1.0. These files are
+timed side by side in one process, interleaved as `run.py` does (each through
+`run.INSTANCES` interpreters in turn, made as `run.py` makes them: the ratio
+moves with how warm the caches are, see FINDINGS.md), with ai-edge-litert on
+1 thread at batch 1, and given as ratios to the MobileNetV2 file:
 
 - `shufflenet_v2`: the file `export.to_tflite` writes (shuffles resolved into
   the weights: every unit's channels gathered by SLICE and CONCATENATION;
@@ -33,10 +31,11 @@ needs at least one CONCATENATION: `free_slices` is about the least the
 split and shuffle can cost with this runtime.
 
 Usage:
-    python benchmarks/split_cost.py                  # 224 px, 300 runs
-    python benchmarks/split_cost.py --size 96 --runs 3 --out /tmp/x
+    python benchmarks/investigations/split_cost.py                  # 224 px, 300 runs
+    python benchmarks/investigations/split_cost.py --size 96 --runs 3 --out /tmp/x
 
-Writes split_cost.json and split_cost.md to `--out` (default benchmarks/results).
+Writes split_cost.json and split_cost.md to `--out` (default
+benchmarks/investigations/results).
 """
 
 import argparse
@@ -49,15 +48,19 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = ROOT / "benchmarks" / "investigations"
+# The checkout's package, the helpers of benchmarks/ and the scripts beside this one.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(HERE))
 
 import int8_latency  # noqa: E402
 import run  # noqa: E402
+import targets  # noqa: E402
 import tflite_graph  # noqa: E402
+from trained_weights import trained_like  # noqa: E402
 
-TARGET_RATIO = 0.6
 FILES = ("mobilenet_v2", "shufflenet_v2", "normalized_input", "padded_pool", "unrouted",
          "free_slices", "convolutions")
 
@@ -77,7 +80,7 @@ def export_files(shufflenet, reference, size, workdir):
              "shufflenet_v2": (model, preprocess)}
     paths = {}
     for key, (net, prep) in built.items():
-        int8_latency.trained_like(net, prep(images))
+        trained_like(net, prep(images))
         paths[key] = pathlib.Path(export.to_tflite(
             net, workdir / f"{key}.tflite", progress=False).path)
     # `to_tflite`'s steps on the ShuffleNetV2 model but the stem's, then none of them.
@@ -112,7 +115,7 @@ def measure(shufflenet, reference, size, runs, warmup, out):
         "shufflenet": shufflenet, "reference": reference, "size": size, "runs": runs,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
-        "target": f"shufflenet_v2 <= {TARGET_RATIO} x mobilenet_v2",
+        "target": f"shufflenet_v2 {targets.text('shufflenet_v2_vs_mobilenet_v2')} x mobilenet_v2",
         "files": {key: {"median_ms": ms[key], "over_mobilenet_v2": ms[key] / ms["mobilenet_v2"],
                         "ops": ops[key]} for key in FILES},
     }
@@ -126,7 +129,7 @@ def markdown(result):
         f"{result['shufflenet']} against {result['reference']}: {result['what']}; "
         f"{result['runs']} runs; {result['machine']['platform']}, "
         f"{result['machine']['cpus']} CPUs. Target: {result['target']}. Files: see "
-        "benchmarks/split_cost.py.",
+        "benchmarks/investigations/split_cost.py.",
         "",
         "| file | ms | over mobilenet_v2 | SLICE | CONCATENATION | other ops |",
         "|---|---:|---:|---:|---:|---:|",
@@ -146,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
     args = parser.parse_args(argv)
     return measure(args.shufflenet, args.reference, args.size, args.runs, args.warmup, args.out)
 

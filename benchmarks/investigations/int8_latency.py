@@ -20,22 +20,19 @@ ai-edge-litert on 1 thread at batch 1:
 keras.applications' MobileNetV3Large is timed the same way as a reference
 (its hard-swish is raw `x + 3` arithmetic). Calibration uses the sample
 photos of ../shared/data/imagenet-sample when present, random pixels
-otherwise. Weights are random but shaped like trained ones: batch-norm
-scales and offsets drawn around 1 and 0, statistics measured on the
-calibration images. That matters: XNNPACK refuses int8 ADD/MUL ops whose
-input and output scales are too far apart (2^10 for ADD), which is what
-untouched initial weights produce (MobileNetV3's activations shrink to ~1e-7
-after twenty hard-swishes, ShuffleNet V1's batch-norm offsets are ~1e-7),
-and a refused op splits the graph and costs more than float32, which says
-nothing about a trained model.
+otherwise. Weights are random but shaped like trained ones
+(`trained_weights.trained_like`): XNNPACK refuses int8 ADD/MUL ops whose
+input and output scales are too far apart, which is what untouched initial
+weights produce, and a refused op splits the graph and costs more than
+float32, which says nothing about a trained model (FINDINGS.md).
 The int8 files are not checked against the model here: tests/test_optimize.py
 does that on every family.
 
 Usage:
-    python benchmarks/int8_latency.py                 # every family, 224 px
-    python benchmarks/int8_latency.py --models mobilenet_v3_large_100 --runs 200
+    python benchmarks/investigations/int8_latency.py         # every family, 224 px
+    python benchmarks/investigations/int8_latency.py --models mobilenet_v3_large_100 --runs 200
 
-Writes benchmarks/results/int8_latency.json and .md (or under `--out`).
+Writes benchmarks/investigations/results/int8_latency.json and .md (or under `--out`).
 """
 
 import argparse
@@ -52,15 +49,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = ROOT / "benchmarks" / "investigations"
+# The checkout's package, the helpers of benchmarks/ and the scripts beside this one.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(HERE))
 
+import targets  # noqa: E402
 import tflite_graph  # noqa: E402
+from trained_weights import trained_like  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 REFERENCE = "keras_applications_mobilenet_v3_large"
-TARGET_RATIO = 0.6
 
 
 def default_models():
@@ -101,13 +102,6 @@ def build(name, size):
     extra = {"group_conv": "native"} if variant == "native" else {}
     model = entry.build(weights=None, input_shape=shape, **extra)
     return model, lambda x: np.asarray(entry.preprocess_input(x.copy()), "float32")
-
-
-def trained_like(model, x, seed=0):
-    """Trained-like batch norms (`keras_lightnets.export._model.trained_like`)."""
-    from keras_lightnets.export import _model
-
-    return _model.trained_like(model, x, seed)
 
 
 def export_all(name, size, images, workdir, qat=True):
@@ -198,7 +192,7 @@ def run(models, size, runs, out):
         "runs": runs, "size": size, "calibration": source,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version()},
-        "target": f"int8 <= {TARGET_RATIO} x float32",
+        "target": f"int8 {targets.text('int8_vs_float32')} x float32",
         "rows": rows,
     }
     return write_results(out, "int8_latency", result, markdown(result))
@@ -254,7 +248,7 @@ def main(argv=None):
                         "family plus the reference")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
     args = parser.parse_args(argv)
     return run(args.models or default_models(), args.size, args.runs, args.out)
 

@@ -23,10 +23,12 @@ else is removed), and
 two precisions.
 
 Usage:
-    python benchmarks/op_profile.py --models mobilenet_v3_small_100 shufflenet_v2_100
-    python benchmarks/op_profile.py --models mobilenet_v2_100 --per-op
+    python benchmarks/investigations/op_profile.py --models mobilenet_v3_small_100 \
+        shufflenet_v2_100
+    python benchmarks/investigations/op_profile.py --models mobilenet_v2_100 --per-op
 
-Writes op_profile.json and op_profile.md to `--out` (default benchmarks/results).
+Writes op_profile.json and op_profile.md to `--out` (default
+benchmarks/investigations/results).
 """
 
 import argparse
@@ -43,16 +45,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+HERE = ROOT / "benchmarks" / "investigations"
+# The checkout's package, the helpers of benchmarks/ and the scripts beside this one.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(HERE))
 
 import int8_latency  # noqa: E402
 import run  # noqa: E402
+import targets  # noqa: E402
 from tflite_graph import CONVOLUTIONS, cut_ops  # noqa: E402
-
-TARGET_RATIO = 0.6
-
 
 # -- timing -------------------------------------------------------------------------------
 
@@ -151,7 +154,7 @@ def markdown(summaries, per_op):
                   f"int8 {s['sum_of_ops_ms']['int8']:.3f} (ratio {s['ratio_sum_of_ops']:.2f}). "
                   f"int8 convolutions alone / float32: {s['floor_int8_conv']:.2f}; "
                   f"every op type in its cheaper precision: {s['best_mix']:.2f} "
-                  f"(target {TARGET_RATIO}).", "",
+                  f"(target {targets.bound('int8_vs_float32')}).", "",
                   "| op type | float32 ms | int8 ms | int8/float32 | share of float32 |",
                   "|---|---|---|---|---|"]
         total = s["sum_of_ops_ms"]["float32"]
@@ -178,7 +181,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--copies", type=int, default=8)
     parser.add_argument("--per-op", action="store_true", help="also list every op")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=pathlib.Path, default=HERE / "results")
     args = parser.parse_args(argv)
     if min(args.runs, args.copies) < 1 or args.warmup < 0:
         parser.error("--runs and --copies must be >= 1, --warmup >= 0")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
+from harness import trained_like
 
 from keras_lightnets import export, optimize, registry
 from keras_lightnets.export import _model, verify
@@ -75,7 +76,7 @@ def _qat(name, preserve_sparsity):
     x, _ = sample_photos(SIZE, PHOTOS)
     x = np.asarray(entry.preprocess_input(x.copy()), dtype="float32")
     if any(isinstance(la, keras.layers.BatchNormalization) for la in model._flatten_layers()):
-        _model.trained_like(model, x[:FIT])
+        trained_like(model, x[:FIT])
     else:
         _he_kernels(model)
     if preserve_sparsity:

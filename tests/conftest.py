@@ -9,6 +9,9 @@ import pathlib
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# TensorFlow's oneDNN kernels otherwise draw from a pool of their own that
+# never shrinks: a worker would keep every batch it ever predicted on.
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -99,12 +102,7 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _release_memory():
-    """Drops what Keras, tf_keras and the allocator keep after a test module."""
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
-    if "tf_keras" in sys.modules:
-        sys.modules["tf_keras"].backend.clear_session()
+def _collect():
     gc.collect()
     try:  # glibc keeps freed arenas mapped; give them back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -112,11 +110,33 @@ def _release_memory():
         pass
 
 
+def _release_memory():
+    """Drops what Keras, tf_keras and the allocator keep after a test module."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    if "tf_keras" in sys.modules:
+        sys.modules["tf_keras"].backend.clear_session()
+    _collect()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _module_memory():
     """Each test module leaves a worker as lean as it found it."""
     yield
     _release_memory()
+
+
+# Conversions (tf2onnx, the TFLite converter) leave cyclic garbage behind; a test
+# that grew the worker by more than this is followed by a collection.
+_GROWTH_BYTES = 200 << 20
+
+
+@pytest.fixture(autouse=True)
+def _test_memory():
+    before = _rss_bytes()
+    yield
+    if _rss_bytes() - before > _GROWTH_BYTES:
+        _collect()
 
 
 # `KL_TEST_RSS_LOG=path` records each test's resident memory after it ran, to find what

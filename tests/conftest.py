@@ -52,12 +52,10 @@ def _sample_photos(size, limit):
 def sample_photos(size=224, limit=1000):
     """The real ImageNet sample photos, resized straight to `size`: (x, y).
 
-    x is float32 RGB in [0, 255], read-only (copy before editing).
+    x is a new float32 RGB array in [0, 255] (preprocess it in place).
     """
     images, labels = _sample_photos(size, limit)
-    x = images.astype("float32")
-    x.setflags(write=False)
-    return x, labels
+    return images.astype("float32"), labels.copy()
 
 
 @pytest.fixture

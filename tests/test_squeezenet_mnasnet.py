@@ -216,8 +216,9 @@ def test_real_squeezenet_1_1_caffe_weights_classify_like_torchvision():
 
     x, y = sample_photos(227)
     # Caffe input: BGR, minus the per-channel mean, no scaling.
-    x = np.ascontiguousarray(x[..., ::-1] - CAFFE_BGR_MEAN)
-    p_ours = ours.predict(x, batch_size=100, verbose=0)
+    x = np.ascontiguousarray(x[..., ::-1])
+    x -= CAFFE_BGR_MEAN
+    p_ours = ours.predict(x, batch_size=50, verbose=0)
     # Channels-last memory is the fast layout for oneDNN's CPU convolutions (same model code).
     tv = tv.to(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -15,3 +15,8 @@ def check(condition, message, **kwargs):
     if not condition:
         raise ValueError(received(message, **kwargs))
 
+
+
+def one_line(text):
+    """`text` with every run of white space, newlines included, as one space."""
+    return " ".join(str(text).split())

@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from keras_lightnets._utils import one_line
+
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -348,8 +350,7 @@ def _trained_like(model, x, seed=0):
 
     Freshly initialised weights give near-constant activations whose int8
     ADD/MUL ops XNNPACK refuses, so their int8 file would time slower than a
-    trained model's. The benchmarks' `benchmarks/trained_weights.py` does the
-    same; `benchmarks/` is not installed, hence this copy.
+    trained model's. `benchmarks/` uses it too. Returns `model`.
     """
     import keras
     import numpy as np
@@ -448,8 +449,7 @@ def build_parser():
 
 
 def _one_line(exc):
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 def main(argv=None, out=None):

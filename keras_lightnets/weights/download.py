@@ -12,7 +12,8 @@ left by a killed process are removed by the next download into that folder.
 The cache keeps Keras' layout, `<KERAS_HOME or ~/.keras>/models/<file>`, with
 no fallback to another folder. Files without a publisher hash (`hash: null` in
 the manifest) are trusted on first use: the sha256 of the first file that
-loads is recorded next to it, in `<file>.sha256` (`sha256sum` format), and a
+loads is recorded next to it, in `<file>.sha256` (`sha256sum` format, then the
+file's size and mtime, so that an unchanged file is not hashed again), and a
 cached or downloaded file that differs from it later is refused.
 """
 
@@ -25,6 +26,7 @@ import uuid
 import warnings
 
 from keras_lightnets import _files
+from keras_lightnets._utils import one_line
 
 MIRROR_ENV = "KERAS_LIGHTNETS_WEIGHTS_MIRROR"
 TIMEOUT_ENV = "KERAS_LIGHTNETS_DOWNLOAD_TIMEOUT"
@@ -220,14 +222,10 @@ def _stream(url, out, entry, timeout, digests):
         raise ValueError(f"received {received} of the {expected} bytes announced")
 
 
-def _one_line(text):
-    return " ".join(str(text).split())
-
-
 def _download_error(entry, url, reason):
     final = cached_path(entry)
     return WeightsDownloadError(
-        f"Could not download {entry['file']} from {url} ({_one_line(reason)}); nothing was cached. "
+        f"Could not download {entry['file']} from {url} ({one_line(reason)}); nothing was cached. "
         f"Without network access, place the file by hand at {final}, or set {MIRROR_ENV} to "
         f"a base URL (http:// or file://) that serves {entry['file']}."
     )
@@ -317,7 +315,7 @@ def fetch(entry, load):
                 # Unrecorded (left by an older version, or placed by hand) and unreadable.
                 warnings.warn(f"Deleting the unreadable cached weights file {final} and "
                               f"downloading it again: {exc}", stacklevel=3)
-                _discard(final, _one_line(exc))
+                _discard(final, one_line(exc))
             else:
                 write_record(entry, file_digest(final, "sha256"))
                 return final
@@ -328,7 +326,7 @@ def converted_path(entry, include_top, source=None):
     """Cache path of a torchvision file converted to Keras `.weights.h5`."""
     key = (entry.get("hash") or {}).get("value")
     if not key:
-        key = file_digest(source or cached_path(entry), "sha256")[:16]
+        key = recorded_digest(entry, source or cached_path(entry))[:16]
     stem = os.path.splitext(entry["file"])[0]
     top = "top" if include_top else "notop"
     return os.path.join(cache_root(), CONVERTED_SUBDIR, f"{stem}-{key}-{top}.weights.h5")

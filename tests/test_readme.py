@@ -139,6 +139,8 @@ COVERED_ELSEWHERE = {
     "jupyter lab examples/": "interactive",
     "jupyter execute examples/transfer_learning.ipynb": "tests/test_notebooks.py runs both",
     "ruff check .": "tests/test_style.py runs it",
+    "python tools/readme_table.py --write":
+        "rewrites README.md's weights table; tests/test_readme_table.py checks for drift",
 }
 # One concrete call for each synopsis line of the Command line section.
 SYNOPSIS = {

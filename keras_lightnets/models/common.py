@@ -280,5 +280,5 @@ def load_weights(model, weights, family, variant, include_top):
     if weights == "imagenet":
         weights_lib.load_imagenet(model, family, variant, include_top)
     else:
-        weights_lib.load_file(model, os.fspath(weights))
+        weights_lib.load_file(model, os.fspath(weights), family=family)
     return model

@@ -1,10 +1,11 @@
 """Weight files: manifest, download, verification, cache and conversion.
 
 `weights="imagenet"` picks the manifest entry of the variant, fetches it
-(`download.fetch`), checks its hash, converts torchvision files once through
-`load_torch_state_dict` and caches the converted `.weights.h5` keyed by the
-source hash, so later loads are fast and offline. Files holding NaN or Inf
-weights are refused.
+(`download.fetch`), checks its hash, converts files of state-dict sources
+(torchvision) once through their source's reader and name map, and caches the
+converted `.weights.h5` keyed by the source hash, so later loads are fast and
+offline. A file of a source is loaded only into a model built in that source's
+flavour (`sources`). Files holding NaN or Inf weights are refused.
 """
 
 import os
@@ -12,16 +13,15 @@ import warnings
 
 import numpy as np
 
-from keras_lightnets.weights import download, manifest
+from keras_lightnets.weights import download, manifest, sources
+from keras_lightnets.weights.convert import load_state, load_torch_state_dict
 from keras_lightnets.weights.download import MIRROR_ENV, WeightsDownloadError
 from keras_lightnets.weights.manifest import has_imagenet_weights
 from keras_lightnets.weights.pth import load_state_dict
-from keras_lightnets.weights.torch_convert import load_torch_state_dict
-
-TORCH_SUFFIXES = (".pth", ".pt")
+from keras_lightnets.weights.sources import flavour_for
 
 
-def load_file(model, path, allow_nan=False):
+def load_file(model, path, allow_nan=False, family=None):
     """Loads a weights file of the same variant into `model`.
 
     Accepts a legacy Keras `.h5` (keras.applications layout, matched by layer
@@ -36,19 +36,26 @@ def load_file(model, path, allow_nan=False):
         allow_nan: whether to accept NaN or Inf weights. A `.pth` file is
             checked before anything is assigned; a Keras file after loading,
             so a refused Keras file leaves `model` holding its values.
+        family: the model's family (the factory's name, e.g. "ShuffleNetV2");
+            None: for a state-dict file, the family whose name map fits.
 
     Raises:
         ValueError: the file is missing, truncated, foreign, of another
-            variant or holds NaN/Inf weights; the message names the file.
+            variant, of a flavour `model` is not built in, or holds NaN/Inf
+            weights; the message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"No weights file at this path. Received: weights={path!r}")
-    if path.endswith(TORCH_SUFFIXES):
-        state = load_state_dict(path)
+    source = sources.file_source(path, family)
+    if source is not None:
+        family = family or sources.family_of(model, source, path)
+        sources.check_flavour(model, source, family, path)
+    if source is not None and source.reader is not None:
+        state = source.reader(path)
         if not allow_nan:
             _check_finite(state.items(), path)
-        load_torch_state_dict(model, state)
+        load_state(model, state, source, family)
         return model
     try:
         try:
@@ -103,9 +110,10 @@ def load_imagenet(model, family, variant, include_top):
     variant = dict(variant)
     rows = variant.pop("rows", None)
     entry = manifest.find(family, variant, include_top, rows)
-    if entry["format"] == "keras-h5":
+    if sources.SOURCES[entry["source"]].reader is None:
         # A file that entered the cache was checked for NaN then.
-        download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new))
+        download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new,
+                                                          family=family))
         return model
 
     def convert(path, new):
@@ -119,7 +127,7 @@ def load_imagenet(model, family, variant, include_top):
                 warnings.warn(f"Rebuilding the converted weights cache {converted}: {exc}",
                               stacklevel=4)
                 download.remove_quietly(converted)
-        load_file(model, path)
+        load_file(model, path, family=family)
         try:
             download.save_weights_atomically(model, converted)
         except OSError as exc:
@@ -134,9 +142,11 @@ def load_imagenet(model, family, variant, include_top):
 __all__ = [
     "MIRROR_ENV",
     "WeightsDownloadError",
+    "flavour_for",
     "has_imagenet_weights",
     "load_file",
     "load_imagenet",
+    "load_state",
     "load_state_dict",
     "load_torch_state_dict",
 ]

@@ -1,21 +1,12 @@
-"""Moving torchvision state dicts onto Keras models.
+"""Moving a state dict (PyTorch-style tensors) onto a Keras model through its source.
 
-Families whose weights come from torchvision (ShuffleNet V2, SqueezeNet,
-MnasNet) name every weighted Keras layer after the torchvision module that
-holds its tensors, with `.` written as `_` (`stage2_0_branch2_3` holds
-`stage2.0.branch2.3.*`). That makes the mapping a rule rather than a table:
+The source's name map gives each weighted Keras layer's tensor-name prefix;
 the layer type says how each tensor is laid out.
 """
 
 import numpy as np
 
-# Layers that hold no torchvision tensor (embedded preprocessing).
-_SKIPPED = ("Rescaling", "Normalization", "InputLayer")
-
-
-def torch_prefix(layer_name):
-    """The torchvision module path of a Keras layer name."""
-    return layer_name.replace("_", ".")
+from keras_lightnets.weights import sources
 
 
 def _to_numpy(value):
@@ -25,9 +16,14 @@ def _to_numpy(value):
 
 
 class _StateDict:
-    def __init__(self, state_dict):
-        self.tensors = {k: v for k, v in state_dict.items()
-                        if not k.endswith("num_batches_tracked")}
+    def __init__(self, state_dict, key_prefixes=()):
+        self.tensors = {}
+        for key, value in state_dict.items():
+            if key.endswith("num_batches_tracked"):
+                continue
+            for prefix in key_prefixes:
+                key = key.removeprefix(prefix)
+            self.tensors[key] = value
         self.used = set()
 
     def take(self, key, shape, layer):
@@ -62,8 +58,7 @@ def _depthwise_kernel(sd, prefix, layer, kernel_shape):
     return value.reshape(cin, mult, kh, kw).transpose(2, 3, 0, 1)
 
 
-def _layer_values(sd, layer):
-    prefix = torch_prefix(layer.name)
+def _layer_values(sd, layer, prefix, source):
     kind = type(layer).__name__
     shapes = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
     values = {}
@@ -74,16 +69,18 @@ def _layer_values(sd, layer):
         values[key] = _depthwise_kernel(sd, prefix, layer, shapes[key])
     elif kind == "Dense":
         cin, cout = shapes["kernel"]
-        values["kernel"] = sd.take(f"{prefix}.weight", (cout, cin), layer).T
+        if source.dense_layout == "in_out":
+            values["kernel"] = sd.take(f"{prefix}.weight", (cin, cout), layer)
+        else:
+            values["kernel"] = sd.take(f"{prefix}.weight", (cout, cin), layer).T
     elif kind == "BatchNormalization":
-        for keras_name, torch_name in (("gamma", "weight"), ("beta", "bias"),
-                                       ("moving_mean", "running_mean"),
-                                       ("moving_variance", "running_var")):
+        for keras_name, key in zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                                   source.bn_keys, strict=True):
             if keras_name in shapes:
-                values[keras_name] = sd.take(f"{prefix}.{torch_name}", shapes[keras_name], layer)
+                values[keras_name] = sd.take(f"{prefix}.{key}", shapes[keras_name], layer)
     else:
         raise ValueError(
-            f"No torchvision conversion for layer {layer.name!r} of type {kind}. "
+            f"No {source.name} conversion for layer {layer.name!r} of type {kind}. "
             f"Received: layer={layer.name!r}"
         )
     if kind != "BatchNormalization" and "bias" in shapes:
@@ -91,12 +88,33 @@ def _layer_values(sd, layer):
     return [values[w.path.split("/")[-1]] for w in layer.weights]
 
 
+def load_state(model, state_dict, source, family):
+    """Loads `source`'s state dict of `family` into the Keras model of the same variant.
+
+    Returns the sorted state-dict keys used (after `source.key_prefixes` are
+    stripped); unused tensors (a classifier the model lacks) are allowed.
+    Nothing is assigned until every tensor converted cleanly.
+
+    Raises:
+        ValueError: naming the first layer the name map does not know, or the
+            first missing or mis-shaped tensor.
+    """
+    sd = _StateDict(state_dict, source.key_prefixes)
+    staged = [(layer, _layer_values(sd, layer, sources.state_prefix(source, family, layer.name),
+                                    source))
+              for layer in sources.weighted_layers(model)]
+    for layer, values in staged:
+        layer.set_weights(values)
+    return sorted(sd.used)
+
+
 def load_torch_state_dict(model, state_dict, skip_classifier=None):
     """Loads a torchvision state dict into the Keras model of the same variant.
 
     Args:
         model: a keras_lightnets model of a torchvision-sourced family
-            (ShuffleNetV2, SqueezeNet, MnasNet), with or without its top.
+            (ShuffleNetV2, SqueezeNet, MnasNet), with or without its top; the
+            family is the one whose name map places every weighted layer.
         state_dict: mapping of torchvision tensor names to arrays (NumPy
             arrays or torch tensors), e.g. `torchvision_model.state_dict()`.
         skip_classifier: ignored tensors of the classifier are always
@@ -106,16 +124,9 @@ def load_torch_state_dict(model, state_dict, skip_classifier=None):
         The list of state-dict keys that were used.
 
     Raises:
-        ValueError: naming the first missing or mis-shaped tensor.
+        ValueError: naming the first unmapped layer or missing or mis-shaped
+            tensor.
     """
     del skip_classifier
-    sd = _StateDict(state_dict)
-    staged = []
-    for layer in model.layers:
-        if not layer.weights or type(layer).__name__ in _SKIPPED:
-            continue
-        staged.append((layer, _layer_values(sd, layer)))
-    # Nothing is assigned until every tensor converted cleanly.
-    for layer, values in staged:
-        layer.set_weights(values)
-    return sorted(sd.used)
+    source = sources.TORCHVISION
+    return load_state(model, state_dict, source, sources.family_of(model, source))

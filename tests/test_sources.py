@@ -1,0 +1,96 @@
+"""Weight sources as data: flavours match the built models, name maps, flavour checks."""
+
+import dataclasses
+import functools
+
+import pytest
+
+import keras_lightnets as kl
+from keras_lightnets import registry
+from keras_lightnets import weights as wl
+from keras_lightnets.weights import manifest, sources
+
+ENTRIES = registry.entries()
+
+
+@functools.lru_cache(maxsize=1)
+def built(name):
+    """The registered model with its top, random weights, at 64x64."""
+    return registry.get_model(name, weights=None, input_shape=(64, 64, 3))
+
+
+def test_manifest_entries_name_their_source():
+    for entry in manifest.entries():
+        source = sources.SOURCES[entry["source"]]
+        assert entry["format"] in source.formats, entry["file"]
+        assert entry["family"] in source.flavours, entry["file"]
+        assert sources.default_source(entry["family"]) is source
+    published = {e["family"] for e in manifest.entries() if e["source"] == "torchvision"}
+    assert set(sources.TORCHVISION.name_maps) == published
+
+
+def test_flavour_for_follows_the_weights():
+    assert sources.flavour_for("ShuffleNetV2", None) is sources.TORCH
+    assert sources.flavour_for("ShuffleNetV2", "imagenet") is sources.TORCH
+    assert sources.flavour_for("ShuffleNetV2", "x.pth") is sources.TORCH
+    assert sources.flavour_for("ShuffleNetV2", "x.weights.h5") is sources.TORCH
+    assert sources.flavour_for("MobileNetV2", "x.h5") is sources.KERAS
+    assert sources.flavour_for("MnasNet", "x.pt").bn == {"epsilon": 1e-5, "momentum": 0.9997}
+    assert sources.flavour_for("ShuffleNetV1", None).source == "paper"
+    with pytest.raises(ValueError, match="No weight source reads the file 'x.pth' for family "
+                                         "MobileNetV2.*Received: weights='x.pth'"):
+        sources.flavour_for("MobileNetV2", "x.pth")
+
+
+def test_unknown_layers_are_an_error_naming_them():
+    with pytest.raises(ValueError, match="Keras layer 'conv1_bn' has no torchvision name in "
+                                         "ShuffleNetV2's name map"):
+        sources.state_prefix(sources.TORCHVISION, "ShuffleNetV2", "conv1_bn")
+    with pytest.raises(ValueError, match="No torchvision name map fits model .*'Conv1'"):
+        wl.load_torch_state_dict(built("mobilenet_v2_035"), {})
+
+
+def _other(value, choices):
+    return next(c for c in choices if c != value)
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.name for e in ENTRIES])
+def test_flavour_and_name_map_fit_the_built_model(entry):
+    """The recorded flavour is what the factory builds, each measured difference is refused,
+    and the name map gives every weighted layer its torchvision module path."""
+    model = built(entry.name)
+    if entry.family in sources.TORCHVISION.name_maps:
+        layers = sources.weighted_layers(model)
+        # The rule the name maps replaced: Keras names are module paths with "_" for ".".
+        assert [sources.state_prefix(sources.TORCHVISION, entry.family, layer.name)
+                for layer in layers] == [layer.name.replace("_", ".") for layer in layers]
+        assert sources.family_of(model, sources.TORCHVISION) == entry.family
+    flavour = sources.flavour_for(entry.family, None)
+    assert sources.flavour_mismatch(model, flavour) is None
+    foreign = sources.KERAS if flavour.padding == "symmetric" else sources.TORCH
+    assert sources.flavour_mismatch(model, foreign)
+    changes = {"classifier": _other(flavour.classifier, ("dense", "conv1x1"))}
+    if flavour.bn_epsilon is not None:
+        changes["bn_epsilon"] = flavour.bn_epsilon * 10
+    if entry.family != "SqueezeNet":  # no padded strided convolution
+        changes["padding"] = _other(flavour.padding, ("symmetric", "keras"))
+    if flavour.normalization.embedded:
+        changes["normalization"] = _other(flavour.normalization,
+                                          (sources.TORCH_IMAGENET, sources.KERAS_TF))
+    for field, value in changes.items():
+        assert sources.flavour_mismatch(model, dataclasses.replace(flavour, **{field: value})), \
+            field
+
+
+def test_a_file_of_another_flavour_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "shufflenet.pth"
+    path.write_bytes(b"never read: the flavour is checked first")
+    model = built("shufflenet_v2_050")
+    keras_bn = dataclasses.replace(sources.TORCH, bn_epsilon=1e-3)
+    monkeypatch.setitem(sources.TORCHVISION.flavours, "ShuffleNetV2", keras_bn)
+    with pytest.raises(ValueError, match="shufflenet.pth' is torchvision's, for its flavour of "
+                                         "ShuffleNetV2, .* epsilon"):
+        wl.load_file(model, path)
+    with pytest.raises(ValueError, match="No weight source reads the file .*shufflenet.pth' "
+                                         "for family MobileNetV2"):
+        kl.MobileNetV2(weights=str(path), alpha=0.35, input_shape=(64, 64, 3))

@@ -191,14 +191,17 @@ def file_source(path, family=None):
     """The source whose file `path` is, by its ending; None for Keras-layout files.
 
     A legacy `.h5` is keras.applications' for its families and this package's
-    own layout otherwise, like `.weights.h5` and `.keras`.
+    own layout otherwise, like `.weights.h5`, `.keras` and unknown endings
+    (Keras tries them). A state-dict file (`.pth`) needs a source that maps
+    `family` (None: the one source reading such files).
     """
     name = os.fspath(path).lower()
     if name.endswith(NATIVE_SUFFIXES):
         return None
     found = [s for s in SOURCES.values() if s.suffixes and name.endswith(s.suffixes)]
-    if found and found[0].reader is None:
-        return found[0] if family in found[0].flavours else None
+    keras_layout = [s for s in found if s.reader is None]
+    if not found or keras_layout:
+        return next((s for s in keras_layout if family in s.flavours), None)
     if family is not None:
         found = [s for s in found if family in s.name_maps]
     if len(found) == 1:

@@ -8,7 +8,7 @@ import pytest
 import keras_lightnets as kl
 from keras_lightnets import registry
 from keras_lightnets import weights as wl
-from keras_lightnets.weights import manifest, sources
+from keras_lightnets.weights import flavour_check, manifest, sources
 
 ENTRIES = registry.entries()
 
@@ -66,9 +66,9 @@ def test_flavour_and_name_map_fit_the_built_model(entry):
                 for layer in layers] == [layer.name.replace("_", ".") for layer in layers]
         assert sources.family_of(model, sources.TORCHVISION) == entry.family
     flavour = sources.flavour_for(entry.family, None)
-    assert sources.flavour_mismatch(model, flavour) is None
+    assert flavour_check.flavour_mismatch(model, flavour) is None
     foreign = sources.KERAS if flavour.padding == "symmetric" else sources.TORCH
-    assert sources.flavour_mismatch(model, foreign)
+    assert flavour_check.flavour_mismatch(model, foreign)
     changes = {"classifier": _other(flavour.classifier, ("dense", "conv1x1"))}
     if flavour.bn_epsilon is not None:
         changes["bn_epsilon"] = flavour.bn_epsilon * 10
@@ -78,8 +78,8 @@ def test_flavour_and_name_map_fit_the_built_model(entry):
         changes["normalization"] = _other(flavour.normalization,
                                           (sources.TORCH_IMAGENET, sources.KERAS_TF))
     for field, value in changes.items():
-        assert sources.flavour_mismatch(model, dataclasses.replace(flavour, **{field: value})), \
-            field
+        changed = dataclasses.replace(flavour, **{field: value})
+        assert flavour_check.flavour_mismatch(model, changed), field
 
 
 def test_a_file_of_another_flavour_is_refused(tmp_path, monkeypatch):
@@ -94,3 +94,13 @@ def test_a_file_of_another_flavour_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="No weight source reads the file .*shufflenet.pth' "
                                          "for family MobileNetV2"):
         kl.MobileNetV2(weights=str(path), alpha=0.35, input_shape=(64, 64, 3))
+
+
+def test_embedded_normalizations_are_the_models_own_values():
+    from keras_lightnets import imagenet
+    from keras_lightnets.models import common
+
+    torch = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)
+    assert sources.TORCH_IMAGENET.scale_offset() == (torch.scale, torch.offset)
+    v3 = sources.flavour_for("MobileNetV3Small", None).normalization
+    assert v3.scale_offset() == (1.0 / 127.5, -1.0)  # keras.applications' Rescaling

@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from keras_lightnets.weights import download, manifest, sources
+from keras_lightnets.weights import download, flavour_check, manifest, sources
 from keras_lightnets.weights.convert import load_state, load_torch_state_dict
 from keras_lightnets.weights.download import MIRROR_ENV, WeightsDownloadError
 from keras_lightnets.weights.manifest import has_imagenet_weights
@@ -50,7 +50,7 @@ def load_file(model, path, allow_nan=False, family=None):
     source = sources.file_source(path, family)
     if source is not None:
         family = family or sources.family_of(model, source, path)
-        sources.check_flavour(model, source, family, path)
+        flavour_check.check_flavour(model, source, family, path)
     if source is not None and source.reader is not None:
         state = source.reader(path)
         if not allow_nan:

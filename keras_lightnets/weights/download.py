@@ -323,7 +323,7 @@ def fetch(entry, load):
 
 
 def converted_path(entry, include_top, source=None):
-    """Cache path of a torchvision file converted to Keras `.weights.h5`."""
+    """Cache path of a state-dict source's file (torchvision) converted to `.weights.h5`."""
     key = (entry.get("hash") or {}).get("value")
     if not key:
         key = recorded_digest(entry, source or cached_path(entry))[:16]

@@ -4,8 +4,9 @@ A `Source` is a publisher of weight files (keras.applications, torchvision): the
 manifest formats and file endings it publishes, the reader of its files, and per
 family the `Flavour` (the numerics its weights were trained with) and the name
 map from Keras layer names to its tensor names. `flavour_for(family, weights)`
-says which flavour a factory builds for the requested weights; `check_flavour`
-refuses to load a file into a model built in another flavour.
+says which flavour a factory builds for the requested weights;
+`flavour_check.check_flavour` refuses to load a file into a model built in
+another flavour.
 
 A new source (PaddleClas, megvii, timm) is one more `Source` record: its reader,
 its flavours (`dataclasses.replace` of a base flavour), its name maps, and its
@@ -15,8 +16,6 @@ tensor conventions (`bn_keys`, `dense_layout`, `key_prefixes`).
 import dataclasses
 import os
 import re
-
-import numpy as np
 
 from keras_lightnets import imagenet
 from keras_lightnets.weights import pth
@@ -43,9 +42,12 @@ class Normalization:
     embedded: bool = True
 
     def scale_offset(self):
-        """Per-channel `(scale, offset)` of the `Rescaling` layer that embeds it."""
+        """`(scale, offset)` of the `Rescaling` layer that embeds it: per channel, or
+        scalars when the channels agree (the plain layer's graph, as MobileNetV3's)."""
         scale = [self.pixel_max / (255.0 * s) for s in self.std]
         offset = [-m / s for m, s in zip(self.mean, self.std, strict=True)]
+        if len(set(scale)) == len(set(offset)) == 1:
+            return scale[0], offset[0]
         return scale, offset
 
 
@@ -162,6 +164,7 @@ PAPER = Source(
     flavours={"ShuffleNetV1": _replace(TORCH, source="paper")},
 )
 
+# In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
@@ -175,16 +178,21 @@ def _received(weights):
 
 
 def default_source(family):
-    """The source of `weights="imagenet"` (or of the architecture without weights)."""
+    """The source of `weights="imagenet"` and of `weights=None`.
+
+    The first source in `SOURCES` with published files of `family` (the
+    manifest), else the first with a flavour of it: sources added later do
+    not change what "imagenet" means.
+    """
     from keras_lightnets.weights import manifest
 
     published = {e["source"] for e in manifest.entries(family)}
-    if not published:
-        published = {s.name for s in SOURCES.values() if family in s.flavours}
-    if len(published) != 1:
-        raise ValueError(f"No single default weight source for family {family!r}: "
-                         f"{sorted(published)}. Received: family={family!r}")
-    return SOURCES[published.pop()]
+    for candidates in (published, {s.name for s in SOURCES.values() if family in s.flavours}):
+        for source in SOURCES.values():
+            if source.name in candidates:
+                return source
+    raise ValueError(f"No weight source has a flavour of family {family!r}. "
+                     f"Received: family={family!r}")
 
 
 def file_source(path, family=None):
@@ -261,93 +269,3 @@ def family_of(model, source, weights=None):
         f"{', '.join(source.name_maps) or 'no family'}. "
         f"{_received(weights) if weights else f'Received: model={model.name!r}'}"
     )
-
-
-# -- the flavour a built model has ---------------------------------------------------------
-
-
-def _padding_ok(flavour, conv, size, pads):
-    """Whether strided `conv` on a `size` map, after zero padding `pads` (or None), pads
-    as `flavour` does."""
-    from keras_lightnets.blocks import correct_pad
-
-    k = conv.kernel_size[0]
-    if pads is None:
-        if conv.padding == "valid":
-            return True  # an unpadded convolution in every flavour (SqueezeNet's conv1)
-        if flavour.padding != "symmetric":
-            return True  # TF "same": keras stems
-        return None not in size and all(d % 2 for d in size)  # "same" is symmetric then
-    if flavour.padding == "symmetric":
-        return pads == ((k // 2, k // 2),) * 2
-    if flavour.padding == "bottom_right":
-        return pads == ((0, 1), (0, 1))
-    return pads == correct_pad(size, k)
-
-
-def flavour_mismatch(model, flavour):
-    """What of `flavour` the built `model` lacks (a sentence), or None.
-
-    Measured on the model: batch-norm epsilon and momentum, padding of strided
-    convolutions, the classifier's form (with the top) and the embedded
-    normalization (when present). Gate and block-0 expansion are built by the
-    factory and not measured.
-    """
-    import keras
-
-    from keras_lightnets import graph
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            have = (layer.epsilon, layer.momentum)
-            if flavour.bn_epsilon is None or not np.allclose(
-                    have, (flavour.bn_epsilon, flavour.bn_momentum), rtol=1e-6, atol=0):
-                return (f"batch norm {layer.name!r} has epsilon, momentum {have}; the flavour "
-                        f"{(flavour.bn_epsilon, flavour.bn_momentum)}")
-        if isinstance(layer, keras.layers.Rescaling):
-            if not flavour.normalization.embedded:
-                return (f"it embeds an input normalization {layer.name!r}; the flavour's "
-                        f"input is normalized by `preprocess_input`")
-            want = flavour.normalization.scale_offset()
-            have = (np.broadcast_to(layer.scale, 3), np.broadcast_to(layer.offset, 3))
-            if not np.allclose(have, want, rtol=1e-6, atol=1e-7):
-                return (f"its input normalization {layer.name!r} is x * {layer.scale} + "
-                        f"{layer.offset}; the flavour's x * {want[0]} + {want[1]}")
-    nodes = graph.nodes(model)
-    producers = graph.producers(nodes)
-    for node in nodes:
-        conv = node.operation
-        if (isinstance(conv, keras.layers.Conv2D | keras.layers.DepthwiseConv2D)
-                and max(conv.strides) > 1 and conv.kernel_size[0] > 1):
-            before = producers.get(id(node.input_tensors[0]))
-            pads, size = None, tuple(node.input_tensors[0].shape[1:3])
-            if before is not None and isinstance(before.operation, keras.layers.ZeroPadding2D):
-                pads = tuple(tuple(p) for p in before.operation.padding)
-                size = tuple(before.input_tensors[0].shape[1:3])
-            if not _padding_ok(flavour, conv, size, pads):
-                shown = pads if pads is not None else f"padding={conv.padding!r}"
-                return f"strided {conv.name!r} pads {shown}, not {flavour.padding!r}"
-    top = weighted_layers(model)[-1:]
-    if top and isinstance(top[0], keras.layers.Dense | keras.layers.Conv2D):
-        layer = top[0]
-        units = layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
-        form = "dense" if isinstance(layer, keras.layers.Dense) else "conv1x1"
-        if units == model.outputs[0].shape[-1] and (form == "dense" or layer.kernel_size == (1, 1)):
-            if (form, layer.use_bias) != (flavour.classifier, flavour.classifier_bias):
-                return (f"its classifier {layer.name!r} is {form} (bias {layer.use_bias}); "
-                        f"the flavour's {flavour.classifier} (bias {flavour.classifier_bias})")
-    return None
-
-
-def check_flavour(model, source, family, weights):
-    """ValueError unless `model` is built in `source`'s flavour of `family`."""
-    flavour = source.flavours.get(family)
-    problem = "the source has no flavour of it" if flavour is None else flavour_mismatch(
-        model, flavour)
-    if problem:
-        raise ValueError(
-            f"The weights file {os.fspath(weights)!r} is {source.name}'s, for its flavour of "
-            f"{family}, which model {model.name!r} is not built in: {problem}. Build the model "
-            f"with its factory and `weights=<path>`, which builds the flavour the file needs. "
-            f"{_received(os.fspath(weights))}"
-        )

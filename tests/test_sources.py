@@ -104,3 +104,55 @@ def test_embedded_normalizations_are_the_models_own_values():
     assert sources.TORCH_IMAGENET.scale_offset() == (torch.scale, torch.offset)
     v3 = sources.flavour_for("MobileNetV3Small", None).normalization
     assert v3.scale_offset() == (1.0 / 127.5, -1.0)  # keras.applications' Rescaling
+
+
+def _state_dict_of(model, source, family):
+    """`model`'s weights written as `source`'s state dict (the inverse of the conversion)."""
+    state = {}
+    for layer in sources.weighted_layers(model):
+        prefix = sources.state_prefix(source, family, layer.name)
+        values = {w.path.split("/")[-1]: w.numpy() for w in layer.weights}
+        kind = type(layer).__name__
+        if kind == "BatchNormalization":
+            for name, key in zip(("gamma", "beta", "moving_mean", "moving_variance"),
+                                 source.bn_keys, strict=True):
+                state[f"{prefix}.{key}"] = values[name]
+            continue
+        kernel = values.get("kernel", values.get("depthwise_kernel"))
+        if kind == "DepthwiseConv2D":
+            kh, kw, cin, mult = kernel.shape
+            kernel = kernel.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
+        elif kind == "Conv2D":
+            kernel = kernel.transpose(3, 2, 0, 1)
+        elif source.dense_layout == "out_in":
+            kernel = kernel.T
+        state[f"{prefix}.weight"] = kernel
+        if "bias" in values:
+            state[f"{prefix}.bias"] = values["bias"]
+    return {f"{source.key_prefixes[0] if source.key_prefixes else ''}{k}": v
+            for k, v in state.items()}
+
+
+def test_a_new_source_is_a_record():
+    """Other tensor conventions (batch-norm keys, Linear [in, out], a key prefix, BGR
+    weights) are fields of a source's record: the converter needs no new code."""
+    import harness
+    import numpy as np
+
+    family = "ShuffleNetV2"
+    model = harness.randomize(kl.ShuffleNetV2(alpha=0.25, weights=None), seed=1)
+    bgr = sources.Normalization((0.0,) * 3, (1.0,) * 3, pixel_max=255.0, order="BGR")
+    for source in (sources.TORCHVISION, dataclasses.replace(
+            sources.TORCHVISION, name="paddle-like", key_prefixes=("module.",),
+            bn_keys=("weight", "bias", "_mean", "_variance"), dense_layout="in_out",
+            flavours={family: dataclasses.replace(sources.TORCH, normalization=bgr)})):
+        state = _state_dict_of(model, source, family)
+        loaded = kl.ShuffleNetV2(alpha=0.25, weights=None)
+        assert len(wl.load_state(loaded, state, source, family)) == len(state)
+        for layer in sources.weighted_layers(model):
+            expected = layer.get_weights()
+            if layer.name == "conv1_0" and source.flavours[family].normalization.order == "BGR":
+                expected[0] = expected[0][:, :, ::-1, :]  # the stem reads RGB
+            for mine, theirs in zip(loaded.get_layer(layer.name).get_weights(), expected,
+                                    strict=True):
+                np.testing.assert_array_equal(mine, theirs)

@@ -93,7 +93,9 @@ def load_state(model, state_dict, source, family):
 
     Returns the sorted state-dict keys used (after `source.key_prefixes` are
     stripped); unused tensors (a classifier the model lacks) are allowed.
-    Nothing is assigned until every tensor converted cleanly.
+    Nothing is assigned until every tensor converted cleanly. Weights trained
+    on BGR input (the flavour's `normalization.order`) get the first
+    convolution's input channels reversed: the model takes RGB like every other.
 
     Raises:
         ValueError: naming the first layer the name map does not know, or the
@@ -103,6 +105,9 @@ def load_state(model, state_dict, source, family):
     staged = [(layer, _layer_values(sd, layer, sources.state_prefix(source, family, layer.name),
                                     source))
               for layer in sources.weighted_layers(model)]
+    if source.flavours[family].normalization.order == "BGR":
+        stem = next(values for layer, values in staged if type(layer).__name__ == "Conv2D")
+        stem[0] = stem[0][:, :, ::-1, :]
     for layer, values in staged:
         layer.set_weights(values)
     return sorted(sd.used)

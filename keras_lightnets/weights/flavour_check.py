@@ -54,6 +54,8 @@ def _layer_mismatch(layer, flavour):
 
 
 def _padding_mismatch(model, flavour):
+    if graph.functional(model) is None:
+        return None  # a subclassed model: no graph to read
     nodes = graph.nodes(model)
     producers = graph.producers(nodes)
     for node in nodes:

@@ -30,9 +30,10 @@ GATE_PADDLE = "clip(0.2 * x + 0.5, 0, 1)"
 class Normalization:
     """The input the weights expect: `(p * pixel_max / 255 - mean) / std` per channel.
 
-    `p` are pixels in [0, 255] in channel `order`. `embedded`: the model
-    holds it as its first layer (`include_preprocessing=True`); otherwise
-    `preprocess_input` applies it.
+    `p` are pixels in [0, 255] in channel `order`, as are `mean` and `std`.
+    Models take RGB: BGR weights get their first convolution's input channels
+    reversed (`convert.load_state`). `embedded`: the model holds it as its first
+    layer (`include_preprocessing=True`); otherwise `preprocess_input` applies it.
     """
 
     mean: tuple
@@ -42,12 +43,14 @@ class Normalization:
     embedded: bool = True
 
     def scale_offset(self):
-        """`(scale, offset)` of the `Rescaling` layer that embeds it: per channel, or
-        scalars when the channels agree (the plain layer's graph, as MobileNetV3's)."""
+        """`(scale, offset)` of the `Rescaling` layer that embeds it, per RGB channel,
+        or scalars when the channels agree (the plain layer's graph, as MobileNetV3's)."""
         scale = [self.pixel_max / (255.0 * s) for s in self.std]
         offset = [-m / s for m, s in zip(self.mean, self.std, strict=True)]
         if len(set(scale)) == len(set(offset)) == 1:
             return scale[0], offset[0]
+        if self.order == "BGR":  # the layer sees RGB
+            return scale[::-1], offset[::-1]
         return scale, offset
 
 

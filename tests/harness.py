@@ -67,12 +67,10 @@ def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
     Why the offsets: random kernels behind measured batch norms make a
     chaotic network when the ReLUs cut near the mean. The next batch norm
     removes the mean a ReLU adds but not the noise it lets through, so every
-    layer multiplies relative noise by up to 1.2 (more for negative offsets);
-    with offsets of N(0, 0.5) a 1% input noise moved MobileNetV2's logits by
-    68%, and a correct int8 file of it reached a cosine of 0.65. With offsets
-    of 1-2 `gamma` (ReLUs pass 84-98% of values) it is 7%, and int8 files of
-    every family reach 0.97-0.99 while a file from weights 10% off falls to
-    0.2-0.8: a trained model's robustness, which random kernels lack.
+    layer amplifies relative noise, and int8 files of a correct export
+    disagree with the model (see CHANGELOG). With offsets of 1-2 `gamma` the
+    ReLUs pass most values, noise stays near its size, and int8 files agree
+    as a trained model's do while a file from altered weights does not.
 
     The kernels stay as they are (the factory's initialization). `images`
     are in the model's input domain; the model should output logits

@@ -105,26 +105,24 @@ def _classifier(model, layers):
     for layer in reversed(layers):
         if isinstance(layer, keras.layers.BatchNormalization):
             return None  # a headless model's last convolution: its batch norm follows
-        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)) and layer.use_bias:
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
             return layer
     return None
 
 
 def _scale_classifier(model, classifier, images, logit_std):
-    kernel, bias = classifier.get_weights()
+    kernel, *bias = classifier.get_weights()
     pre = np.asarray(keras.Model(model.input, classifier.output)(images, training=False))
     pre = pre.reshape(-1, pre.shape[-1]).astype("float64")
-    mean = pre.mean(0)
-    spread = float(np.std(pre - mean)) or 1.0
-    classifier.set_weights([(kernel / spread).astype("float32"),
-                            ((bias - mean) / spread).astype("float32")])
+    mean = pre.mean(0) if bias else 0.0  # without a bias the offset stays
+    spread = float(np.std(pre - pre.mean(0))) or 1.0
+    classifier.set_weights([np.asarray(w, "float32")
+                            for w in (kernel / spread, *((b - mean) / spread for b in bias))])
     # Layers after the classifier (SqueezeNet's ReLU and pooling) change the spread, but
     # scale with it: one more step makes the logits' own.
     logits = np.asarray(model(images, training=False)).astype("float64")
     factor = logit_std / (float(np.std(logits - logits.mean(0))) or 1.0)
-    kernel, bias = classifier.get_weights()
-    classifier.set_weights([(kernel * factor).astype("float32"),
-                            (bias * factor).astype("float32")])
+    classifier.set_weights([(w * factor).astype("float32") for w in classifier.get_weights()])
 
 
 def reference_row(entry):

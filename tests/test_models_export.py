@@ -53,3 +53,26 @@ def test_export_check_catches_a_perturbed_int8_file(tmp_path):
     reference = np.asarray(model(held, training=False))
     bad = harness.agreement(reference, harness.run_tflite(broken, held))
     print(f"\nint8 cosine: real file {good['cosine']:.4f}, kernels 10% off {bad['cosine']:.4f}")
+
+
+def test_trained_like_measures_batch_norms_and_scales_logits():
+    """Each batch norm holds the statistics of its input on the images, as the measured
+    layers before it give it; the logits have std LOGIT_STD and mean 0 per class."""
+    import keras
+
+    entry = registry.get_entry("mobilenet_v2_035")
+    model = entry.build(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    x = harness.export_photos(entry, model, 64, 16)
+    harness.trained_like(model, x)
+    norms = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    for layer in (norms[1], norms[len(norms) // 2], norms[-1]):
+        seen = np.asarray(keras.Model(model.input, layer.input)(x, training=False))
+        seen = seen.reshape(-1, seen.shape[-1]).astype("float64")
+        scale = seen.std()
+        np.testing.assert_allclose(np.asarray(layer.moving_mean), seen.mean(0), rtol=0,
+                                   atol=1e-4 * scale)
+        np.testing.assert_allclose(np.asarray(layer.moving_variance), seen.var(0), rtol=1e-3,
+                                   atol=1e-6 * scale**2)
+    logits = np.asarray(model(x, training=False)).astype("float64")
+    assert np.std(logits) == pytest.approx(harness.LOGIT_STD, rel=1e-3)
+    np.testing.assert_allclose(logits.mean(0), 0, atol=1e-3 * harness.LOGIT_STD)

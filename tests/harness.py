@@ -6,14 +6,15 @@ Each family's tests are mostly parameters passed to these helpers.
 import importlib
 import json
 import os
-import sys
 import tempfile
 
 import keras
 import numpy as np
-from conftest import COMPLEXITY, ROOT
+from conftest import COMPLEXITY
 
 FORBIDDEN_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
+# `trained_like`: the spread of the logits over images and classes, a trained classifier's.
+LOGIT_STD = 3.0
 
 
 def randomize(model, seed=0, scale=0.2):
@@ -36,12 +37,92 @@ def randomize(model, seed=0, scale=0.2):
     return model
 
 
-def trained_like(model, x):
-    """The benchmarks' trained-like batch norms (`benchmarks/trained_weights.py`), in place."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from trained_weights import trained_like as make
+def _all_layers(model):
+    """The layers of `model`, nested models' layers in their place."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
-    return make(model, x)
+
+def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
+    """Weights shaped like trained ones, in place, so that outputs follow the input.
+
+    `randomize` gives batch norms statistics unrelated to the activations
+    they see: deep in a model every channel drifts to a constant and the
+    outputs barely depend on the input, so any cosine between two versions of
+    the model passes. Here:
+
+    - each batch norm gets a random scale `gamma` in [0.5, 1.5] and an offset
+      `beta` of 1 to 2 times it, and the mean and variance of its input
+      measured on `images`, layer by layer: one pass in training mode with
+      momentum 0, in which every batch norm normalizes with, and stores, the
+      statistics of its input as the (already measured) layers before it
+      produce it;
+    - the classifier (the last convolution or dense layer, when no batch
+      norm follows it) is rescaled and re-centred so that on `images` each
+      class's logit has mean 0 and the logits have std `logit_std`: a
+      trained model's logits vary with the image, not by a common offset.
+
+    Why the offsets: random kernels behind measured batch norms make a
+    chaotic network when the ReLUs cut near the mean. The next batch norm
+    removes the mean a ReLU adds but not the noise it lets through, so every
+    layer amplifies relative noise, and int8 files of a correct export
+    disagree with the model (see CHANGELOG). With offsets of 1-2 `gamma` the
+    ReLUs pass most values, noise stays near its size, and int8 files agree
+    as a trained model's do while a file from altered weights does not.
+
+    The kernels stay as they are (the factory's initialization). `images`
+    are in the model's input domain; the model should output logits
+    (`classifier_activation=None`). Returns `model`.
+    """
+    rng = np.random.default_rng(seed)
+    layers = list(_all_layers(model))
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        gamma, beta, mean, variance = layer.get_weights()
+        gamma = rng.uniform(0.5, 1.5, gamma.shape)
+        beta = gamma * rng.uniform(1.0, 2.0, beta.shape)
+        layer.set_weights([gamma.astype("float32"), beta.astype("float32"), mean, variance])
+    momenta = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    try:
+        model(images, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum
+    classifier = _classifier(model, layers)
+    if classifier is not None and logit_std is not None:
+        _scale_classifier(model, classifier, images, logit_std)
+    return model
+
+
+def _classifier(model, layers):
+    """The layer that computes the logits of a one-output classifier, or None."""
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        return None
+    for layer in reversed(layers):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return None  # a headless model's last convolution: its batch norm follows
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            return layer
+    return None
+
+
+def _scale_classifier(model, classifier, images, logit_std):
+    kernel, *bias = classifier.get_weights()
+    pre = np.asarray(keras.Model(model.input, classifier.output)(images, training=False))
+    pre = pre.reshape(-1, pre.shape[-1]).astype("float64")
+    mean = pre.mean(0) if bias else 0.0  # without a bias the offset stays
+    spread = float(np.std(pre - pre.mean(0))) or 1.0
+    classifier.set_weights([np.asarray(w, "float32")
+                            for w in (kernel / spread, *((b - mean) / spread for b in bias))])
+    # Layers after the classifier (SqueezeNet's ReLU and pooling) change the spread, but
+    # scale with it: one more step makes the logits' own.
+    logits = np.asarray(model(images, training=False)).astype("float64")
+    factor = logit_std / (float(np.std(logits - logits.mean(0))) or 1.0)
+    classifier.set_weights([(w * factor).astype("float32") for w in classifier.get_weights()])
 
 
 def reference_row(entry):
@@ -195,3 +276,195 @@ def expected_params(entry):
     if row is None and hook is not None:
         row = hook(entry)
     return row
+
+
+# The export check -------------------------------------------------------------------------
+# A registered model, with trained-like weights, through the float32 TFLite, ONNX and int8
+# TFLite exporters; each file is also run here, apart from the exporter's own verification,
+# and compared with the Keras model on photos it was not calibrated on.
+
+# float32 files: the largest absolute difference over the largest absolute logit (the
+# exporters' own default bound, `keras_lightnets.export.verify`).
+FLOAT_REL = 1e-4
+# int8 files: the least mean cosine similarity of the logits (the exporter's default).
+INT8_COSINE = 0.95
+# Photos: the first calibrate the int8 file and measure the batch norms, the others check.
+CALIBRATION_PHOTOS = 32
+CHECK_PHOTOS = 16
+# Reshape arithmetic that a dynamic batch brings into a TFLite graph.
+DYNAMIC_SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+
+
+def export_photos(entry, model, size, count=CALIBRATION_PHOTOS + CHECK_PHOTOS):
+    """The first `count` sample photos at `size`, in `model`'s input domain."""
+    from conftest import sample_photos
+
+    from keras_lightnets import export
+
+    x, _ = sample_photos(size, count)
+    if export.expects_raw_pixels(model):
+        return x
+    return np.asarray(entry.preprocess_input(x), dtype="float32")
+
+
+def export_model(entry, input_size=96, seed=0, **kwargs):
+    """`(model, photos)`: `entry` at `input_size` with trained-like weights, logits out.
+
+    The kernels are the factory's, seeded; the batch norms and classifier are
+    `trained_like` on the first `CALIBRATION_PHOTOS` photos.
+    """
+    keras.utils.set_random_seed(seed)
+    model = entry.build(weights=None, input_shape=(input_size, input_size, 3),
+                        classifier_activation=None, **kwargs)
+    x = export_photos(entry, model, input_size)
+    trained_like(model, x[:CALIBRATION_PHOTOS], seed=seed)
+    return model, x
+
+
+def tflite_interpreter(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    return interp
+
+
+def run_tflite(path, x):
+    """The outputs of a TFLite file on float inputs `x`, one image at a time.
+
+    Quantized inputs and outputs go through the file's own scale and zero
+    point. Also asserts that the file loads in LiteRT with no tensor above 4-D.
+    """
+    interp = tflite_interpreter(path)
+    ranks = {len(t["shape"]) for t in interp.get_tensor_details()}
+    assert max(ranks) <= 4, f"{path}: a tensor of rank {max(ranks)}"
+    runner = interp.get_signature_runner()
+    (name, detail), = runner.get_input_details().items()
+    (out_name, out_detail), = runner.get_output_details().items()
+    scale, zero = detail["quantization"]
+    out_scale, out_zero = out_detail["quantization"]
+    outputs = []
+    for image in x:
+        value = image[None]
+        if scale:
+            info = np.iinfo(detail["dtype"])
+            value = np.clip(np.round(value / scale + zero), info.min, info.max)
+        y = runner(**{name: value.astype(detail["dtype"])})[out_name].astype("float32")
+        outputs.append((y - out_zero) * out_scale if out_scale else y)
+    return np.concatenate(outputs)
+
+
+def run_onnx(path, x):
+    """The outputs of an ONNX file on `x`, as one batch (onnxruntime, CPU)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {session.get_inputs()[0].name: x})
+    return np.asarray(output, dtype="float32")
+
+
+def agreement(reference, actual):
+    """`{"max_rel_diff", "cosine", "min_cosine"}` of outputs against the model's.
+
+    The cosines are per image, of the outputs less the model's mean output
+    over the images: what depends on the image (a common offset, such as
+    the positive one a ReLU before pooling gives SqueezeNet's logits, would
+    count as agreement). Computed here, not by the exporters' verification,
+    so that the check does not rest on the code it checks.
+    """
+    ref = reference.reshape(len(reference), -1).astype("float64")
+    act = actual.reshape(len(actual), -1).astype("float64")
+    assert ref.shape == act.shape, (ref.shape, act.shape)
+    rel = float(np.abs(ref - act).max() / np.abs(ref).max())
+    offset = ref.mean(0)
+    ref, act = ref - offset, act - offset
+    cosines = (ref * act).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(act, axis=1))
+    return {"max_rel_diff": rel, "cosine": float(cosines.mean()),
+            "min_cosine": float(cosines.min())}
+
+
+def check_file(model, path, x, quantized=False):
+    """Runs the exported file at `path` on `x` and holds it to the model's logits.
+
+    float32: max relative difference <= `FLOAT_REL`; int8: mean cosine
+    (`agreement`) >= `INT8_COSINE`. Also asserts that the logits follow the
+    input (else any file would pass). Returns the measured `agreement`.
+    """
+    reference = np.asarray(model(x, training=False))
+    assert reference.std(0).mean() > 0.5 * reference.std(), \
+        f"{model.name}: the logits barely depend on the input"
+    run = run_onnx if str(path).endswith(".onnx") else run_tflite
+    measured = agreement(reference, run(path, x))
+    if quantized:
+        assert measured["cosine"] >= INT8_COSINE, (str(path), measured)
+    else:
+        assert measured["max_rel_diff"] <= FLOAT_REL, (str(path), measured)
+    return measured
+
+
+def _builtin_ops_only(report):
+    ops = report.ops
+    assert ops and all(op.isupper() and not op.startswith(("FLEX", "CUSTOM")) for op in ops), ops
+
+
+def run_export_test(entry, directory, input_size=96, seed=0, **kwargs):
+    """The export check on one registered model: float32 TFLite, ONNX and int8 TFLite.
+
+    The model (`export_model`) goes through `export.to_tflite` and
+    `export.to_onnx` with their own verification on (their default bounds);
+    the reports must describe static-batch, builtin-op, at most 4-D TFLite
+    files with an `input` signature, a dynamic-batch ONNX graph and an int8
+    file with int8 input, output and most tensors. Each file is then run
+    here on `CHECK_PHOTOS` photos the int8 file was not calibrated on
+    (`check_file`). `kwargs` go to the factory. Returns `{kind: agreement}`.
+    """
+    from keras_lightnets import export
+
+    model, x = export_model(entry, input_size, seed, **kwargs)
+    fit, held = x[:CALIBRATION_PHOTOS], x[CALIBRATION_PHOTOS:]
+    size = [input_size, input_size, 3]
+    measured = {}
+
+    path = os.path.join(directory, f"{entry.name}.tflite")
+    report = export.to_tflite(model, path)
+    assert report.verified and report.max_rel_diff <= FLOAT_REL, report
+    assert report.gpu_compatible and report.max_tensor_rank <= 4, report
+    # A static batch of 1 keeps every reshape free of shape arithmetic.
+    assert not DYNAMIC_SHAPE_OPS & set(report.ops), report.ops
+    assert report.inputs[0]["name"] == "input" and report.inputs[0]["shape"] == [1, *size]
+    assert report.size_bytes == os.path.getsize(path)
+    _builtin_ops_only(report)
+    assert list(tflite_interpreter(path).get_signature_runner().get_input_details()) == ["input"]
+    measured["float32"] = check_file(model, path, held)
+
+    path = os.path.join(directory, f"{entry.name}.onnx")
+    report = export.to_onnx(model, path)
+    assert report.verified and report.max_rel_diff <= FLOAT_REL, report
+    assert report.inputs == [{"name": "input", "shape": ["batch", *size], "dtype": "float32"}]
+    measured["onnx"] = check_file(model, path, held)  # a batch of 16: the batch is dynamic
+
+    path = os.path.join(directory, f"{entry.name}_int8.tflite")
+    report = export.to_tflite(model, path, "int8", representative_data=fit, verify_data=held,
+                              progress=False)
+    assert report.verified and report.samples == CHECK_PHOTOS, report
+    assert report.cosine >= INT8_COSINE, report
+    assert report.inputs[0]["dtype"] == "int8" and report.outputs[0]["dtype"] == "int8"
+    assert not DYNAMIC_SHAPE_OPS & set(report.ops), report.ops
+    _builtin_ops_only(report)
+    tensors = tflite_interpreter(path).get_tensor_details()
+    assert 2 * sum(t["dtype"] == np.int8 for t in tensors) > len(tensors)
+    measured["int8"] = check_file(model, path, held, quantized=True)
+    return measured
+
+
+def perturbed(model, fraction=0.1, seed=0):
+    """A copy of `model` with every kernel weight off by `fraction` (random, relative)."""
+    rng = np.random.default_rng(seed)
+    copy = model.__class__.from_config(model.get_config())
+    copy.set_weights([
+        w * (1 + fraction * rng.standard_normal(w.shape)).astype("float32")
+        if v.path.endswith("kernel") else w
+        for v, w in zip(model.weights, model.get_weights(), strict=True)])
+    return copy

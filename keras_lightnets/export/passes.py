@@ -1,0 +1,180 @@
+"""The export passes, in the order they run, each with what it buys.
+
+`KERAS` passes rewrite a copy of a Keras 3 model before the TFLite converter
+traces it (the model is never changed); `ONNX` passes rewrite tf2onnx's graph
+(`_onnx_passes`). Every rewrite computes the same function. `to_tflite` and
+`to_onnx` take `passes=`: None runs every pass that applies, a collection of
+names only those. The export report's `passes` gives each pass's outcome:
+"applied" (it changed the graph), "not applicable" or "off".
+
+Measured gains live in `benchmarks/investigations/FINDINGS.md` (section named
+per pass) and in the pass's own module docstring.
+"""
+
+import collections
+
+from keras_lightnets import graph, layers
+from keras_lightnets._utils import check
+from keras_lightnets.export import _fold, _model, _onnx_passes, _route, forms
+
+APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
+
+# `run(model, export)` returns the new model (`model` itself: nothing to do), or
+# `substitute(node, args, kwargs, export)` returns a node's new outputs or None
+# (`graph.rebuild`); consecutive substitutions share one rebuild.
+Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
+
+
+# What the passes know of the export: its quantization and, for `rounding`, a callable
+# giving calibration images (or None).
+Export = collections.namedtuple("Export", "quantization rounding_images")
+
+
+def rounding(model, export):
+    """int8 weights rounded to fit each layer's float output (and every batch norm
+    folded): top-1 agreement of the real MobileNet 0.25 0.94 instead of 0.91
+    (`to_tflite`'s `adaptive_rounding`, `_rounding`)."""
+    if export.rounding_images is None or export.quantization != "int8":
+        return model
+    from keras_lightnets.export import _rounding
+
+    return _rounding.rounded(model, export.rounding_images())
+
+
+def fold(model, export):
+    """Batch norm (and ReLU) after a concatenation folded into each convolution of the
+    group: ShuffleNet V1's split grouped convolutions lose a MUL, ADD and an int8 RELU
+    XNNPACK does not run (`_fold`)."""
+    return _fold.fold_concatenated(model)
+
+
+def route(model, export):
+    """Channel shuffles resolved into the weights: ShuffleNet V2 unrouted ran 0.670x
+    MobileNetV2 against 0.572x (FINDINGS.md, "channel split and shuffle")."""
+    return _route.routed(model)
+
+
+def _replace(cls, node, args, kwargs):
+    return cls.from_config(node.operation.get_config())(*args, **kwargs)
+
+
+def int8_hard_swish(node, args, kwargs, export):
+    """int8: hard swish as ADD/MUL/MUL, which XNNPACK runs in int8, not the int8
+    HARD_SWISH on a reference kernel slower than the float32 file (FINDINGS.md, int8)."""
+    if export.quantization == "int8" and type(node.operation) is layers.HardSwish:
+        return _replace(forms.UnfusedHardSwish, node, args, kwargs)
+    return None
+
+
+def int8_average_pool(node, args, kwargs, export):
+    """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs in int8
+    (ShuffleNet V1's shortcut pools: 0.4 ms of 4.2 and four partitions at 224 px)."""
+    layer = node.operation
+    if export.quantization == "int8" and type(layer) is layers.AveragePooling2D and (
+            forms.average_kernel(layer.pool_size, layer.padding, layer.data_format,
+                                 args[0].shape[-1]) is not None):
+        return _replace(forms.DepthwiseAveragePooling2D, node, args, kwargs)
+    return None
+
+
+def rescaling_conv(node, args, kwargs, export):
+    """Per-channel preprocessing as one 1x1 convolution: MUL and ADD by a 3-element
+    constant took 0.3-0.6 ms at 224 px, more than ShuffleNet V2's first convolution."""
+    layer = node.operation
+    if type(layer) is layers.Rescaling and forms.rescaling_as_conv(
+            layer.scale, layer.offset, args[0].shape[-1]) is not None:
+        return _replace(forms.ConvRescaling, node, args, kwargs)
+    return None
+
+
+KERAS = (
+    Pass("rounding", rounding),
+    Pass("fold", fold),
+    Pass("route", route),
+    Pass("int8_hard_swish", substitute=int8_hard_swish),
+    Pass("int8_average_pool", substitute=int8_average_pool),
+    Pass("rescaling_conv", substitute=rescaling_conv),
+)
+# tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
+TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
+
+# `run(graph, opset)` returns the number of rewrites. Looked up in `_onnx_passes` at
+# each call.
+ONNX = (
+    Pass("hard_activations", lambda g, opset: _onnx_passes.fuse_hard_activations(
+        g, swish=opset >= 14)),
+    Pass("channel_affine", lambda g, opset: _onnx_passes.channel_affine(g)),
+    Pass("affine_into_conv", lambda g, opset: _onnx_passes.affine_into_conv(g)),
+    Pass("channel_shuffle", lambda g, opset: _onnx_passes.nchw_channel_shuffle(g)),
+    Pass("channel_splits", lambda g, opset: _onnx_passes.nchw_channel_splits(g)),
+    Pass("identity_reshapes", lambda g, opset: _onnx_passes.identity_reshapes(g)),
+    Pass("pads", lambda g, opset: _onnx_passes.transposed_pads(g)),
+    Pass("max_pool_pads", lambda g, opset: _onnx_passes.zero_pads_into_max_pool(g)),
+    # Last: the passes above read float kernels.
+    Pass("quantized_kernels", lambda g, opset: _onnx_passes.quantized_kernels(g)),
+)
+
+
+def selected(passes, pipeline):
+    """The names of `pipeline` that `passes` (None: all, or a collection of names) selects."""
+    names = [p.name for p in pipeline]
+    if passes is None:
+        return frozenset(names)
+    check(not isinstance(passes, (str, bytes)) and hasattr(passes, "__iter__"),
+          "`passes` must be None or a collection of pass names.", passes=passes)
+    passes = passes if isinstance(passes, (list, tuple, set, frozenset)) else list(passes)
+    unknown = sorted({str(name) for name in passes} - set(names))
+    check(not unknown, f"Unknown export passes {unknown}; the passes are {names}.",
+          passes=passes)
+    return frozenset(passes)
+
+
+def run_keras(model, chosen, export):
+    """`(model after the chosen KERAS passes, {name: outcome})`."""
+    outcomes = {}
+    if _model.is_tf_keras(model):
+        kinds = {type(getattr(layer, "layer", layer)).__name__
+                 for layer in _model.all_layers(model)}
+        for p in KERAS:
+            twin = p.name in TWIN_FORMS and export.quantization == "int8" \
+                and TWIN_FORMS[p.name] in kinds
+            outcomes[p.name] = OFF if p.name not in chosen else (
+                APPLIED if twin else NOT_APPLICABLE)
+        return model, outcomes
+    pending = []
+
+    def flush(model):
+        if not pending:
+            return model
+        fired = set()
+
+        def substitute(node, args, kwargs):
+            for p in pending:
+                outputs = p.substitute(node, args, kwargs, export)
+                if outputs is not None:
+                    fired.add(p.name)
+                    return outputs
+            return None
+
+        model = graph.rebuild(model, substitute)
+        outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
+                         for p in pending})
+        pending.clear()
+        return model
+
+    for p in KERAS:
+        if p.name not in chosen:
+            outcomes[p.name] = OFF
+        elif p.substitute is not None:
+            pending.append(p)
+        else:
+            model = flush(model)
+            new = p.run(model, export)
+            outcomes[p.name] = NOT_APPLICABLE if new is model else APPLIED
+            model = new
+    return flush(model), {p.name: outcomes[p.name] for p in KERAS}
+
+
+def twin_forms(outcomes):
+    """The forms a tf_keras model traces (`forms.activated`), from its outcomes."""
+    return [name for name in TWIN_FORMS if outcomes.get(name) == APPLIED]

@@ -64,8 +64,9 @@ def to_onnx(
         tolerance: max relative difference (default 1e-4); for a
             quantization-aware model, min mean cosine similarity (default
             0.95, as for int8 TFLite files), see below.
-        passes: the ONNX graph passes to run (names of
-            `keras_lightnets.export.passes.ONNX`); None runs them all.
+        passes: the graph passes to run (names of
+            `keras_lightnets.export.passes.ONNX_KERAS` and `.ONNX`); None
+            runs them all.
 
     A quantization-aware model (from `keras_lightnets.optimize.quantize_aware`)
     becomes a QDQ graph: activations through QuantizeLinear/DequantizeLinear
@@ -81,7 +82,7 @@ def to_onnx(
         the outcome of each pass).
     """
     _model.check_model(model)
-    chosen = passes_lib.selected(passes, passes_lib.ONNX)
+    chosen = passes_lib.selected(passes, passes_lib.ONNX_KERAS + passes_lib.ONNX)
     verify_lib.check_tolerance("float32", tolerance)
     import tf2onnx
 
@@ -108,7 +109,9 @@ def to_onnx(
         x_verify = _model.as_array(x_verify, shape, "verify_data")
     final = _atomic.check_destination(path)
 
-    proto, counts = convert(model, shape, opset, input_layout, chosen)
+    converted, outcomes = passes_lib.run_keras(
+        model, chosen, passes_lib.Export(None, None), passes_lib.ONNX_KERAS)
+    proto, counts = convert(converted, shape, opset, input_layout, chosen)
     names = [o.name for o in proto.graph.output]
     with _atomic.staged(final) as tmp:
         with open(tmp, "wb") as f:
@@ -119,9 +122,10 @@ def to_onnx(
             ops=tuple(sorted({node.op_type for node in proto.graph.node})),
             inputs=[_value_info(v) for v in proto.graph.input],
             outputs=[_value_info(v) for v in proto.graph.output],
-            passes={p.name: passes_lib.OFF if p.name not in chosen else
-                    passes_lib.APPLIED if counts.get(p.name) else passes_lib.NOT_APPLICABLE
-                    for p in passes_lib.ONNX},
+            passes={**outcomes, **{
+                p.name: passes_lib.OFF if p.name not in chosen else
+                passes_lib.APPLIED if counts.get(p.name) else passes_lib.NOT_APPLICABLE
+                for p in passes_lib.ONNX}},
         )
         if verify:
             if x_verify is None:

@@ -13,6 +13,8 @@ per pass) and in the pass's own module docstring.
 
 import collections
 
+import keras
+
 from keras_lightnets import graph, layers
 from keras_lightnets._utils import check
 from keras_lightnets.export import _fold, _model, _onnx_passes, _route, forms
@@ -21,7 +23,7 @@ APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
 
 # `run(model, export)` returns the new model (`model` itself: nothing to do), or
 # `substitute(node, args, kwargs, export)` returns a node's new outputs or None
-# (`graph.rebuild`); consecutive substitutions share one rebuild.
+# (`graph.rebuild`); substitutions come last and share one rebuild.
 Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
 
 
@@ -95,6 +97,8 @@ KERAS = (
     Pass("int8_average_pool", substitute=int8_average_pool),
     Pass("rescaling_conv", substitute=rescaling_conv),
 )
+# The Keras-graph passes of an ONNX export, before tf2onnx.
+ONNX_KERAS = tuple(p for p in KERAS if p.name == "rescaling_conv")
 # tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
 TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
 
@@ -129,50 +133,43 @@ def selected(passes, pipeline):
     return frozenset(passes)
 
 
-def run_keras(model, chosen, export):
-    """`(model after the chosen KERAS passes, {name: outcome})`."""
+def run_keras(model, chosen, export, pipeline=KERAS):
+    """`(model after the chosen passes of `pipeline`, {name: outcome})`."""
     outcomes = {}
     if _model.is_tf_keras(model):
         kinds = {type(getattr(layer, "layer", layer)).__name__
                  for layer in _model.all_layers(model)}
-        for p in KERAS:
+        for p in pipeline:
             twin = p.name in TWIN_FORMS and export.quantization == "int8" \
                 and TWIN_FORMS[p.name] in kinds
             outcomes[p.name] = OFF if p.name not in chosen else (
                 APPLIED if twin else NOT_APPLICABLE)
         return model, outcomes
-    pending = []
-
-    def flush(model):
-        if not pending:
-            return model
-        fired = set()
-
-        def substitute(node, args, kwargs):
-            for p in pending:
-                outputs = p.substitute(node, args, kwargs, export)
-                if outputs is not None:
-                    fired.add(p.name)
-                    return outputs
-            return None
-
-        model = graph.rebuild(model, substitute)
-        outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
-                         for p in pending})
-        pending.clear()
-        return model
-
-    for p in KERAS:
-        if p.name not in chosen:
-            outcomes[p.name] = OFF
-        elif p.substitute is not None:
-            pending.append(p)
-        else:
-            model = flush(model)
+    for p in pipeline:
+        if p.run is not None and p.name in chosen:
             new = p.run(model, export)
             outcomes[p.name] = NOT_APPLICABLE if new is model else APPLIED
             model = new
-    return flush(model), {p.name: outcomes[p.name] for p in KERAS}
+    substitutions = [p for p in pipeline if p.substitute is not None and p.name in chosen]
+    fired = set()
+
+    def substitute(node, args, kwargs):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
+            return None if inner is layer else inner(*args, **kwargs)
+        for p in substitutions:
+            outputs = p.substitute(node, args, kwargs, export)
+            if outputs is not None:
+                fired.add(p.name)
+                return outputs
+        return None
+
+    if substitutions and graph.functional(model) is not None:
+        model = graph.rebuild(model, substitute)
+    outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
+                     for p in substitutions})
+    return model, {p.name: outcomes.get(p.name, OFF) for p in pipeline}
 
 
 def twin_forms(outcomes):

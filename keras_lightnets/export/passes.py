@@ -1,14 +1,26 @@
-"""The export passes, in the order they run, each with what it buys.
+"""The export passes, in the order they run, and what each one buys.
 
 `KERAS` passes rewrite a copy of a Keras 3 model before the TFLite converter
-traces it (the model is never changed); `ONNX` passes rewrite tf2onnx's graph
-(`_onnx_passes`). Every rewrite computes the same function. `to_tflite` and
-`to_onnx` take `passes=`: None runs every pass that applies, a collection of
-names only those. The export report's `passes` gives each pass's outcome:
-"applied" (it changed the graph), "not applicable" or "off".
+traces it (`ONNX_KERAS` before tf2onnx); `ONNX` passes rewrite tf2onnx's
+graph (`_onnx_passes`). Every rewrite computes the same function; the model
+is never changed. `to_tflite` and `to_onnx` take `passes=`: None runs every
+pass that applies, a collection of names only those. The export report's
+`passes` gives each pass's outcome: "applied" (it changed the graph), "not
+applicable" or "off".
 
-Measured gains live in `benchmarks/investigations/FINDINGS.md` (section named
-per pass) and in the pass's own module docstring.
+What each pass bought when it came in (machine and run in CHANGELOG.md and
+benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
+
+| pass | files | measured |
+|---|---|---|
+| rounding | int8 | real MobileNet 0.25 top-1 agreement with float 0.94 (0.91 without) |
+| fold | all | ShuffleNetV1 g3 float32 ~8% faster, int8/float32 0.73x -> 0.60x |
+| route | all | ShuffleNetV2 float32 ~12%, int8 ~14% faster |
+| int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
+| int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split) |
+| rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
+| hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
+| quantized_kernels | ONNX QDQ | int8 kernels, not ones ONNX Runtime quantizes per tensor |
 """
 
 import collections
@@ -33,9 +45,7 @@ Export = collections.namedtuple("Export", "quantization rounding_images")
 
 
 def rounding(model, export):
-    """int8 weights rounded to fit each layer's float output (and every batch norm
-    folded): top-1 agreement of the real MobileNet 0.25 0.94 instead of 0.91
-    (`to_tflite`'s `adaptive_rounding`, `_rounding`)."""
+    """int8 weights rounded to reproduce each layer's float output (`_rounding`)."""
     if export.rounding_images is None or export.quantization != "int8":
         return model
     from keras_lightnets.export import _rounding
@@ -44,15 +54,12 @@ def rounding(model, export):
 
 
 def fold(model, export):
-    """Batch norm (and ReLU) after a concatenation folded into each convolution of the
-    group: ShuffleNet V1's split grouped convolutions lose a MUL, ADD and an int8 RELU
-    XNNPACK does not run (`_fold`)."""
+    """Batch norm and ReLU after split grouped convolutions folded into each (`_fold`)."""
     return _fold.fold_concatenated(model)
 
 
 def route(model, export):
-    """Channel shuffles resolved into the weights: ShuffleNet V2 unrouted ran 0.670x
-    MobileNetV2 against 0.572x (FINDINGS.md, "channel split and shuffle")."""
+    """Channel shuffles and splits resolved into the weights (`_route`)."""
     return _route.routed(model)
 
 
@@ -61,16 +68,14 @@ def _replace(cls, node, args, kwargs):
 
 
 def int8_hard_swish(node, args, kwargs, export):
-    """int8: hard swish as ADD/MUL/MUL, which XNNPACK runs in int8, not the int8
-    HARD_SWISH on a reference kernel slower than the float32 file (FINDINGS.md, int8)."""
+    """int8: hard swish as the ADD/MUL chain XNNPACK runs in int8 (`forms`)."""
     if export.quantization == "int8" and type(node.operation) is layers.HardSwish:
         return _replace(forms.UnfusedHardSwish, node, args, kwargs)
     return None
 
 
 def int8_average_pool(node, args, kwargs, export):
-    """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs in int8
-    (ShuffleNet V1's shortcut pools: 0.4 ms of 4.2 and four partitions at 224 px)."""
+    """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs (`forms`)."""
     layer = node.operation
     if export.quantization == "int8" and type(layer) is layers.AveragePooling2D and (
             forms.average_kernel(layer.pool_size, layer.padding, layer.data_format,
@@ -80,8 +85,7 @@ def int8_average_pool(node, args, kwargs, export):
 
 
 def rescaling_conv(node, args, kwargs, export):
-    """Per-channel preprocessing as one 1x1 convolution: MUL and ADD by a 3-element
-    constant took 0.3-0.6 ms at 224 px, more than ShuffleNet V2's first convolution."""
+    """Per-channel preprocessing as one 1x1 convolution (`forms`)."""
     layer = node.operation
     if type(layer) is layers.Rescaling and forms.rescaling_as_conv(
             layer.scale, layer.offset, args[0].shape[-1]) is not None:

@@ -34,8 +34,8 @@ from keras_lightnets.export import _fold, _model, _onnx_passes, _route, forms
 APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
 
 # `run(model, export)` returns the new model (`model` itself: nothing to do), or
-# `substitute(node, args, kwargs, export)` returns a node's new outputs or None
-# (`graph.rebuild`); substitutions come last and share one rebuild.
+# `substitute(layer, input channels, export)` returns the class of the layer's export
+# form (same config) or None; substitutions come last and share one `graph.rebuild`.
 Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
 
 
@@ -63,33 +63,27 @@ def route(model, export):
     return _route.routed(model)
 
 
-def _replace(cls, node, args, kwargs):
-    return cls.from_config(node.operation.get_config())(*args, **kwargs)
-
-
-def int8_hard_swish(node, args, kwargs, export):
+def int8_hard_swish(layer, channels, export):
     """int8: hard swish as the ADD/MUL chain XNNPACK runs in int8 (`forms`)."""
-    if export.quantization == "int8" and type(node.operation) is layers.HardSwish:
-        return _replace(forms.UnfusedHardSwish, node, args, kwargs)
+    if export.quantization == "int8" and type(layer) is layers.HardSwish:
+        return forms.UnfusedHardSwish
     return None
 
 
-def int8_average_pool(node, args, kwargs, export):
+def int8_average_pool(layer, channels, export):
     """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs (`forms`)."""
-    layer = node.operation
     if export.quantization == "int8" and type(layer) is layers.AveragePooling2D and (
             forms.average_kernel(layer.pool_size, layer.padding, layer.data_format,
-                                 args[0].shape[-1]) is not None):
-        return _replace(forms.DepthwiseAveragePooling2D, node, args, kwargs)
+                                 channels) is not None):
+        return forms.DepthwiseAveragePooling2D
     return None
 
 
-def rescaling_conv(node, args, kwargs, export):
+def rescaling_conv(layer, channels, export):
     """Per-channel preprocessing as one 1x1 convolution (`forms`)."""
-    layer = node.operation
     if type(layer) is layers.Rescaling and forms.rescaling_as_conv(
-            layer.scale, layer.offset, args[0].shape[-1]) is not None:
-        return _replace(forms.ConvRescaling, node, args, kwargs)
+            layer.scale, layer.offset, channels) is not None:
+        return forms.ConvRescaling
     return None
 
 
@@ -155,25 +149,40 @@ def run_keras(model, chosen, export, pipeline=KERAS):
             outcomes[p.name] = NOT_APPLICABLE if new is model else APPLIED
             model = new
     substitutions = [p for p in pipeline if p.substitute is not None and p.name in chosen]
-    fired = set()
+    found = _forms(model, substitutions, export) if graph.functional(model) else {}
 
     def substitute(node, args, kwargs):
         layer = node.operation
         if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
             inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
             return None if inner is layer else inner(*args, **kwargs)
-        for p in substitutions:
-            outputs = p.substitute(node, args, kwargs, export)
-            if outputs is not None:
-                fired.add(p.name)
-                return outputs
+        if id(node) in found:
+            return found[id(node)][1].from_config(layer.get_config())(*args, **kwargs)
         return None
 
-    if substitutions and graph.functional(model) is not None:
+    if found:
         model = graph.rebuild(model, substitute)
+    fired = {name for name, _ in found.values()}
     outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
                      for p in substitutions})
     return model, {p.name: outcomes.get(p.name, OFF) for p in pipeline}
+
+
+def _forms(model, substitutions, export):
+    """`{id(node): (pass name, form class)}` over `model`'s graph and nested models."""
+    found = {}
+    for node in graph.nodes(model):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            found.update(_forms(layer, substitutions, export))
+            continue
+        channels = node.input_tensors[0].shape[-1] if node.input_tensors else None
+        for p in substitutions:
+            form = p.substitute(layer, channels, export)
+            if form is not None:
+                found[id(node)] = (p.name, form)
+                break
+    return found
 
 
 def twin_forms(outcomes):

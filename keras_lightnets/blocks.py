@@ -337,8 +337,7 @@ def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None, nonne
       1x1 pool, which splits the TFLite graph in two).
     - "avg" pads with zeros that count in the mean (`count_include_pad=True`,
       PyTorch's default). Layers: `{name}_pad`, `{name}` (the package's
-      `AveragePooling2D`: a depthwise convolution in int8 TFLite files,
-      which XNNPACK runs, unlike the int8 AVERAGE_POOL_2D).
+      `AveragePooling2D`, which int8 export makes a depthwise convolution).
     """
     L = L or default_namespace()
     if kind == "max" and nonnegative:

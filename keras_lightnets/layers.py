@@ -2,52 +2,14 @@
 
 Every op in a keras_lightnets graph is a real, serializable Keras layer: no
 `Lambda`, no raw arithmetic on symbolic tensors. That keeps
-`keras.models.load_model(..., safe_mode=True)` working, lets TF-MOT annotate
-every op and keeps TFLite/ONNX graphs free of stray ops.
+`keras.models.load_model(..., safe_mode=True)` working and lets quantization
+and export see and annotate every op.
 """
 
-import contextlib
-import contextvars
-
 import keras
-import numpy as np
 from keras import ops
 
 PACKAGE = "keras_lightnets"
-
-_INTEGER_TRACE = contextvars.ContextVar("keras_lightnets_integer_trace", default=False)
-# 1/6 one float32 step up: the TFLite converter then does not fuse `x * (relu6(x + 3) * c)`
-# into HARD_SWISH, which LiteRT's XNNPACK runs in float only (an int8 HARD_SWISH goes to
-# a reference kernel slower than the float32 file); XNNPACK does fuse the ADD/MUL/MUL
-# chain into one pass. The 1e-8 change is far below any int8 step.
-_ONE_SIXTH_UNFUSED = float(np.nextafter(np.float32(1 / 6), np.float32(1)))
-
-
-@contextlib.contextmanager
-def integer_trace():
-    """Within it, `HardSwish` and `AveragePooling2D` trace as ops LiteRT runs fast in int8.
-
-    Used by the full-integer TFLite export around tracing; the float graph
-    keeps the form the converter fuses into HARD_SWISH (faster in float).
-    """
-    token = _INTEGER_TRACE.set(True)
-    try:
-        yield
-    finally:
-        _INTEGER_TRACE.reset(token)
-
-
-def integer_tracing():
-    """Whether an `integer_trace` is active."""
-    return _INTEGER_TRACE.get()
-
-
-def hard_swish_gate(inputs, backend):
-    """Hard swish's gate for an integer trace, `relu6(x + 3) * ~1/6`.
-
-    `backend` is `keras.ops`, or `tensorflow.nn` for the tf_keras twin.
-    """
-    return backend.relu6(inputs + 3.0) * _ONE_SIXTH_UNFUSED
 
 
 def _register(cls):
@@ -70,8 +32,6 @@ class HardSwish(keras.layers.Layer):
     """Hard swish, `x * relu6(x + 3) / 6` (Keras 3's `hard_swish`, exactly)."""
 
     def call(self, inputs):
-        if _INTEGER_TRACE.get():
-            return inputs * hard_swish_gate(inputs, ops)
         return ops.hard_silu(inputs)
 
     def compute_output_shape(self, input_shape):
@@ -80,42 +40,11 @@ class HardSwish(keras.layers.Layer):
 
 @_register
 class Rescaling(keras.layers.Rescaling):
-    """`keras.layers.Rescaling` (`x * scale + offset`) that exports fast per channel.
+    """`keras.layers.Rescaling` (`x * scale + offset`): the embedded preprocessing.
 
-    Same arguments, config and values. With a scale or offset per channel
-    (the embedded mean/std preprocessing), the plain layer becomes MUL and
-    ADD by a 3-element constant broadcast over the innermost axis, which
-    XNNPACK (TFLite) and ONNX Runtime process a pixel at a time: at 224x224
-    on one core the pair takes 0.3-0.6 ms in TFLite and 1.7 ms in ONNX
-    Runtime, more than ShuffleNet V2's first convolution and a quarter of its
-    int8 latency.
-    Here it is one 1x1 convolution with a constant diagonal kernel and a bias
-    (exact: the off-diagonal terms add zeros), a single fast op in both.
-    Scalar scale and offset keep the plain layer's graph.
+    Same arguments, config and values; export swaps in its own form of a
+    per-channel one.
     """
-
-    def call(self, inputs):
-        conv = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
-        if conv is None:
-            return super().call(inputs)
-        dtype = self.compute_dtype
-        kernel, bias = conv
-        return ops.conv(ops.cast(inputs, dtype), ops.cast(kernel, dtype)) + ops.cast(bias, dtype)
-
-
-def rescaling_as_conv(scale, offset, channels):
-    """`(kernel, bias)` of the 1x1 convolution computing `x * scale + offset`.
-
-    None for a scalar scale and offset (or ones that do not match
-    `channels`), which stay MUL and ADD.
-    """
-    scale = np.asarray(scale, dtype="float32")
-    offset = np.asarray(offset, dtype="float32")
-    if (scale.ndim == 0 and offset.ndim == 0) or channels is None or (
-            scale.size not in (1, channels) or offset.size not in (1, channels)):
-        return None
-    kernel = np.diag(np.broadcast_to(scale.reshape(-1), (channels,)))[None, None]
-    return kernel, np.broadcast_to(offset.reshape(-1), (channels,)).copy()
 
 
 @_register
@@ -182,8 +111,8 @@ class ChannelShuffle(keras.layers.Layer):
 
     Channel `g * (C // groups) + i` moves to position `i * groups + g`, as in
     the reference implementations. The graph is reshape-transpose-reshape on a
-    3-D view (pixels, groups, channels per group), never above 4-D, so the
-    TFLite GPU delegate accepts it.
+    3-D view (pixels, groups, channels per group), never above 4-D, so
+    GPU delegates accept it.
 
     Args:
         groups: number of channel groups to interleave.
@@ -227,9 +156,9 @@ def group_conv(
 ):
     """Grouped convolution as channels-last split, per-group `Conv2D`, concat.
 
-    Portable to every runtime (TFLite and its delegates, ONNX), unlike
-    `Conv2D(groups=g)`, which compiles through XLA and which tf2onnx cannot
-    convert. With `groups=1` it is a single `Conv2D` called `name`.
+    Portable to every runtime and delegate, unlike `Conv2D(groups=g)`, which
+    compiles through XLA and which not every converter takes. With
+    `groups=1` it is a single `Conv2D` called `name`.
 
     Args:
         x: channels-last input tensor.
@@ -269,36 +198,10 @@ def group_conv(
 
 @_register
 class AveragePooling2D(keras.layers.AveragePooling2D):
-    """`keras.layers.AveragePooling2D` that full-integer TFLite files run fast.
+    """`keras.layers.AveragePooling2D`: ShuffleNet V1's shortcut pools.
 
-    Same arguments, config and values. LiteRT's XNNPACK delegate takes float
-    AVERAGE_POOL_2D only: in an int8 file each pool goes to a reference
-    kernel and splits the delegated graph (ShuffleNet V1's three shortcut
-    pools: 0.4 ms of 4.2, four XNNPACK partitions). Within an
-    `integer_trace` a 'valid' pool is a depthwise convolution with a
-    constant `1 / (pool_h * pool_w)` kernel, exact in int8 (the kernel
-    quantizes to 127 steps of its own scale), which XNNPACK runs in int8.
-    Float files keep AVERAGE_POOL_2D; 'same' pools, whose border windows
-    leave the padding out of the mean, are never rewritten.
+    Same arguments, config and values; export swaps in its own form.
     """
-
-    def call(self, inputs):
-        kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
-        if kernel is None or not _INTEGER_TRACE.get():
-            return super().call(inputs)
-        kernel = ops.cast(kernel, self.compute_dtype)
-        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding="valid")
-
-
-def average_kernel(pool_size, padding, data_format, channels):
-    """The depthwise kernel `(h, w, channels, 1)` computing a 'valid' channels-last mean.
-
-    None for other pools, which keep the pooling op.
-    """
-    if padding != "valid" or data_format != "channels_last" or channels is None:
-        return None
-    height, width = pool_size
-    return np.full((height, width, channels, 1), 1.0 / (height * width), dtype="float32")
 
 
 class _Namespace:

@@ -18,7 +18,7 @@ from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
 from harness import randomize, trained_like
 
 from keras_lightnets import export, imagenet, registry
-from keras_lightnets.export import _fold, _rounding, _route, _stem
+from keras_lightnets.export import _fold, _rounding, _route
 from keras_lightnets.export import onnx as onnx_lib
 from keras_lightnets.export import tflite as tflite_lib
 
@@ -281,89 +281,6 @@ def test_shufflenet_v2_shuffles_resolve_into_weights(tmp_path):
     # Routing moves a small part of what the shuffles, concatenations and splits moved.
     _, moved, own = _route.plan(model)
     assert moved < 0.25 * own, (moved, own)
-
-
-def _pool_inputs_made_by(path):
-    """The op making each MAX_POOL_2D's input in a TFLite file."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=1)
-    interp.allocate_tensors()
-    ops = [op for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
-    made_by = {int(t): op["op_name"] for op in ops for t in op["outputs"]}
-    return [made_by.get(int(op["inputs"][0])) for op in ops if op["op_name"] == "MAX_POOL_2D"]
-
-
-@pytest.mark.parametrize("name, options, size", [
-    ("shufflenet_v2_050", {}, 64),
-    ("shufflenet_v2_050", {"include_preprocessing": False}, 64),
-    ("shufflenet_v2_050", {}, 66),  # odd-sized stem map: a SAME pool, no junk
-    ("shufflenet_v1_g3_050", {"group_conv": "native"}, 64),
-    ("shufflenet_v1_g3_050", {}, 64)])
-def test_stem_pool_needs_no_pad(tmp_path, name, options, size):
-    """PyTorch's stem pool pads both sides of the map; the files pool with SAME padding
-    straight from the stem convolution (no PAD op), with the model's values."""
-    from keras_lightnets import get_model
-
-    model = randomize(get_model(name, weights=None, input_shape=(size, size, 3),
-                                classifier_activation=None, **options), seed=5)
-    copy = _stem.unpadded(model)
-    assert copy is not model
-    assert "maxpool_pad" not in [layer.name for layer in copy.layers]
-    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")
-    if not options.get("include_preprocessing", True):
-        x = x / 127.5 - 1
-    want = np.asarray(model(x, training=False))
-    np.testing.assert_array_equal(np.asarray(copy(x, training=False)), want)
-    report = export.to_tflite(model, tmp_path / "f32.tflite", verify_data=x)
-    assert report.verified and report.max_rel_diff <= 1e-4, report
-    assert report.gpu_compatible, report
-    assert _pool_inputs_made_by(tmp_path / "f32.tflite") == ["CONV_2D"]
-    if name.startswith("shufflenet_v2") and size == 64:
-        report = export.to_tflite(model, tmp_path / "int8.tflite", "int8",
-                                  representative_data=x, io_dtype="uint8", verify_data=x)
-        assert report.verified, report
-        assert _pool_inputs_made_by(tmp_path / "int8.tflite") == ["CONV_2D"]
-
-
-def _stem_then(layer, size=64):
-    """A stem like ShuffleNet's (PyTorch padding, VALID conv and pool) and `layer` on
-    the pool's output."""
-    import keras
-
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.ZeroPadding2D(1)(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, use_bias=False)(x)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.ZeroPadding2D(1)(x)
-    x = keras.layers.MaxPooling2D(3, 2)(x)
-    return keras.Model(inputs, layer(x))
-
-
-def test_stem_pool_keeps_its_pad_where_the_junk_would_be_read():
-    import keras
-
-    from keras_lightnets import get_model
-
-    for name, options, size in (
-            ("shufflenet_v2_050", {}, 67),  # stage 2's strided layers read their padding
-            ("shufflenet_v2_050", {"activation": "swish"}, 64),  # 0 is not -inf after it
-            ("mobilenet_v2_035", {}, 64)):  # no stem pool
-        model = get_model(name, weights=None, input_shape=(size, size, 3), **options)
-        assert _stem.unpadded(model) is model, (name, options, size)
-    # A stride-1 3x3 convolution would read the junk as its padding; a global pool too.
-    for layer in (keras.layers.Conv2D(4, 3, padding="same"),
-                  keras.layers.GlobalAveragePooling2D()):
-        model = _stem_then(layer)
-        assert _stem.unpadded(model) is model, layer
-    # A padded strided one never reads it: the model's values.
-    model = _stem_then(lambda x: keras.layers.Conv2D(4, 3, strides=2)(
-        keras.layers.ZeroPadding2D(1)(x)))
-    copy = _stem.unpadded(model)
-    assert copy is not model
-    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(copy(x)), np.asarray(model(x)))
 
 
 def test_routing_keeps_model_order_where_layers_need_it():

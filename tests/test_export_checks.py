@@ -214,3 +214,32 @@ def test_stale_temporaries_are_removed_by_the_next_export(tmp_path):
     os.utime(tmp_path / ".m.tflite.tmp-oldname1", (day_ago, day_ago))
     export.to_tflite(tiny_model(), tmp_path / "m.tflite")
     assert sorted(os.listdir(tmp_path)) == sorted(["m.tflite", *(p.name for p in kept)])
+
+
+def test_export_passes_are_switchable_and_reported(tmp_path):
+    """`passes=` runs only the named passes; the report says what each one did."""
+    from keras_lightnets import layers
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.Rescaling(scale=[0.5, 0.25, 0.125], offset=[-1.0, 0.0, 1.0], name="norm")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="conv")(x)
+    x = layers.HardSwish(name="act")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(x))
+    report = export.to_tflite(model, tmp_path / "all.tflite")
+    assert report.passes == {"rounding": "not applicable", "fold": "not applicable",
+                             "route": "not applicable", "int8_hard_swish": "not applicable",
+                             "int8_average_pool": "not applicable",
+                             "rescaling_conv": "applied"}, report.passes
+    assert "passes applied: rescaling_conv" in str(report)
+    assert "MUL" not in report.ops and "HARD_SWISH" in report.ops, report.ops
+    report = export.to_tflite(model, tmp_path / "none.tflite", passes=[])
+    assert set(report.passes.values()) == {"off"} and "MUL" in report.ops, report
+    with pytest.raises(ValueError, match=r"the passes are \[.*'route'.*Received: passes="):
+        export.to_tflite(model, tmp_path / "bad.tflite", passes={"stem"})
+    with pytest.raises(ValueError, match="Received: passes='route'"):
+        export.to_tflite(model, tmp_path / "bad.tflite", passes="route")
+    with pytest.raises(ValueError, match=r"channel_shuffle.*Received: passes="):
+        export.to_onnx(model, tmp_path / "bad.onnx", passes=["fold"])
+    report = export.to_onnx(model, tmp_path / "model.onnx", passes={"hard_activations"})
+    assert report.passes["hard_activations"] == "applied", report.passes
+    assert report.passes["quantized_kernels"] == "off", report.passes

@@ -8,16 +8,13 @@ moves with how warm the caches are, see FINDINGS.md), with ai-edge-litert on
 1 thread at batch 1, and given as ratios to the MobileNetV2 file:
 
 - `shufflenet_v2`: the file `export.to_tflite` writes (shuffles resolved into
-  the weights: every unit's channels gathered by SLICE and CONCATENATION;
-  the stem pool a SAME pool, `export._stem`), normalization layer included;
+  the weights: every unit's channels gathered by SLICE and CONCATENATION),
+  normalization layer included;
 - `normalized_input`: the same network built without its normalization
   layer, taking normalized pixels as the MobileNetV2 file does (its graph
   has no normalization: callers normalize);
-- `padded_pool`: the first file without `export._stem`: PyTorch's stem pool
-  as a PAD before a VALID pool (PyTorch centres its windows on even rows and
-  columns, TF's SAME on odd ones), which XNNPACK runs as a copy of the map;
-- `unrouted`: the model converted as it is (concatenation, shuffle
-  RESHAPE/TRANSPOSE/RESHAPE and split in every unit, the pool's PAD);
+- `unrouted`: the file without the `route` pass (concatenation, shuffle
+  RESHAPE/TRANSPOSE/RESHAPE and split in every unit);
 - `free_slices`: the exported file with its SLICE ops cut out
   (`tflite_graph.keep_ops` of every other op type), the time if every slice
   cost nothing;
@@ -61,14 +58,14 @@ import targets  # noqa: E402
 import tflite_graph  # noqa: E402
 from trained_weights import trained_like  # noqa: E402
 
-FILES = ("mobilenet_v2", "shufflenet_v2", "normalized_input", "padded_pool", "unrouted",
-         "free_slices", "convolutions")
+FILES = ("mobilenet_v2", "shufflenet_v2", "normalized_input", "unrouted", "free_slices",
+         "convolutions")
 
 
 def export_files(shufflenet, reference, size, workdir):
     """`({file: path}, {file: op counts})` for the files of the module docstring."""
     from keras_lightnets import export, registry
-    from keras_lightnets.export import _fold, _model, _route, tflite
+    from keras_lightnets.export import passes
 
     images, _ = int8_latency.calibration_images(size)
     entry = registry.get_entry(shufflenet)
@@ -83,12 +80,9 @@ def export_files(shufflenet, reference, size, workdir):
         trained_like(net, prep(images))
         paths[key] = pathlib.Path(export.to_tflite(
             net, workdir / f"{key}.tflite", progress=False).path)
-    # `to_tflite`'s steps on the ShuffleNetV2 model but the stem's, then none of them.
-    shape = _model.input_shape(model, 1, size)
-    folded = _fold.fold_concatenated(model)
-    for key, graph in (("padded_pool", _route.routed(folded)), ("unrouted", folded)):
-        paths[key] = workdir / f"{key}.tflite"
-        paths[key].write_bytes(tflite.convert(graph, shape))
+    unrouted = {p.name for p in passes.KERAS} - {"route"}
+    paths["unrouted"] = pathlib.Path(export.to_tflite(
+        model, workdir / "unrouted.tflite", passes=unrouted, progress=False).path)
 
     content = paths["shufflenet_v2"].read_bytes()
     kinds = set(tflite_graph.op_counts(content))

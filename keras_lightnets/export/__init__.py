@@ -18,6 +18,11 @@ artifact (ai-edge-litert, onnxruntime, TensorFlow) and compares it with the
 Keras model, raising `ExportVerificationError` when the difference exceeds
 the tolerance. Each returns an `ExportReport`.
 
+The graph passes that make the files fast (batch norms folded, shuffles
+resolved into weights, int8 forms XNNPACK runs, ...) are listed in order in
+`keras_lightnets.export.passes`; `passes=` switches them, and the report says
+which changed the graph.
+
 Artifacts take what the Keras model takes: raw `[0, 255]` RGB pixels for
 models with embedded preprocessing (`expects_raw_pixels(model)`), the output
 of the family's `preprocess_input` for the others.

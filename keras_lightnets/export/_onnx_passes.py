@@ -776,13 +776,16 @@ def topological_sort(graph):
     graph.node.extend(ordered)
 
 
-def optimize(proto):
-    """The passes applied to `proto`: `(new ModelProto, {pass: rewrites})`.
+def optimize(proto, passes=None):
+    """`passes.ONNX` applied to `proto` (the names in `passes`; None: all):
+    `(new ModelProto, {pass: rewrites})`.
 
     Graphs with subgraphs (If, Loop) or without the default ONNX domain are
     returned as they are.
     """
     import onnx
+
+    from keras_lightnets.export import passes as passes_lib
 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -790,17 +793,8 @@ def optimize(proto):
         return proto, {}
     # Ranks, so that a [1, 1, 1, 1] constant is only taken as a scalar where it is one.
     proto = onnx.shape_inference.infer_shapes(proto)
-    counts = {}
-    counts["hard_activations"] = fuse_hard_activations(proto.graph, swish=opset >= 14)
-    counts["channel_affine"] = channel_affine(proto.graph)
-    counts["affine_into_conv"] = affine_into_conv(proto.graph)
-    counts["channel_shuffle"] = nchw_channel_shuffle(proto.graph)
-    counts["channel_splits"] = nchw_channel_splits(proto.graph)
-    counts["identity_reshapes"] = identity_reshapes(proto.graph)
-    counts["pads"] = transposed_pads(proto.graph)
-    counts["max_pool_pads"] = zero_pads_into_max_pool(proto.graph)
-    # Last: the passes above read float kernels.
-    counts["quantized_kernels"] = quantized_kernels(proto.graph)
+    counts = {p.name: p.run(proto.graph, opset) for p in passes_lib.ONNX
+              if passes is None or p.name in passes}
     remove_dead(proto.graph)
     topological_sort(proto.graph)
     del proto.graph.value_info[:]

@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_lightnets._utils import received
 from keras_lightnets.export import _atomic, _capture, _model, _onnx_passes
+from keras_lightnets.export import passes as passes_lib
 from keras_lightnets.export import verify as verify_lib
 
 MIN_OPSET = 13
@@ -28,6 +29,7 @@ def to_onnx(
     verify=True,
     verify_data=None,
     tolerance=None,
+    passes=None,
 ):
     """Exports a Keras 3 or tf_keras image model to ONNX with tf2onnx.
 
@@ -62,6 +64,9 @@ def to_onnx(
         tolerance: max relative difference (default 1e-4); for a
             quantization-aware model, min mean cosine similarity (default
             0.95, as for int8 TFLite files), see below.
+        passes: the graph passes to run (names of
+            `keras_lightnets.export.passes.ONNX_KERAS` and `.ONNX`); None
+            runs them all.
 
     A quantization-aware model (from `keras_lightnets.optimize.quantize_aware`)
     becomes a QDQ graph: activations through QuantizeLinear/DequantizeLinear
@@ -73,9 +78,11 @@ def to_onnx(
     `verify_data`, top-1 agreement with the model is checked too.
 
     Returns:
-        An `ExportReport` (path, size, ONNX op types, measured difference).
+        An `ExportReport` (path, size, ONNX op types, measured difference,
+        the outcome of each pass).
     """
     _model.check_model(model)
+    chosen = passes_lib.selected(passes, passes_lib.ONNX_KERAS + passes_lib.ONNX)
     verify_lib.check_tolerance("float32", tolerance)
     import tf2onnx
 
@@ -102,7 +109,9 @@ def to_onnx(
         x_verify = _model.as_array(x_verify, shape, "verify_data")
     final = _atomic.check_destination(path)
 
-    proto = convert(model, shape, opset, input_layout)
+    converted, outcomes = passes_lib.run_keras(
+        model, chosen, passes_lib.Export(None, None), passes_lib.ONNX_KERAS)
+    proto, counts = convert(converted, shape, opset, input_layout, chosen)
     names = [o.name for o in proto.graph.output]
     with _atomic.staged(final) as tmp:
         with open(tmp, "wb") as f:
@@ -113,6 +122,10 @@ def to_onnx(
             ops=tuple(sorted({node.op_type for node in proto.graph.node})),
             inputs=[_value_info(v) for v in proto.graph.input],
             outputs=[_value_info(v) for v in proto.graph.output],
+            passes={**outcomes, **{
+                p.name: passes_lib.OFF if p.name not in chosen else
+                passes_lib.APPLIED if counts.get(p.name) else passes_lib.NOT_APPLICABLE
+                for p in passes_lib.ONNX}},
         )
         if verify:
             if x_verify is None:
@@ -156,8 +169,9 @@ def _collect_errors():
         logger.propagate = propagate
 
 
-def convert(model, shape, opset=17, input_layout="NHWC"):
-    """The ONNX `ModelProto` of `model` traced at `shape` (NHWC), taking `input_layout`."""
+def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
+    """`(ONNX ModelProto, {pass: rewrites})` of `model` traced at `shape` (NHWC), taking
+    `input_layout`, after the ONNX `passes` (None: all)."""
     import tf2onnx
 
     fn = _by_value(_model.serving_fn(model), _model.tensor_spec(shape))
@@ -174,13 +188,13 @@ def convert(model, shape, opset=17, input_layout="NHWC"):
     if errors:
         raise verify_lib.ExportError("tf2onnx could not convert the model: "
                                      + "; ".join(errors))
-    proto, _ = _onnx_passes.optimize(proto)
+    proto, counts = _onnx_passes.optimize(proto, passes)
     if shape[0] is None:
         for value in (*proto.graph.input, *proto.graph.output):
             dim = value.type.tensor_type.shape.dim[0]
             dim.ClearField("dim_value")
             dim.dim_param = BATCH_DIM
-    return proto
+    return proto, counts
 
 
 def _by_value(fn, spec):

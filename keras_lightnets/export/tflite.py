@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from keras_lightnets._utils import received
-from keras_lightnets.export import _atomic, _capture, _fold, _model, _route, _stem
+from keras_lightnets.export import _atomic, _capture, _model, forms
+from keras_lightnets.export import passes as passes_lib
 from keras_lightnets.export import verify as verify_lib
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
@@ -51,6 +52,7 @@ def to_tflite(
     tolerance=None,
     min_top1_agreement=None,
     progress=True,
+    passes=None,
 ):
     """Exports a Keras 3 or tf_keras image model to a TFLite (LiteRT) file.
 
@@ -111,10 +113,13 @@ def to_tflite(
         min_top1_agreement: with labels, the least top-1 agreement with the
             Keras model (default 0.95; 0.7 for `"dynamic"`).
         progress: show a progress bar during calibration.
+        passes: the graph passes to run (names of
+            `keras_lightnets.export.passes.KERAS`); None runs every pass that
+            applies.
 
     Returns:
         An `ExportReport` (path, size, ops, measured differences,
-        `gpu_compatible`, `max_tensor_rank`).
+        `gpu_compatible`, `max_tensor_rank`, the outcome of each pass).
 
     Raises:
         ValueError: for a bad argument.
@@ -122,11 +127,11 @@ def to_tflite(
         ExportVerificationError: when the file does not reproduce the model.
     """
     _model.check_model(model)
+    chosen = passes_lib.selected(passes, passes_lib.KERAS)
     if quantization not in QUANTIZATIONS:
         raise ValueError(received(
             f"`quantization` must be one of {list(QUANTIZATIONS)}.", quantization=quantization))
     verify_lib.check_tolerance(quantization or "float32", tolerance, min_top1_agreement)
-    qat = _model.is_quantization_aware(model)
     if quantization == "int8":
         io_dtype = "int8" if io_dtype is None else io_dtype
         if io_dtype not in IO_DTYPES:
@@ -155,21 +160,21 @@ def to_tflite(
     final = _atomic.check_destination(path)
 
     calibration = None
-    converted = model if _model.is_tf_keras(model) else _fold.fold_concatenated(model)
     if representative_data is not None:
         calibration = Calibration(representative_data, shape, calibration_steps, progress)
-        if adaptive_rounding and not _model.is_tf_keras(model) and not qat:
-            from keras_lightnets.export import _rounding
-
-            converted = _rounding.rounded(model, calibration.head(ROUNDING_SAMPLES))
-    if not _model.is_tf_keras(model):
-        converted = _route.routed(_stem.unpadded(converted))
-    content = convert(converted, shape, quantization, calibration, io_dtype)
+    if not adaptive_rounding:
+        chosen = chosen - {"rounding"}
+    images = None if calibration is None else (lambda: calibration.head(ROUNDING_SAMPLES))
+    converted, outcomes = passes_lib.run_keras(
+        model, chosen, passes_lib.Export(quantization, images))
+    with forms.activated(passes_lib.twin_forms(outcomes)):
+        content = convert(converted, shape, quantization, calibration, io_dtype)
 
     with _atomic.staged(final) as tmp:
         with open(tmp, "wb") as f:
             f.write(content)
         report = describe(content, final, quantization)
+        report.passes = outcomes
         if verify:
             report.verify_inputs = "verify_data"
             if x_verify is None:
@@ -329,13 +334,7 @@ def _without_custom_gradients(tf, frozen):
 
 def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
     """The TFLite flatbuffer of `model` traced at `shape`, as bytes."""
-    from keras_lightnets import layers
-
-    # A full-integer file gets hard swish as ADD/MUL ops (XNNPACK runs them in int8, not
-    # the int8 HARD_SWISH op); the other files keep the fused op, faster in float.
-    trace = layers.integer_trace() if quantization == "int8" else contextlib.nullcontext()
-    with trace:
-        tf, frozen = _frozen_function(model, shape)
+    tf, frozen = _frozen_function(model, shape)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization is not None:

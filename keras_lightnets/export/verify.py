@@ -111,6 +111,8 @@ class ExportReport:
         gpu_compatible: TFLite only, the TFLite analyzer's verdict on the
             GPU delegate.
         max_tensor_rank: TFLite only, the largest tensor rank in the graph.
+        passes: `{pass name: "applied" | "not applicable" | "off"}` for the
+            export's graph passes (`keras_lightnets.export.passes`), in order.
     """
 
     path: str
@@ -141,6 +143,7 @@ class ExportReport:
     tolerance: str = None
     gpu_compatible: bool = None
     max_tensor_rank: int = None
+    passes: dict = None
 
     def as_dict(self):
         return dataclasses.asdict(self)
@@ -158,6 +161,10 @@ class ExportReport:
         if self.gpu_compatible is not None:
             lines.append(f"  GPU delegate compatible: {self.gpu_compatible}; "
                          f"max tensor rank {self.max_tensor_rank}")
+        for outcome in ("applied", "not applicable", "off"):
+            names = [name for name, value in (self.passes or {}).items() if value == outcome]
+            if names:
+                lines.append(f"  passes {outcome}: {', '.join(names)}")
         if self.verified:
             parts = [f"max rel diff {self.max_rel_diff:.3g}", f"cosine {self.cosine:.6f}"]
             if self.logit_cosine is not None and self.quantization in TOPK_KINDS:

@@ -238,7 +238,7 @@ def normalization(mean, std, L=None, name="normalization"):
     """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels.
 
     The package's `Rescaling` with per-channel scale and offset: no weights,
-    one 1x1 convolution in TFLite and ONNX (see `layers.Rescaling`), and a
+    one 1x1 convolution in exported files (`export.passes`), and a
     raw-pixel input for phones.
     """
     L = L or default_namespace()

@@ -10,8 +10,8 @@ which TF-MOT's clone and quantize passes go through.
 import tensorflow as tf
 import tf_keras
 
-from keras_lightnets import layers as _layers
-from keras_lightnets.layers import average_kernel, rescaling_as_conv, shuffle_channels
+from keras_lightnets.export import forms
+from keras_lightnets.layers import shuffle_channels
 
 PACKAGE = "keras_lightnets"
 
@@ -49,8 +49,8 @@ class HardSwish(tf_keras.layers.Layer):
         self.gate = tf_keras.activations.linear
 
     def call(self, inputs):
-        if _layers.integer_tracing():  # a plain (not QAT) twin exported to int8
-            return inputs * self.gate(_layers.hard_swish_gate(inputs, tf.nn))
+        if forms.active("int8_hard_swish"):  # a plain (not QAT) twin exported to int8
+            return inputs * self.gate(forms.hard_swish_gate(inputs, tf.nn))
         return inputs * self.gate(tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0))
 
     def compute_output_shape(self, input_shape):
@@ -59,7 +59,7 @@ class HardSwish(tf_keras.layers.Layer):
 
 @_register
 class Rescaling(tf_keras.layers.Rescaling):
-    """`x * scale + offset`, per channel as one 1x1 convolution (the Keras 3 layer's graph).
+    """`x * scale + offset`, per channel as one 1x1 convolution (as `export.forms` exports it).
 
     The plain tf_keras layer becomes MUL and ADD by 3-element constants, which
     LiteRT runs a pixel at a time; in a QAT int8 file that took 0.2-0.4 ms
@@ -68,7 +68,7 @@ class Rescaling(tf_keras.layers.Rescaling):
     """
 
     def call(self, inputs):
-        conv = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
+        conv = forms.rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
         if conv is None:
             return super().call(inputs)
         kernel, bias = conv
@@ -141,15 +141,16 @@ class ChannelShuffle(tf_keras.layers.Layer):
 
 @_register
 class AveragePooling2D(tf_keras.layers.AveragePooling2D):
-    """`AveragePooling2D`; in an integer trace, a depthwise convolution (the Keras 3 layer's graph).
+    """`AveragePooling2D`; in an int8 export, a depthwise convolution (`export.forms`).
 
     Its output is quantized (`OutputQuantizeConfig`, what TF-MOT does for the
     plain pool); the converter quantizes the constant kernel.
     """
 
     def call(self, inputs):
-        kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
-        if kernel is None or not _layers.integer_tracing():
+        kernel = forms.average_kernel(self.pool_size, self.padding, self.data_format,
+                                      inputs.shape[-1])
+        if kernel is None or not forms.active("int8_average_pool"):
             return super().call(inputs)
         kernel = tf.constant(kernel, self.compute_dtype)
         return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")

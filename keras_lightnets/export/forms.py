@@ -1,0 +1,105 @@
+"""Export-time forms of the package's layers, swapped in by `passes` (export graphs only).
+
+- `UnfusedHardSwish`: hard swish as `x * (relu6(x + 3) * c)`, `c` one float32
+  step above 1/6, so that the TFLite converter does not fuse it into
+  HARD_SWISH, which LiteRT's XNNPACK runs in float only (an int8 HARD_SWISH
+  goes to a reference kernel slower than the float32 file); XNNPACK fuses the
+  ADD/MUL/MUL chain in int8. The 1e-8 change is far below any int8 step.
+- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise
+  convolution with a constant `1 / (pool_h * pool_w)` kernel, exact in int8
+  (the kernel quantizes to 127 steps of its own scale): XNNPACK takes float
+  AVERAGE_POOL_2D only, and an int8 one runs on a reference kernel and splits
+  the delegated graph.
+- `ConvRescaling`: a per-channel `x * scale + offset` as one 1x1 convolution
+  with a diagonal kernel and a bias (exact: the off-diagonal terms add
+  zeros). The plain MUL and ADD by a 3-element constant run a pixel at a time.
+
+The tf_keras twins (`keras_lightnets.optimize`) take the same forms: their
+`call` reads `active(name)`, which the TFLite export sets around tracing.
+"""
+
+import contextlib
+import contextvars
+
+import keras
+import numpy as np
+from keras import ops
+
+ONE_SIXTH_UNFUSED = float(np.nextafter(np.float32(1 / 6), np.float32(1)))
+
+_ACTIVE = contextvars.ContextVar("keras_lightnets_export_forms", default=frozenset())
+
+
+@contextlib.contextmanager
+def activated(names):
+    """Within it, `active(name)` is True for each of `names` (pass names)."""
+    token = _ACTIVE.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def active(name):
+    """Whether the tf_keras twins trace the form of pass `name`."""
+    return name in _ACTIVE.get()
+
+
+def hard_swish_gate(inputs, backend):
+    """`relu6(x + 3) * c`; `backend` is `keras.ops`, or `tensorflow.nn` for the twin."""
+    return backend.relu6(inputs + 3.0) * ONE_SIXTH_UNFUSED
+
+
+def rescaling_as_conv(scale, offset, channels):
+    """`(kernel, bias)` of the 1x1 convolution computing `x * scale + offset`.
+
+    None for a scalar scale and offset (or ones that do not match
+    `channels`), which stay MUL and ADD.
+    """
+    scale = np.asarray(scale, dtype="float32")
+    offset = np.asarray(offset, dtype="float32")
+    if (scale.ndim == 0 and offset.ndim == 0) or channels is None or (
+            scale.size not in (1, channels) or offset.size not in (1, channels)):
+        return None
+    kernel = np.diag(np.broadcast_to(scale.reshape(-1), (channels,)))[None, None]
+    return kernel, np.broadcast_to(offset.reshape(-1), (channels,)).copy()
+
+
+def average_kernel(pool_size, padding, data_format, channels):
+    """The depthwise kernel `(h, w, channels, 1)` computing a 'valid' channels-last mean.
+
+    None for other pools ('same' border windows leave the padding out of the
+    mean), which keep the pooling op.
+    """
+    if padding != "valid" or data_format != "channels_last" or channels is None:
+        return None
+    height, width = pool_size
+    return np.full((height, width, channels, 1), 1.0 / (height * width), dtype="float32")
+
+
+class UnfusedHardSwish(keras.layers.Layer):
+    """Hard swish that the converter keeps as ADD (RELU6), MUL, MUL."""
+
+    def call(self, inputs):
+        return inputs * hard_swish_gate(inputs, ops)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+class DepthwiseAveragePooling2D(keras.layers.AveragePooling2D):
+    """A 'valid' channels-last `AveragePooling2D` as a depthwise convolution."""
+
+    def call(self, inputs):
+        kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
+        kernel = ops.cast(kernel, self.compute_dtype)
+        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding="valid")
+
+
+class ConvRescaling(keras.layers.Rescaling):
+    """A per-channel `Rescaling` as a 1x1 convolution and a bias."""
+
+    def call(self, inputs):
+        kernel, bias = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
+        dtype = self.compute_dtype
+        return ops.conv(ops.cast(inputs, dtype), ops.cast(kernel, dtype)) + ops.cast(bias, dtype)

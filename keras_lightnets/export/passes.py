@@ -1,0 +1,190 @@
+"""The export passes, in the order they run, and what each one buys.
+
+`KERAS` passes rewrite a copy of a Keras 3 model before the TFLite converter
+traces it (`ONNX_KERAS` before tf2onnx); `ONNX` passes rewrite tf2onnx's
+graph (`_onnx_passes`). Every rewrite computes the same function; the model
+is never changed. `to_tflite` and `to_onnx` take `passes=`: None runs every
+pass that applies, a collection of names only those. The export report's
+`passes` gives each pass's outcome: "applied" (it changed the graph), "not
+applicable" or "off".
+
+What each pass bought when it came in (machine and run in CHANGELOG.md and
+benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
+
+| pass | files | measured |
+|---|---|---|
+| rounding | int8 | real MobileNet 0.25 top-1 agreement with float 0.94 (0.91 without) |
+| fold | all | ShuffleNetV1 g3 float32 ~8% faster, int8/float32 0.73x -> 0.60x |
+| route | all | ShuffleNetV2 float32 ~12%, int8 ~14% faster |
+| int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
+| int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split) |
+| rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
+| hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
+| quantized_kernels | ONNX QDQ | int8 kernels, not ones ONNX Runtime quantizes per tensor |
+"""
+
+import collections
+
+import keras
+
+from keras_lightnets import graph, layers
+from keras_lightnets._utils import check
+from keras_lightnets.export import _fold, _model, _onnx_passes, _route, forms
+
+APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
+
+# `run(model, export)` returns the new model (`model` itself: nothing to do), or
+# `substitute(layer, input channels, export)` returns the class of the layer's export
+# form (same config) or None; substitutions come last and share one `graph.rebuild`.
+Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
+
+
+# What the passes know of the export: its quantization and, for `rounding`, a callable
+# giving calibration images (or None).
+Export = collections.namedtuple("Export", "quantization rounding_images")
+
+
+def rounding(model, export):
+    """int8 weights rounded to reproduce each layer's float output (`_rounding`)."""
+    if export.rounding_images is None or export.quantization != "int8":
+        return model
+    from keras_lightnets.export import _rounding
+
+    return _rounding.rounded(model, export.rounding_images())
+
+
+def fold(model, export):
+    """Batch norm and ReLU after split grouped convolutions folded into each (`_fold`)."""
+    return _fold.fold_concatenated(model)
+
+
+def route(model, export):
+    """Channel shuffles and splits resolved into the weights (`_route`)."""
+    return _route.routed(model)
+
+
+def int8_hard_swish(layer, channels, export):
+    """int8: hard swish as the ADD/MUL chain XNNPACK runs in int8 (`forms`)."""
+    if export.quantization == "int8" and type(layer) is layers.HardSwish:
+        return forms.UnfusedHardSwish
+    return None
+
+
+def int8_average_pool(layer, channels, export):
+    """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs (`forms`)."""
+    if export.quantization == "int8" and type(layer) is layers.AveragePooling2D and (
+            forms.average_kernel(layer.pool_size, layer.padding, layer.data_format,
+                                 channels) is not None):
+        return forms.DepthwiseAveragePooling2D
+    return None
+
+
+def rescaling_conv(layer, channels, export):
+    """Per-channel preprocessing as one 1x1 convolution (`forms`)."""
+    if type(layer) is layers.Rescaling and forms.rescaling_as_conv(
+            layer.scale, layer.offset, channels) is not None:
+        return forms.ConvRescaling
+    return None
+
+
+KERAS = (
+    Pass("rounding", rounding),
+    Pass("fold", fold),
+    Pass("route", route),
+    Pass("int8_hard_swish", substitute=int8_hard_swish),
+    Pass("int8_average_pool", substitute=int8_average_pool),
+    Pass("rescaling_conv", substitute=rescaling_conv),
+)
+# The Keras-graph passes of an ONNX export, before tf2onnx.
+ONNX_KERAS = tuple(p for p in KERAS if p.name == "rescaling_conv")
+# tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
+TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
+
+# `run(graph, opset)` returns the number of rewrites. Looked up in `_onnx_passes` at
+# each call.
+ONNX = (
+    Pass("hard_activations", lambda g, opset: _onnx_passes.fuse_hard_activations(
+        g, swish=opset >= 14)),
+    Pass("channel_affine", lambda g, opset: _onnx_passes.channel_affine(g)),
+    Pass("affine_into_conv", lambda g, opset: _onnx_passes.affine_into_conv(g)),
+    Pass("channel_shuffle", lambda g, opset: _onnx_passes.nchw_channel_shuffle(g)),
+    Pass("channel_splits", lambda g, opset: _onnx_passes.nchw_channel_splits(g)),
+    Pass("identity_reshapes", lambda g, opset: _onnx_passes.identity_reshapes(g)),
+    Pass("pads", lambda g, opset: _onnx_passes.transposed_pads(g)),
+    Pass("max_pool_pads", lambda g, opset: _onnx_passes.zero_pads_into_max_pool(g)),
+    # Last: the passes above read float kernels.
+    Pass("quantized_kernels", lambda g, opset: _onnx_passes.quantized_kernels(g)),
+)
+
+
+def selected(passes, pipeline):
+    """The names of `pipeline` that `passes` (None: all, or a collection of names) selects."""
+    names = [p.name for p in pipeline]
+    if passes is None:
+        return frozenset(names)
+    check(not isinstance(passes, (str, bytes)) and hasattr(passes, "__iter__"),
+          "`passes` must be None or a collection of pass names.", passes=passes)
+    passes = passes if isinstance(passes, (list, tuple, set, frozenset)) else list(passes)
+    unknown = sorted({str(name) for name in passes} - set(names))
+    check(not unknown, f"Unknown export passes {unknown}; the passes are {names}.",
+          passes=passes)
+    return frozenset(passes)
+
+
+def run_keras(model, chosen, export, pipeline=KERAS):
+    """`(model after the chosen passes of `pipeline`, {name: outcome})`."""
+    outcomes = {}
+    if _model.is_tf_keras(model):
+        kinds = {type(getattr(layer, "layer", layer)).__name__
+                 for layer in _model.all_layers(model)}
+        for p in pipeline:
+            twin = p.name in TWIN_FORMS and export.quantization == "int8" \
+                and TWIN_FORMS[p.name] in kinds
+            outcomes[p.name] = OFF if p.name not in chosen else (
+                APPLIED if twin else NOT_APPLICABLE)
+        return model, outcomes
+    for p in pipeline:
+        if p.run is not None and p.name in chosen:
+            new = p.run(model, export)
+            outcomes[p.name] = NOT_APPLICABLE if new is model else APPLIED
+            model = new
+    substitutions = [p for p in pipeline if p.substitute is not None and p.name in chosen]
+    found = _forms(model, substitutions, export) if graph.functional(model) else {}
+
+    def substitute(node, args, kwargs):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
+            return None if inner is layer else inner(*args, **kwargs)
+        if id(node) in found:
+            return found[id(node)][1].from_config(layer.get_config())(*args, **kwargs)
+        return None
+
+    if found:
+        model = graph.rebuild(model, substitute)
+    fired = {name for name, _ in found.values()}
+    outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
+                     for p in substitutions})
+    return model, {p.name: outcomes.get(p.name, OFF) for p in pipeline}
+
+
+def _forms(model, substitutions, export):
+    """`{id(node): (pass name, form class)}` over `model`'s graph and nested models."""
+    found = {}
+    for node in graph.nodes(model):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            found.update(_forms(layer, substitutions, export))
+            continue
+        channels = node.input_tensors[0].shape[-1] if node.input_tensors else None
+        for p in substitutions:
+            form = p.substitute(layer, channels, export)
+            if form is not None:
+                found[id(node)] = (p.name, form)
+                break
+    return found
+
+
+def twin_forms(outcomes):
+    """The forms a tf_keras model traces (`forms.activated`), from its outcomes."""
+    return [name for name in TWIN_FORMS if outcomes.get(name) == APPLIED]

@@ -50,13 +50,25 @@ def hard_swish_gate(inputs, backend):
     return backend.relu6(inputs + 3.0) * _ONE_SIXTH_UNFUSED
 
 
+# The registered layers by class name, filled by `_register`.
+CUSTOM_LAYERS = {}
+
+
 def _register(cls):
+    """Registers `cls` for serialization and in `CUSTOM_LAYERS`.
+
+    A class declares how graph passes treat it in `traits` (the properties
+    of `keras_lightnets.graph.traits`); its tf_keras twin has its name.
+    """
+    CUSTOM_LAYERS[cls.__name__] = cls
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
 @_register
 class HardSigmoid(keras.layers.Layer):
     """Hard sigmoid, `relu6(x + 3) / 6` (Keras 3's formula, exactly)."""
+
+    traits = ("per_channel",)
 
     def call(self, inputs):
         return ops.hard_sigmoid(inputs)
@@ -68,6 +80,8 @@ class HardSigmoid(keras.layers.Layer):
 @_register
 class HardSwish(keras.layers.Layer):
     """Hard swish, `x * relu6(x + 3) / 6` (Keras 3's `hard_swish`, exactly)."""
+
+    traits = ("per_channel",)
 
     def call(self, inputs):
         if _INTEGER_TRACE.get():
@@ -93,6 +107,8 @@ class Rescaling(keras.layers.Rescaling):
     (exact: the off-diagonal terms add zeros), a single fast op in both.
     Scalar scale and offset keep the plain layer's graph.
     """
+
+    traits = ()
 
     def call(self, inputs):
         conv = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
@@ -127,6 +143,8 @@ class ChannelSplit(keras.layers.Layer):
 
     Returns a list of `num_splits` tensors, in channel order.
     """
+
+    traits = ("routes_channels", "passes_quantized_values")
 
     def __init__(self, num_splits=2, **kwargs):
         super().__init__(**kwargs)
@@ -188,6 +206,8 @@ class ChannelShuffle(keras.layers.Layer):
     Args:
         groups: number of channel groups to interleave.
     """
+
+    traits = ("routes_channels", "passes_quantized_values")
 
     def __init__(self, groups=2, **kwargs):
         super().__init__(**kwargs)
@@ -282,6 +302,8 @@ class AveragePooling2D(keras.layers.AveragePooling2D):
     leave the padding out of the mean, are never rewritten.
     """
 
+    traits = ("per_channel",)
+
     def call(self, inputs):
         kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
         if kernel is None or not _INTEGER_TRACE.get():
@@ -314,14 +336,33 @@ class _Namespace:
         return getattr(self._base, item)
 
 
-CUSTOM_LAYERS = {
-    "Rescaling": Rescaling,
-    "HardSigmoid": HardSigmoid,
-    "HardSwish": HardSwish,
-    "ChannelSplit": ChannelSplit,
-    "ChannelShuffle": ChannelShuffle,
-    "AveragePooling2D": AveragePooling2D,
-}
+@_register
+class ChannelSlice(keras.layers.Layer):
+    """Channels `[start, stop)` of a channels-last tensor.
+
+    Args:
+        start, stop: the first channel and the one after the last.
+    """
+
+    traits = ("passes_quantized_values",)
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs):
+        # A slice of static size (-1, "the rest", only where a dimension is unknown),
+        # which runtimes run as a plain SLICE.
+        sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
+        return ops.slice(inputs, [0] * len(sizes) + [self.start],
+                         sizes + [self.stop - self.start])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
 
 _DEFAULT = _Namespace(keras.layers, {**CUSTOM_LAYERS, "Model": keras.Model})
 

@@ -8,23 +8,18 @@ be a tf_keras one if the caller has imported it already.
 
 import numbers
 import os
-import sys
 
 import keras
 import numpy as np
 
 from keras_lightnets._utils import received
+from keras_lightnets.graph import copy_layer, is_tf_keras  # noqa: F401 (copy_layer: _stem's)
 
 DEFAULT_INPUT_SIZE = 224
 INPUT_NAME = "input"
 # Layers that make a model take raw [0, 255] pixels when they come first.
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
-
-
-def is_tf_keras(model):
-    tf_keras = sys.modules.get("tf_keras")
-    return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
 def check_model(model):
@@ -258,18 +253,6 @@ def as_array(data, shape, name):
             f"`{name}` must hold finite values; {int(np.sum(~finite))} of {len(x)} image(s) "
             "hold NaN or infinity.", **{f"{name}.nonfinite_images": int(np.sum(~finite))}))
     return x
-
-
-def copy_layer(layer, changes=None):
-    """A new layer with `layer`'s config (updated with `changes`), no weights.
-
-    A `Lambda` layer is rebuilt outside safe mode: its function is the
-    caller's own code, taken from the model in memory, not from a file.
-    """
-    config = {**layer.get_config(), **(changes or {})}
-    if isinstance(layer, keras.layers.Lambda):
-        return layer.__class__.from_config(config, safe_mode=False)
-    return layer.__class__.from_config(config)
 
 
 def chunks(x, step):

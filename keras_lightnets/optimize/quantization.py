@@ -15,7 +15,7 @@ TF-MOT's default 8-bit scheme knows the standard layers; this module adds a
   quantized. (The twin of a Keras 3 model has none after ShuffleNet V1's
   split grouped convolutions: it is built from a copy with those batch
   norms, and the ReLUs after them, moved into each group's convolution, as
-  the TFLite export does; see `keras_lightnets.export._fold`.)
+  the TFLite export does; see `keras_lightnets.export.fold_concatenated`.)
 
 Conv/DepthwiseConv + BN (+ ReLU) chains are left to TF-MOT's transforms: no
 fake quantization between them, so the TFLite converter folds BN into the
@@ -36,8 +36,8 @@ is corrected here, each time with the measured reason next to the code:
 
 import numpy as np
 
+from keras_lightnets import export, graph
 from keras_lightnets._utils import received
-from keras_lightnets.export import _fold, _route
 from keras_lightnets.optimize import pruning as prune_lib
 from keras_lightnets.optimize import tf_keras_layers
 from keras_lightnets.optimize import twin as twin_lib
@@ -65,20 +65,12 @@ def quantize_config_for(layer, follows_conv=True):
     transforms will take care of (it directly follows a linear convolution
     that feeds nothing else).
     """
-    from keras_lightnets.optimize.quantize_configs import (
-        HardSwishQuantizeConfig,
-        NoOpQuantizeConfig,
-        OutputQuantizeConfig,
-    )
+    from keras_lightnets.optimize.quantize_configs import QUANTIZE_CONFIGS, OutputQuantizeConfig
 
     name = type(layer).__name__
-    if isinstance(layer, (tf_keras_layers.ChannelSplit, tf_keras_layers.ChannelShuffle,
-                          tf_keras_layers.ChannelSlice)):
-        return NoOpQuantizeConfig()
-    if isinstance(layer, tf_keras_layers.HardSwish):
-        return HardSwishQuantizeConfig()
-    if isinstance(layer, tf_keras_layers.HardSigmoid):
-        return OutputQuantizeConfig()
+    declared = getattr(type(layer), "quantize_config", None)  # a package layer's twin
+    if declared is not None:
+        return QUANTIZE_CONFIGS[declared]()
     # By name: TF-MOT's clone turns a plain Rescaling or AveragePooling2D into the
     # package's (same class name), which its registry does not know.
     if name in ("Multiply", "Subtract", "Average", "Maximum", "Minimum", "Rescaling",
@@ -293,7 +285,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         raise ValueError(received("`preserve_sparsity` must be True or False.",
                                   preserve_sparsity=preserve_sparsity))
     tf_keras = twin_lib.tf_keras_module()
-    if twin_lib.is_tf_keras(model):
+    if graph.is_tf_keras(model):
         # Shared layers are fine: `quantize_apply` works on a copy with the weights.
         source, base = twin_lib.source_of(model), model
     else:
@@ -301,7 +293,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         # The channel shuffles resolved into the weights, as `to_tflite` exports a Keras 3
         # model: the QAT graph is the one the int8 file runs.
         source = model
-        base = twin_lib.to_tf_keras(_route.routed(_fold.fold_concatenated(model)))
+        base = twin_lib.to_tf_keras(export.routed(export.fold_concatenated(model)))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
         raise ValueError(received(
             "The model still has pruning wrappers; call `strip` first.",
@@ -387,11 +379,6 @@ def _range_variables(qat):
     return found
 
 
-# Layers that pass int8 values through unchanged (same scale in and out).
-_PASS_THROUGH = ("ChannelSplit", "ChannelShuffle", "ChannelSlice", "ZeroPadding2D",
-                 "MaxPooling2D", "Reshape", "Dropout")
-
-
 def _share_concat_ranges(qat):
     """One int8 scale per concat: its inputs take its range instead of their own.
 
@@ -415,20 +402,21 @@ def _share_concat_ranges(qat):
         for source in sources:
             consumers[source] = consumers.get(source, 0) + 1
 
-    def kind(layer):
-        return type(getattr(layer, "layer", layer)).__name__
+    def passes(layer):
+        return "passes_quantized_values" in graph.traits(getattr(layer, "layer", layer))
 
     def passed_through(name):
         """The quantized layer whose values reach `name`'s output unchanged, or None."""
-        if kind(by_name[name]) not in _PASS_THROUGH:
+        if not passes(by_name[name]):
             return None
-        while kind(by_name[name]) in _PASS_THROUGH and len(inbound[name]) == 1:
+        while passes(by_name[name]) and len(inbound[name]) == 1:
             name = inbound[name][0]
         layer = by_name[name]
         return layer if getattr(layer, "_output_quantizer_vars", None) else None
 
     for concat in qat.layers:
-        if kind(concat) != "Concatenate" or not getattr(concat, "_output_quantizer_vars", None):
+        if (graph.kind(concat) != "Concatenate"
+                or not getattr(concat, "_output_quantizer_vars", None)):
             continue
         sources = {id(s): s for s in map(passed_through, inbound[concat.name]) if s is not None}
         if len(sources) > 1:

@@ -2,8 +2,9 @@
 
 Keras exposes a functional model's nodes only through private attributes
 (`_nodes_by_depth`, `node.arguments`); this is the one module that reads
-them. Export and optimization passes walk and rebuild models through it, and
-ask `traits(layer)` how to treat each layer.
+them (and the few private tf_keras attributes QAT calibration reads). Export
+and optimization passes walk and rebuild models through it, and ask
+`traits(layer)` how to treat each layer.
 """
 
 import collections
@@ -82,6 +83,20 @@ def is_tf_keras(model):
     """Whether `model` is a tf_keras model (never imports tf_keras)."""
     tf_keras = sys.modules.get("tf_keras")
     return tf_keras is not None and isinstance(model, tf_keras.Model)
+
+
+def tf_keras_node_index(model, layer):
+    """The index of tf_keras `layer`'s node in `model`'s graph (a layer may serve
+    other models too), or None."""
+    for index in range(len(layer._inbound_nodes)):
+        if f"{layer.name}_ib-{index}" in model._network_nodes:
+            return index
+    return None
+
+
+def tf_keras_call_kwargs(layer):
+    """The keyword arguments of each call of tf_keras `layer`."""
+    return [node.call_kwargs or {} for node in layer._inbound_nodes]
 
 
 def run(model, x, call):

@@ -336,7 +336,7 @@ def _inference_mode_batch_norms(model, tf_keras):
     for layer in model.layers:
         if not isinstance(layer, tf_keras.layers.BatchNormalization) or not layer.trainable:
             continue
-        calls = [node.call_kwargs or {} for node in layer._inbound_nodes]
+        calls = graph.tf_keras_call_kwargs(layer)
         if calls and all(kwargs.get("training") is False for kwargs in calls):
             layer.trainable = False
             changed.append(layer)
@@ -473,18 +473,8 @@ def _init_weight_ranges(qat):
 
 def _output_in(model, layer):
     """`layer`'s output in `model`'s graph (the layer may serve other models too)."""
-    for index in range(len(layer._inbound_nodes)):
-        if f"{layer.name}_ib-{index}" in model._network_nodes:
-            return layer.get_output_at(index)
-    return layer.output
-
-
-def _node_index(model, layer):
-    """The index of `layer`'s node in `model`'s graph (the layer may serve other models)."""
-    for index in range(len(layer._inbound_nodes)):
-        if f"{layer.name}_ib-{index}" in model._network_nodes:
-            return index
-    return 0
+    index = graph.tf_keras_node_index(model, layer)
+    return layer.output if index is None else layer.get_output_at(index)
 
 
 def _corrections(qat, float_model):
@@ -519,7 +509,7 @@ def _corrections(qat, float_model):
             else:
                 continue
             layer = float_model.get_layer(inner.name)
-            tensor = layer.get_input_at(_node_index(float_model, layer))
+            tensor = layer.get_input_at(graph.tf_keras_node_index(float_model, layer) or 0)
             found[inner.name] = (tensor, delta, target, inner)
     return found
 

@@ -199,11 +199,12 @@ def _depthwise(layer):
 
 
 _PASSING = ("passes_quantized_values",)
-_MOVING = ("per_channel", "passes_quantized_values")
+_PER_CHANNEL_PASSING = ("per_channel", "passes_quantized_values")
 BUILT_IN_TRAITS = {
     "InputLayer": _PASSING, "Reshape": _PASSING, "Flatten": _PASSING,
     "SpatialDropout2D": _PASSING, "GaussianDropout": _PASSING, "GaussianNoise": _PASSING,
-    "Identity": _MOVING, "Dropout": _MOVING, "ZeroPadding2D": _MOVING, "MaxPooling2D": _MOVING,
+    "Identity": _PER_CHANNEL_PASSING, "Dropout": _PER_CHANNEL_PASSING,
+    "ZeroPadding2D": _PER_CHANNEL_PASSING, "MaxPooling2D": _PER_CHANNEL_PASSING,
     "BatchNormalization": ("per_channel",), "AveragePooling2D": ("per_channel",),
     "GlobalAveragePooling2D": ("per_channel",), "GlobalMaxPooling2D": ("per_channel",),
     "Concatenate": ("routes_channels",),
@@ -218,9 +219,8 @@ def traits(layer):
     attribute; a tf_keras twin answers as the package layer of its name.
     """
     declared = getattr(type(layer), "traits", None)
-    name = type(layer).__name__
-    if declared is None and name not in BUILT_IN_TRAITS:
-        declared = getattr(package_layers.CUSTOM_LAYERS.get(name), "traits", None)
     if declared is None:
-        declared = BUILT_IN_TRAITS.get(name, ())
+        name = type(layer).__name__
+        declared = BUILT_IN_TRAITS.get(name) or getattr(
+            package_layers.CUSTOM_LAYERS.get(name), "traits", ())
     return frozenset(declared(layer) if callable(declared) else declared)

@@ -55,11 +55,7 @@ CUSTOM_LAYERS = {}
 
 
 def _register(cls):
-    """Registers `cls` for serialization and in `CUSTOM_LAYERS`.
-
-    A class declares how graph passes treat it in `traits` (the properties
-    of `keras_lightnets.graph.traits`); its tf_keras twin has its name.
-    """
+    """Registers `cls`, which declares its `keras_lightnets.graph.traits` in `traits`."""
     CUSTOM_LAYERS[cls.__name__] = cls
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 

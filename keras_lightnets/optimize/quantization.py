@@ -34,6 +34,8 @@ is corrected here, each time with the measured reason next to the code:
   quantization does (`calibrate`).
 """
 
+import collections
+
 import numpy as np
 
 from keras_lightnets import export, graph
@@ -69,6 +71,8 @@ def quantize_config_for(layer, follows_conv=True):
 
     name = type(layer).__name__
     declared = getattr(type(layer), "quantize_config", None)  # a package layer's twin
+    if declared is None and "passes_quantized_values" in graph.traits(layer):
+        declared = "NoOpQuantizeConfig" if name in tf_keras_layers.CUSTOM_LAYERS else None
     if declared is not None:
         return QUANTIZE_CONFIGS[declared]()
     # By name: TF-MOT's clone turns a plain Rescaling or AveragePooling2D into the
@@ -83,26 +87,30 @@ def quantize_config_for(layer, follows_conv=True):
     return None
 
 
-def _configs(model, tf_keras):
-    """Layer name -> `QuantizeConfig` (or None) for every layer of `model`.
-
-    The graph is read from `model`'s own config, not from the layers' nodes,
-    which other models built on the same layers add to.
-    """
-    layers = model.get_config()["layers"]
+def _config_graph(model):
+    """`({layer name: names of the layers it takes}, {layer name: names of the
+    layers that take it})`, one entry per use, read from tf_keras `model`'s own
+    config, not from the layers' nodes, which other models built on the same
+    layers add to."""
     inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node]
-               for c in layers}
-    consumers = {}
-    for sources in inbound.values():
+               for c in model.get_config()["layers"]}
+    consumers = collections.defaultdict(list)
+    for name, sources in inbound.items():
         for source in sources:
-            consumers[source] = consumers.get(source, 0) + 1
+            consumers[source].append(name)
+    return inbound, consumers
+
+
+def _configs(model, tf_keras):
+    """Layer name -> `QuantizeConfig` (or None) for every layer of `model`."""
+    inbound, consumers = _config_graph(model)
     convs = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)
 
     def follows_conv(name):
         if len(inbound[name]) != 1:
             return False
         conv = model.get_layer(inbound[name][0])
-        return (type(conv) in convs and consumers[conv.name] == 1
+        return (type(conv) in convs and len(consumers[conv.name]) == 1
                 and conv.activation.__name__ == "linear")
 
     return {layer.name: quantize_config_for(layer, follows_conv(layer.name))
@@ -395,12 +403,7 @@ def _share_concat_ranges(qat):
     concat lose their own output quantizer and take the concat's scale.
     """
     by_name = {layer.name: layer for layer in qat.layers}
-    layers = qat.get_config()["layers"]
-    inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node] for c in layers}
-    consumers = {}
-    for sources in inbound.values():
-        for source in sources:
-            consumers[source] = consumers.get(source, 0) + 1
+    inbound, consumers = _config_graph(qat)
 
     def passes(layer):
         return "passes_quantized_values" in graph.traits(getattr(layer, "layer", layer))
@@ -426,7 +429,7 @@ def _share_concat_ranges(qat):
             concat._output_quantizer_vars = shared._output_quantizer_vars
         for name in inbound[concat.name]:
             producer = by_name[name]
-            if (passed_through(name) is None and consumers.get(name) == 1
+            if (passed_through(name) is None and len(consumers[name]) == 1
                     and getattr(producer, "_output_quantizers", None)):
                 producer._output_quantizers = []
     return qat
@@ -484,11 +487,7 @@ def _corrections(qat, float_model):
     error of its kernel, and where the matching bias goes: the layer's own
     bias, or the moving mean of the BatchNormalization right after it.
     """
-    consumers = {}
-    for layer_config in float_model.get_config()["layers"]:
-        for node in layer_config["inbound_nodes"]:
-            for inbound in node:
-                consumers.setdefault(inbound[0], []).append(layer_config["name"])
+    _, consumers = _config_graph(float_model)
     found = {}
     for wrapper in qat.layers:
         inner = getattr(wrapper, "layer", None)
@@ -498,7 +497,7 @@ def _corrections(qat, float_model):
             if weight.name.split("/")[-1].split(":")[0] not in ("kernel", "depthwise_kernel"):
                 continue
             delta = np.asarray(quantizer(weight, False, variables)) - np.asarray(weight)
-            after = consumers.get(inner.name, [])
+            after = consumers[inner.name]
             bn = (qat.get_layer(f"quant_{after[0]}").layer if len(after) == 1
                   and type(float_model.get_layer(after[0])).__name__ == "BatchNormalization"
                   else None)

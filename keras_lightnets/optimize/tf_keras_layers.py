@@ -4,9 +4,8 @@ TF-MOT only accepts tf_keras (Keras 2) models, so the twin of a keras_lightnets
 model is built from these layers. They compute what the Keras 3 layers of
 `keras_lightnets.layers` compute, carry the same class names and configs, and
 are registered with tf_keras' own serialization (package "keras_lightnets"),
-which TF-MOT's clone and quantize passes go through. A twin names its
-`QuantizeConfig` (of `quantize_configs.QUANTIZE_CONFIGS`) in `quantize_config`;
-without one TF-MOT's scheme decides.
+which TF-MOT's clone and quantize passes go through. A twin may name its
+`QuantizeConfig` (of `quantize_configs.QUANTIZE_CONFIGS`) in `quantize_config`.
 """
 
 import tensorflow as tf
@@ -92,8 +91,6 @@ class Rescaling(tf_keras.layers.Rescaling):
 class ChannelSplit(tf_keras.layers.Layer):
     """Splits a channels-last tensor into `num_splits` equal channel groups."""
 
-    quantize_config = "NoOpQuantizeConfig"
-
     def __init__(self, num_splits=2, **kwargs):
         super().__init__(**kwargs)
         self.num_splits = int(num_splits)
@@ -116,8 +113,6 @@ class ChannelSplit(tf_keras.layers.Layer):
 class ChannelSlice(tf_keras.layers.Layer):
     """Channels `[start, stop)` of a channels-last tensor (a routed ShuffleNet V2's reads)."""
 
-    quantize_config = "NoOpQuantizeConfig"
-
     def __init__(self, start, stop, **kwargs):
         super().__init__(**kwargs)
         self.start, self.stop = int(start), int(stop)
@@ -139,8 +134,6 @@ class ChannelSlice(tf_keras.layers.Layer):
 @_register
 class ChannelShuffle(tf_keras.layers.Layer):
     """Channel shuffle of ShuffleNet (reshape-transpose-reshape, never above 4-D)."""
-
-    quantize_config = "NoOpQuantizeConfig"
 
     def __init__(self, groups=2, **kwargs):
         super().__init__(**kwargs)

@@ -167,7 +167,8 @@ def rebuild(model, substitute=None, name=None):
 # How a layer is treated, by property (a layer class declares its own in `traits`):
 # - "per_channel": each output channel is computed from the same input channel alone;
 # - "passes_quantized_values": int8 values pass unchanged (same scale in and out);
-# - "routes_channels": only moves whole channels (along the last axis);
+# - "routes_channels": only moves whole channels (along the last axis), as its
+#   `route_channels(channels)` says (a package layer's method);
 # - "relu": `max(x, 0)`, capped at 6 or not (fuses into the layer before it).
 # The built-in Keras layers, by class name (Keras 3 and tf_keras alike); a function
 # of the layer where its config decides.
@@ -193,11 +194,6 @@ def _relu(layer):
     return ("per_channel", "relu") if plain else ("per_channel",)
 
 
-def _depthwise(layer):
-    return (("per_channel",) if layer.depth_multiplier == 1
-            and activation_name(layer) in ELEMENTWISE else ())
-
-
 _PASSING = ("passes_quantized_values",)
 _PER_CHANNEL_PASSING = ("per_channel", "passes_quantized_values")
 BUILT_IN_TRAITS = {
@@ -208,7 +204,9 @@ BUILT_IN_TRAITS = {
     "BatchNormalization": ("per_channel",), "AveragePooling2D": ("per_channel",),
     "GlobalAveragePooling2D": ("per_channel",), "GlobalMaxPooling2D": ("per_channel",),
     "Concatenate": ("routes_channels",),
-    "Activation": _activation, "ReLU": _relu, "DepthwiseConv2D": _depthwise,
+    "Activation": _activation, "ReLU": _relu,
+    "DepthwiseConv2D": lambda layer: ("per_channel",) if layer.depth_multiplier == 1
+    and activation_name(layer) in ELEMENTWISE else (),
 }
 
 

@@ -307,12 +307,7 @@ def route(kind, layer, values):
     if kind == "Concatenate":
         return [tuple(entry for value in values for entry in value)]
     (value,) = values
-    if kind == "ChannelSplit":
-        part = len(value) // layer.num_splits
-        return [value[i * part:(i + 1) * part] for i in range(layer.num_splits)]
-    groups = layer.groups
-    per_group = len(value) // groups
-    return [tuple(value[g * per_group + i] for i in range(per_group) for g in range(groups))]
+    return layer.route_channels(value)
 
 
 def _positions(walk):

@@ -13,7 +13,7 @@ import collections
 import keras
 import numpy as np
 
-from keras_lightnets.graph import (  # noqa: F401 (graph, nodes, consumers: _stem's)
+from keras_lightnets.graph import (
     activation_name,
     consumers,
     copy_layer,

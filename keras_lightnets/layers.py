@@ -171,12 +171,6 @@ class ChannelSplit(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_splits": self.num_splits}
 
-    def route_channels(self, channels):
-        """Where the input `channels` (a sequence, one item per channel) go: one
-        sequence per output."""
-        part = len(channels) // self.num_splits
-        return [channels[i * part:(i + 1) * part] for i in range(self.num_splits)]
-
 
 def shuffle_channels(inputs, groups, backend):
     """ChannelShuffle's computation with `backend`'s reshape/transpose/shape.
@@ -233,12 +227,6 @@ class ChannelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
-
-    def route_channels(self, channels):
-        """Where the input `channels` go (see `ChannelSplit.route_channels`)."""
-        per_group = len(channels) // self.groups
-        return [tuple(channels[g * per_group + i]
-                      for i in range(per_group) for g in range(self.groups))]
 
 
 def group_conv(

@@ -282,9 +282,8 @@ class _Walk:
         for node in graph.nodes(self.model):
             layer = node.operation
             ins = [values[id(t)] for t in node.input_tensors]
-            kind = _kind(layer)
             if _routing(layer, node):
-                outs = route(kind, layer, ins)
+                outs = route(node, ins)
             elif len(ins) == 1 and len(node.outputs) == 1 and _per_channel(layer, node):
                 outs = [self.per_channel(node, ins[0])]
             elif len(ins) == 1 and len(node.outputs) == 1 and _mixing(layer, node):
@@ -302,12 +301,16 @@ class _Walk:
                            name=self.model.name)
 
 
-def route(kind, layer, values):
-    """The values after a routing layer: channels change places, no data moves."""
-    if kind == "Concatenate":
-        return [tuple(entry for value in values for entry in value)]
-    (value,) = values
-    return layer.route_channels(value)
+def route(node, values):
+    """The values after a routing node: channels change places, no data moves.
+    The layer itself, run on the index of each channel, says where each goes."""
+    flat = [entry for value in values for entry in value]
+    starts = np.cumsum([0, *map(len, values[:-1])])
+    indices = {id(t): np.arange(start, start + len(value), dtype="float32").reshape(
+        (1,) * (len(t.shape) - 1) + (-1,))
+        for t, start, value in zip(node.input_tensors, starts, values, strict=True)}
+    return [tuple(flat[int(i)] for i in np.asarray(y).reshape(-1))
+            for y in graph.call_node(node, indices)]
 
 
 def _positions(walk):

@@ -151,16 +151,16 @@ def expects_raw_pixels(model):
     the model takes what its family's `preprocess_input` returns.
     """
     for layer in model.layers:
-        name = type(layer).__name__
-        if name == "InputLayer":
-            continue
-        inner = getattr(layer, "layer", None)  # QAT wrappers
-        if inner is not None and name in QAT_LAYERS:
-            name = type(inner).__name__
-        if name == "QuantizeLayer":
-            continue
-        return name in PREPROCESSING_LAYERS
+        name = type(_unwrapped(layer)).__name__
+        if name not in ("InputLayer", "QuantizeLayer"):
+            return name in PREPROCESSING_LAYERS
     return False
+
+
+def _unwrapped(layer):
+    """`layer`, or the layer inside it if it is a QAT wrapper."""
+    inner = getattr(layer, "layer", None)
+    return inner if inner is not None and type(layer).__name__ in QAT_LAYERS else layer
 
 
 def is_quantization_aware(model):
@@ -169,15 +169,9 @@ def is_quantization_aware(model):
 
 def grouped_conv_layers(model):
     """Names of convolution layers with `groups > 1` (not the depthwise ones)."""
-    names = []
-    for layer in all_layers(model):
-        kind = type(layer).__name__
-        if kind in QAT_LAYERS and getattr(layer, "layer", None) is not None:
-            layer = layer.layer
-            kind = type(layer).__name__
-        if kind.startswith("Conv") and getattr(layer, "groups", 1) > 1:
-            names.append(layer.name)
-    return names
+    layers = [_unwrapped(layer) for layer in all_layers(model)]
+    return [layer.name for layer in layers
+            if type(layer).__name__.startswith("Conv") and getattr(layer, "groups", 1) > 1]
 
 
 def random_inputs(model, shape, count, seed=0):

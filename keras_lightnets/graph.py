@@ -167,7 +167,8 @@ def rebuild(model, substitute=None, name=None):
 # How a layer is treated, by property (a layer class declares its own in `traits`):
 # - "per_channel": each output channel is computed from the same input channel alone;
 # - "passes_quantized_values": int8 values pass unchanged (same scale in and out);
-# - "routes_channels": only moves whole channels (along the last axis);
+# - "routes_channels": only moves whole channels (along the last axis); run on
+#   channel indices, it says where each channel goes;
 # - "relu": `max(x, 0)`, capped at 6 or not (fuses into the layer before it).
 # The built-in Keras layers, by class name (Keras 3 and tf_keras alike); a function
 # of the layer where its config decides.

@@ -12,13 +12,21 @@ from keras import ops
 PACKAGE = "keras_lightnets"
 
 
+# The registered layers by class name, filled by `_register`.
+CUSTOM_LAYERS = {}
+
+
 def _register(cls):
+    """Registers `cls`, which declares its `keras_lightnets.graph.traits` in `traits`."""
+    CUSTOM_LAYERS[cls.__name__] = cls
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
 @_register
 class HardSigmoid(keras.layers.Layer):
     """Hard sigmoid, `relu6(x + 3) / 6` (Keras 3's formula, exactly)."""
+
+    traits = ("per_channel",)
 
     def call(self, inputs):
         return ops.hard_sigmoid(inputs)
@@ -30,6 +38,8 @@ class HardSigmoid(keras.layers.Layer):
 @_register
 class HardSwish(keras.layers.Layer):
     """Hard swish, `x * relu6(x + 3) / 6` (Keras 3's `hard_swish`, exactly)."""
+
+    traits = ("per_channel",)
 
     def call(self, inputs):
         return ops.hard_silu(inputs)
@@ -46,6 +56,8 @@ class Rescaling(keras.layers.Rescaling):
     per-channel one.
     """
 
+    traits = ()
+
 
 @_register
 class ChannelSplit(keras.layers.Layer):
@@ -56,6 +68,8 @@ class ChannelSplit(keras.layers.Layer):
 
     Returns a list of `num_splits` tensors, in channel order.
     """
+
+    traits = ("routes_channels", "passes_quantized_values")
 
     def __init__(self, num_splits=2, **kwargs):
         super().__init__(**kwargs)
@@ -117,6 +131,8 @@ class ChannelShuffle(keras.layers.Layer):
     Args:
         groups: number of channel groups to interleave.
     """
+
+    traits = ("routes_channels", "passes_quantized_values")
 
     def __init__(self, groups=2, **kwargs):
         super().__init__(**kwargs)
@@ -203,6 +219,8 @@ class AveragePooling2D(keras.layers.AveragePooling2D):
     Same arguments, config and values; export swaps in its own form.
     """
 
+    traits = ("per_channel",)
+
 
 class _Namespace:
     """`keras.layers` plus the package's layers, looked up by attribute."""
@@ -217,14 +235,33 @@ class _Namespace:
         return getattr(self._base, item)
 
 
-CUSTOM_LAYERS = {
-    "Rescaling": Rescaling,
-    "HardSigmoid": HardSigmoid,
-    "HardSwish": HardSwish,
-    "ChannelSplit": ChannelSplit,
-    "ChannelShuffle": ChannelShuffle,
-    "AveragePooling2D": AveragePooling2D,
-}
+@_register
+class ChannelSlice(keras.layers.Layer):
+    """Channels `[start, stop)` of a channels-last tensor.
+
+    Args:
+        start, stop: the first channel and the one after the last.
+    """
+
+    traits = ("passes_quantized_values",)
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, inputs):
+        # A slice of static size (-1, "the rest", only where a dimension is unknown),
+        # which runtimes run as a plain SLICE.
+        sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
+        return ops.slice(inputs, [0] * len(sizes) + [self.start],
+                         sizes + [self.stop - self.start])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
 
 _DEFAULT = _Namespace(keras.layers, {**CUSTOM_LAYERS, "Model": keras.Model})
 

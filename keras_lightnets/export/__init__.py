@@ -28,7 +28,9 @@ models with embedded preprocessing (`expects_raw_pixels(model)`), the output
 of the family's `preprocess_input` for the others.
 """
 
+from keras_lightnets.export._fold import fold_concatenated
 from keras_lightnets.export._model import expects_raw_pixels
+from keras_lightnets.export._route import routed
 from keras_lightnets.export.onnx import to_onnx
 from keras_lightnets.export.saved_model import to_saved_model
 from keras_lightnets.export.tflite import to_tflite
@@ -43,6 +45,8 @@ __all__ = [
     "ExportReport",
     "ExportVerificationError",
     "expects_raw_pixels",
+    "fold_concatenated",
+    "routed",
     "to_onnx",
     "to_saved_model",
     "to_tflite",

@@ -13,54 +13,23 @@ import collections
 import keras
 import numpy as np
 
-from keras_lightnets.export import _model
+from keras_lightnets.graph import (
+    activation_name,
+    consumers,
+    copy_layer,
+    nodes,
+    producers,
+    traits,
+)
+from keras_lightnets.graph import functional as graph
 
 # Layers a batch norm folds into (and whose weights int8 rounding fits).
 FITTED = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
-def graph(model):
-    """The functional graph of `model` (a Sequential model's inner one), or None."""
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    inner = getattr(model, "_functional", None)  # Sequential
-    return inner if hasattr(inner, "_nodes_by_depth") else None
-
-
-def nodes(model):
-    """The computing nodes of `model`'s graph in execution order."""
-    by_depth = graph(model)._nodes_by_depth  # Keras exposes its graph walk privately only
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
-            if not node.is_input]
-
-
-def consumers(graph_nodes):
-    """`{id(tensor): [nodes that take it]}`."""
-    found = collections.defaultdict(list)
-    for node in graph_nodes:
-        for t in node.input_tensors:
-            found[id(t)].append(node)
-    return found
-
-
-def is_relu(layer):
-    """Whether TFLite fuses `layer` into the convolution before it."""
-    kind = type(layer).__name__
-    if kind == "ReLU":
-        return (float(layer.negative_slope) == 0 and float(layer.threshold) == 0
-                and layer.max_value in (None, 6))
-    if kind == "Activation":
-        return getattr(layer.activation, "__name__", "") in ("relu", "relu6")
-    return False
-
-
-def is_linear(layer):
-    return getattr(getattr(layer, "activation", None), "__name__", "linear") == "linear"
-
-
 def fittable(layer, calls):
     kind = type(layer).__name__
-    if (kind not in FITTED or calls[id(layer)] != 1 or not is_linear(layer)
+    if (kind not in FITTED or calls[id(layer)] != 1 or activation_name(layer) != "linear"
             or getattr(layer, "lora_enabled", False) or layer.dtype_policy.quantization_mode):
         return False
     if kind != "Dense" and (layer.data_format != "channels_last"
@@ -93,7 +62,7 @@ def fold_plan(model):
     graph_nodes = nodes(model)
     calls = collections.Counter(id(node.operation) for node in graph_nodes)
     takers = consumers(graph_nodes)
-    producers = {id(t): node.operation for node in graph_nodes for t in node.outputs}
+    makers = producers(graph_nodes)
 
     def only_consumer(tensor):
         after = takers.get(id(tensor), [])
@@ -112,14 +81,15 @@ def fold_plan(model):
         if type(node.operation).__name__ != "Concatenate":
             continue
         bn = only_consumer(node.outputs[0])
-        parents = [producers.get(id(t)) for t in node.input_tensors]
+        parents = [makers[id(t)].operation if id(t) in makers else None
+                   for t in node.input_tensors]
         if (bn is None or not _foldable_bn(bn, calls)
                 or node.operation.axis not in (-1, len(node.outputs[0].shape) - 1)
                 or any(p is None or p.name not in plan or plan[p.name] is not None for p in parents)
                 or any(only_consumer(t) is not node for t in node.input_tensors)):
             continue
         relu = only_consumer(bn.outputs[0])
-        relu = (relu.operation.name if relu is not None and is_relu(relu.operation)
+        relu = (relu.operation.name if relu is not None and "relu" in traits(relu.operation)
                 and calls[id(relu.operation)] == 1 else None)
         start = 0
         for parent in parents:
@@ -150,7 +120,7 @@ def fold(model, plan=None):
     def clone(layer):
         if layer.name in folded:
             return keras.layers.Identity(name=layer.name)
-        return _model.copy_layer(layer, {"use_bias": True} if layer.name in plan else None)
+        return copy_layer(layer, {"use_bias": True} if layer.name in plan else None)
 
     def call(layer, *args, **kwargs):
         if layer.name in folded:
@@ -158,7 +128,7 @@ def fold(model, plan=None):
         y = layer(*args, **kwargs)
         relu = folds[layer.name].relu if layer.name in folds else None
         if relu is not None:
-            y = _model.copy_layer(originals[relu], {"name": f"{layer.name}_relu"})(y)
+            y = copy_layer(originals[relu], {"name": f"{layer.name}_relu"})(y)
         return y
 
     sequential = isinstance(model, keras.Sequential)  # its layers take no call arguments

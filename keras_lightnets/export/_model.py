@@ -8,23 +8,18 @@ be a tf_keras one if the caller has imported it already.
 
 import numbers
 import os
-import sys
 
 import keras
 import numpy as np
 
 from keras_lightnets._utils import received
+from keras_lightnets.graph import is_tf_keras
 
 DEFAULT_INPUT_SIZE = 224
 INPUT_NAME = "input"
 # Layers that make a model take raw [0, 255] pixels when they come first.
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
-
-
-def is_tf_keras(model):
-    tf_keras = sys.modules.get("tf_keras")
-    return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
 def check_model(model):
@@ -156,16 +151,16 @@ def expects_raw_pixels(model):
     the model takes what its family's `preprocess_input` returns.
     """
     for layer in model.layers:
-        name = type(layer).__name__
-        if name == "InputLayer":
-            continue
-        inner = getattr(layer, "layer", None)  # QAT wrappers
-        if inner is not None and name in QAT_LAYERS:
-            name = type(inner).__name__
-        if name == "QuantizeLayer":
-            continue
-        return name in PREPROCESSING_LAYERS
+        name = type(_unwrapped(layer)).__name__
+        if name not in ("InputLayer", "QuantizeLayer"):
+            return name in PREPROCESSING_LAYERS
     return False
+
+
+def _unwrapped(layer):
+    """`layer`, or the layer inside it if it is a QAT wrapper."""
+    inner = getattr(layer, "layer", None)
+    return inner if inner is not None and type(layer).__name__ in QAT_LAYERS else layer
 
 
 def is_quantization_aware(model):
@@ -174,15 +169,9 @@ def is_quantization_aware(model):
 
 def grouped_conv_layers(model):
     """Names of convolution layers with `groups > 1` (not the depthwise ones)."""
-    names = []
-    for layer in all_layers(model):
-        kind = type(layer).__name__
-        if kind in QAT_LAYERS and getattr(layer, "layer", None) is not None:
-            layer = layer.layer
-            kind = type(layer).__name__
-        if kind.startswith("Conv") and getattr(layer, "groups", 1) > 1:
-            names.append(layer.name)
-    return names
+    layers = [_unwrapped(layer) for layer in all_layers(model)]
+    return [layer.name for layer in layers
+            if type(layer).__name__.startswith("Conv") and getattr(layer, "groups", 1) > 1]
 
 
 def random_inputs(model, shape, count, seed=0):
@@ -258,18 +247,6 @@ def as_array(data, shape, name):
             f"`{name}` must hold finite values; {int(np.sum(~finite))} of {len(x)} image(s) "
             "hold NaN or infinity.", **{f"{name}.nonfinite_images": int(np.sum(~finite))}))
     return x
-
-
-def copy_layer(layer, changes=None):
-    """A new layer with `layer`'s config (updated with `changes`), no weights.
-
-    A `Lambda` layer is rebuilt outside safe mode: its function is the
-    caller's own code, taken from the model in memory, not from a file.
-    """
-    config = {**layer.get_config(), **(changes or {})}
-    if isinstance(layer, keras.layers.Lambda):
-        return layer.__class__.from_config(config, safe_mode=False)
-    return layer.__class__.from_config(config)
 
 
 def chunks(x, step):

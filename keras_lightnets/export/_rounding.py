@@ -30,17 +30,12 @@ channel keeps a weight at 127 steps: the converter finds the same grid). The
 user's model is not changed.
 """
 
-import collections
-
 import keras
 import numpy as np
 
+from keras_lightnets import graph
 from keras_lightnets.export import _fold
 
-# Layers TFLite runs without requantizing (same scale in and out) or removes.
-SAME_SCALE = ("InputLayer", "Identity", "Dropout", "SpatialDropout2D", "GaussianDropout",
-              "GaussianNoise", "Reshape", "Flatten", "ZeroPadding2D", "MaxPooling2D",
-              "ChannelShuffle", "ChannelSplit")
 # Positions (pixels of the layer's output) sampled per fitted input, at most MAX_SAMPLES
 # per layer: random with a fixed seed.
 SAMPLES_PER_INPUT = 256
@@ -55,27 +50,6 @@ DAMPING = 0.1
 MAX_INPUTS = 2048
 # Bytes of activations in flight in the side-by-side walk: bounds the images used.
 MEMORY = 512 * 2**20
-
-
-def _walk(model, x, call):
-    """Runs `model` on `x` node by node: `call(node, args, kwargs)` computes
-    each node. Tensors are dropped after their last use."""
-    nodes = _fold.nodes(model)
-    uses = collections.Counter(id(t) for node in nodes for t in node.input_tensors)
-    values = {id(_fold.graph(model).inputs[0]): x}
-    for node in nodes:
-        if any(id(t) not in values for t in node.input_tensors):
-            continue
-        args, kwargs = node.arguments.fill_in(values)
-        outputs = keras.tree.flatten(call(node, args, kwargs))
-        for t in node.input_tensors:
-            uses[id(t)] -= 1
-            if uses[id(t)] <= 0:
-                values.pop(id(t), None)
-        for t, y in zip(node.outputs, outputs, strict=True):
-            if uses[id(t)] > 0:
-                values[id(t)] = y
-        del args, kwargs, outputs  # hold no tensor past its last use
 
 
 def _input_quantize(x):
@@ -289,16 +263,16 @@ def rounded(model, images, seed=0):
     Returns the model itself when it has nothing to fit (or a graph this walk
     cannot run); the copy otherwise. `model` is not changed.
     """
-    if _fold.graph(model) is None or not len(images):
+    if graph.functional(model) is None or not len(images):
         return model
     plan = _fold.fold_plan(model)
     if not plan:
         return model
     copy = _fold.fold(model, plan)
-    nodes = _fold.nodes(copy)
+    nodes = graph.nodes(copy)
     images = _images_for(nodes, np.asarray(images, "float32"))
     rng = np.random.default_rng(seed)
-    consumers = _fold.consumers(nodes)
+    consumers = graph.consumers(nodes)
 
     def fused(node):
         """Whether TFLite fuses the activation after `node` into it."""
@@ -311,7 +285,7 @@ def rounded(model, images, seed=0):
             if type(layer).__name__ == "Identity":
                 out = after[0].outputs[0]
                 continue
-            return _fold.is_relu(layer)
+            return "relu" in graph.traits(layer)
 
     def concatenated(node):
         """Whether `node` only feeds concatenations, which TFLite has write their
@@ -331,12 +305,12 @@ def rounded(model, images, seed=0):
             weights, bias = fit(*_patches(layer, args[0], weights.shape[1], rng), weights, bias)
             layer.set_weights(list(_from_groups(layer, weights, bias)))
         y_int = layer(*args_i, **kwargs_i)
-        keep = (kind in SAME_SCALE or (kind == "Activation" and _fold.is_linear(layer))
+        keep = ("passes_quantized_values" in graph.traits(layer)
                 or (kind in _fold.FITTED and fused(node)) or concatenated(node))
         y_float, y_int = keras.tree.flatten(y_float), keras.tree.flatten(y_int)
         return [_Pair(f, i if keep else _quantize_like(i, f))
                 for f, i in zip(y_float, y_int, strict=True)]
 
     as_tensor = keras.ops.convert_to_tensor
-    _walk(copy, _Pair(as_tensor(images), as_tensor(_input_quantize(images))), call)
+    graph.run(copy, _Pair(as_tensor(images), as_tensor(_input_quantize(images))), call)
     return copy

@@ -7,10 +7,10 @@ lives in its kernel), so the moves can be paid once, where a convolution
 reads channels from several tensors: there one CONCATENATION gathers them,
 after one slice per piece of a tensor. The order in which every convolution
 writes its output channels is chosen so that each later reader finds its
-channels in one contiguous piece. Per-channel layers (batch norm, depthwise
-convolutions, activations, pools, padding) keep the order of their input,
-their weights permuted to it; everything else gets its inputs in the
-model's own channel order. The copy computes the same function, exactly
+channels in one contiguous piece. Per-channel layers (`graph.traits`: batch
+norm, depthwise convolutions, activations, pools, padding) keep the order of
+their input, their weights permuted to it; everything else gets its inputs
+in the model's own channel order. The copy computes the same function, exactly
 (every value is moved, never recomputed); the model is not changed.
 """
 
@@ -18,17 +18,10 @@ import collections
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_lightnets.export import _fold, _model
+from keras_lightnets import graph
+from keras_lightnets.layers import ChannelSlice
 
-ROUTING = ("ChannelSplit", "ChannelShuffle", "Concatenate")
-PER_CHANNEL = ("BatchNormalization", "ReLU", "ZeroPadding2D", "MaxPooling2D",
-               "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
-               "HardSwish", "HardSigmoid", "Dropout", "Identity", "DepthwiseConv2D",
-               "Activation")
-ELEMENTWISE = ("linear", "relu", "relu6", "sigmoid", "hard_sigmoid", "silu", "swish",
-               "hard_silu", "hard_swish", "tanh", "elu", "gelu")
 # The most inputs of a CONCATENATION that LiteRT's XNNPACK delegate takes.
 MAX_CONCAT = 5
 # The copy is made where it moves at most this part of the elements the model's own
@@ -37,50 +30,27 @@ MAX_CONCAT = 5
 MAX_MOVED = 0.5
 
 
-class _Slice(keras.layers.Layer):
-    """Channels `[start, stop)` of a channels-last tensor (export graphs only)."""
-
-    def __init__(self, start, stop, **kwargs):
-        super().__init__(**kwargs)
-        self.start, self.stop = start, stop
-
-    def call(self, inputs):
-        # SLICE, not STRIDED_SLICE, in a TFLite file; XNNPACK takes it with static
-        # sizes only (-1, "the rest", only where a dimension is unknown).
-        sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
-        return ops.slice(inputs, [0] * len(sizes) + [self.start],
-                         sizes + [self.stop - self.start])
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.stop - self.start)
-
-    def get_config(self):
-        return {**super().get_config(), "start": self.start, "stop": self.stop}
-
-
 def _kind(layer):
     return type(layer).__name__
 
 
-def _elementwise(layer):
-    return getattr(getattr(layer, "activation", None), "__name__", "linear") in ELEMENTWISE
+def _last_axis(axis, node):
+    return axis in (-1, len(node.outputs[0].shape) - 1)
 
 
 def _per_channel(layer, node):
     """Whether `layer` computes each output channel from the same input channel alone."""
-    kind = _kind(layer)
-    if kind not in PER_CHANNEL or not _elementwise(layer):
+    if "per_channel" not in graph.traits(layer):
         return False
-    if kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
-        return False
-    if kind == "BatchNormalization":
-        return layer.axis in (-1, len(node.outputs[0].shape) - 1)
+    if _kind(layer) == "BatchNormalization":
+        return _last_axis(layer.axis, node)
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
 def _mixing(layer, node):
     """Whether `layer` reads its input channels in any order (through its kernel)."""
-    if _kind(layer) not in ("Conv2D", "Dense") or not _elementwise(layer):
+    if (_kind(layer) not in ("Conv2D", "Dense")
+            or graph.activation_name(layer) not in graph.ELEMENTWISE):
         return False
     if _kind(layer) == "Conv2D":
         return layer.groups == 1 and layer.data_format == "channels_last"
@@ -89,10 +59,9 @@ def _mixing(layer, node):
 
 def _routing(layer, node):
     """Whether `layer` only moves channels (along the last axis)."""
-    kind = _kind(layer)
-    if kind == "Concatenate":
-        return layer.axis in (-1, len(node.outputs[0].shape) - 1)
-    return kind in ROUTING
+    if "routes_channels" not in graph.traits(layer):
+        return False
+    return _kind(layer) != "Concatenate" or _last_axis(layer.axis, node)
 
 
 class _Walk:
@@ -216,7 +185,7 @@ class _Walk:
             self.moved += sizes[-1] * spatial
             self.slices += 1
             if self.build:
-                parts.append(_Slice(first, last + 1, name=f"route_slice_{self.slices}")(
+                parts.append(ChannelSlice(first, last + 1, name=f"route_slice_{self.slices}")(
                     self.tensor[tid]))
         while len(parts) > 1:
             # XNNPACK runs a concatenation of at most MAX_CONCAT inputs: the first
@@ -236,17 +205,16 @@ class _Walk:
 
     def clone(self, layer):
         if layer.name not in self.layers:
-            self.layers[layer.name] = _model.copy_layer(layer)
+            self.layers[layer.name] = graph.copy_layer(layer)
         return self.layers[layer.name]
 
     def apply(self, layer, inputs, node, weights=None):
-        """`layer`'s copy on `inputs` (KerasTensors) with `weights`; the output."""
+        """`layer`'s copy on `inputs` (KerasTensors) with `weights`; the flat outputs."""
         if not self.build:
             return None
         copy = self.clone(layer)
-        args, kwargs = node.arguments.fill_in(
-            {id(t): x for t, x in zip(node.input_tensors, inputs, strict=True)})
-        y = copy(*args, **kwargs)
+        y = graph.call_node(
+            node, {id(t): x for t, x in zip(node.input_tensors, inputs, strict=True)}, copy)
         if weights is not None:
             copy.set_weights(weights)
         elif layer.weights:
@@ -267,7 +235,7 @@ class _Walk:
                 else:
                     weights.append(w[order])
         y = self.apply(layer, [self.tensor[tid]], node, weights)
-        out = self.new(y, node.outputs[0].shape, group=self.group[tid])
+        out = self.new(y and y[0], node.outputs[0].shape, group=self.group[tid])
         return tuple((out, k) for k in self._keys_by_channel(tid, channels))
 
     def _keys_by_channel(self, tid, channels):
@@ -292,7 +260,7 @@ class _Walk:
                 out_order = np.asarray(self.group_order(group, int(output_shape[-1])))
                 weights = [w[..., out_order] if w.ndim > 1 else w[out_order] for w in weights]
         y = self.apply(layer, [self.tensor[tid]], node, weights)
-        out = self.new(y, output_shape, group=group)
+        out = self.new(y and y[0], output_shape, group=group)
         return self.identity(out)
 
     def other(self, node, values):
@@ -300,25 +268,22 @@ class _Walk:
         for value in values:
             tid, _ = self.gather(value, ordered=True)
             inputs.append(self.tensor[tid])
-        y = self.apply(node.operation, inputs, node)
-        outs = keras.tree.flatten(y) if self.build else [None] * len(node.outputs)
+        outs = self.apply(node.operation, inputs, node) or [None] * len(node.outputs)
         return [self.identity(self.new(t, s.shape)) for t, s in zip(outs, node.outputs,
                                                                     strict=True)]
 
     # -- the walk -------------------------------------------------------------------------
 
     def run(self):
-        graph = _fold.graph(self.model)
-        (source,) = graph.inputs
+        (source,) = graph.functional(self.model).inputs
         inp = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name) \
             if self.build else None
         values = {id(source): self.identity(self.new(inp, source.shape))}
-        for node in _fold.nodes(self.model):
+        for node in graph.nodes(self.model):
             layer = node.operation
             ins = [values[id(t)] for t in node.input_tensors]
-            kind = _kind(layer)
             if _routing(layer, node):
-                outs = route(kind, layer, ins)
+                outs = route(node, ins)
             elif len(ins) == 1 and len(node.outputs) == 1 and _per_channel(layer, node):
                 outs = [self.per_channel(node, ins[0])]
             elif len(ins) == 1 and len(node.outputs) == 1 and _mixing(layer, node):
@@ -327,7 +292,8 @@ class _Walk:
                 outs = self.other(node, ins)
             for t, v in zip(node.outputs, outs, strict=True):
                 values[id(t)] = v
-        outputs = [self.gather(values[id(t)], ordered=True)[0] for t in graph.outputs]
+        outputs = [self.gather(values[id(t)], ordered=True)[0]
+                   for t in graph.functional(self.model).outputs]
         if not self.build:
             return None
         tensors = [self.tensor[tid] for tid in outputs]
@@ -335,17 +301,16 @@ class _Walk:
                            name=self.model.name)
 
 
-def route(kind, layer, values):
-    """The values after a routing layer: channels change places, no data moves."""
-    if kind == "Concatenate":
-        return [tuple(entry for value in values for entry in value)]
-    (value,) = values
-    if kind == "ChannelSplit":
-        part = len(value) // layer.num_splits
-        return [value[i * part:(i + 1) * part] for i in range(layer.num_splits)]
-    groups = layer.groups
-    per_group = len(value) // groups
-    return [tuple(value[g * per_group + i] for i in range(per_group) for g in range(groups))]
+def route(node, values):
+    """The values after a routing node: channels change places, no data moves.
+    The layer itself, run on the index of each channel, says where each goes."""
+    flat = [entry for value in values for entry in value]
+    starts = np.cumsum([0, *map(len, values[:-1])])
+    indices = {id(t): np.arange(start, start + len(value), dtype="float32").reshape(
+        (1,) * (len(t.shape) - 1) + (-1,))
+        for t, start, value in zip(node.input_tensors, starts, values, strict=True)}
+    return [tuple(flat[int(i)] for i in np.asarray(y).reshape(-1))
+            for y in graph.call_node(node, indices)]
 
 
 def _positions(walk):
@@ -368,10 +333,10 @@ def routed(model, max_moved=MAX_MOVED):
     docstring), or `model` itself when it has none, or when the copy would
     move more than `max_moved` times the elements the model's own routing
     layers move (None: any)."""
-    graph = _fold.graph(model)
-    if graph is None or isinstance(model, keras.Sequential) or len(graph.inputs) != 1:
+    functional = graph.functional(model)
+    if functional is None or isinstance(model, keras.Sequential) or len(functional.inputs) != 1:
         return model
-    nodes = _fold.nodes(model)
+    nodes = graph.nodes(model)
     if not any(_kind(node.operation) == "ChannelShuffle" for node in nodes):
         return model
     # A grouped Conv2D reads its channels in the model's order, so each one gathers them
@@ -393,7 +358,7 @@ def plan(model):
     positions = _positions(first)
     estimate = _Walk(model, positions)
     estimate.run()
-    return positions, estimate.moved, moved_by_routing(_fold.nodes(model))
+    return positions, estimate.moved, moved_by_routing(graph.nodes(model))
 
 
 def moved_by_routing(graph_nodes):

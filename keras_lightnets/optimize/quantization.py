@@ -15,7 +15,7 @@ TF-MOT's default 8-bit scheme knows the standard layers; this module adds a
   quantized. (The twin of a Keras 3 model has none after ShuffleNet V1's
   split grouped convolutions: it is built from a copy with those batch
   norms, and the ReLUs after them, moved into each group's convolution, as
-  the TFLite export does; see `keras_lightnets.export._fold`.)
+  the TFLite export does; see `keras_lightnets.export.fold_concatenated`.)
 
 Conv/DepthwiseConv + BN (+ ReLU) chains are left to TF-MOT's transforms: no
 fake quantization between them, so the TFLite converter folds BN into the
@@ -34,10 +34,12 @@ is corrected here, each time with the measured reason next to the code:
   quantization does (`calibrate`).
 """
 
+import collections
+
 import numpy as np
 
+from keras_lightnets import export, graph
 from keras_lightnets._utils import received
-from keras_lightnets.export import _fold, _route
 from keras_lightnets.optimize import pruning as prune_lib
 from keras_lightnets.optimize import tf_keras_layers
 from keras_lightnets.optimize import twin as twin_lib
@@ -65,20 +67,14 @@ def quantize_config_for(layer, follows_conv=True):
     transforms will take care of (it directly follows a linear convolution
     that feeds nothing else).
     """
-    from keras_lightnets.optimize.quantize_configs import (
-        HardSwishQuantizeConfig,
-        NoOpQuantizeConfig,
-        OutputQuantizeConfig,
-    )
+    from keras_lightnets.optimize.quantize_configs import QUANTIZE_CONFIGS, OutputQuantizeConfig
 
     name = type(layer).__name__
-    if isinstance(layer, (tf_keras_layers.ChannelSplit, tf_keras_layers.ChannelShuffle,
-                          tf_keras_layers.ChannelSlice)):
-        return NoOpQuantizeConfig()
-    if isinstance(layer, tf_keras_layers.HardSwish):
-        return HardSwishQuantizeConfig()
-    if isinstance(layer, tf_keras_layers.HardSigmoid):
-        return OutputQuantizeConfig()
+    declared = getattr(type(layer), "quantize_config", None)  # a package layer's twin
+    if declared is None and "passes_quantized_values" in graph.traits(layer):
+        declared = "NoOpQuantizeConfig" if name in tf_keras_layers.CUSTOM_LAYERS else None
+    if declared is not None:
+        return QUANTIZE_CONFIGS[declared]()
     # By name: TF-MOT's clone turns a plain Rescaling or AveragePooling2D into the
     # package's (same class name), which its registry does not know.
     if name in ("Multiply", "Subtract", "Average", "Maximum", "Minimum", "Rescaling",
@@ -91,26 +87,30 @@ def quantize_config_for(layer, follows_conv=True):
     return None
 
 
-def _configs(model, tf_keras):
-    """Layer name -> `QuantizeConfig` (or None) for every layer of `model`.
-
-    The graph is read from `model`'s own config, not from the layers' nodes,
-    which other models built on the same layers add to.
-    """
-    layers = model.get_config()["layers"]
+def _config_graph(model):
+    """`({layer name: names of the layers it takes}, {layer name: names of the
+    layers that take it})`, one entry per use, read from tf_keras `model`'s own
+    config, not from the layers' nodes, which other models built on the same
+    layers add to."""
     inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node]
-               for c in layers}
-    consumers = {}
-    for sources in inbound.values():
+               for c in model.get_config()["layers"]}
+    consumers = collections.defaultdict(list)
+    for name, sources in inbound.items():
         for source in sources:
-            consumers[source] = consumers.get(source, 0) + 1
+            consumers[source].append(name)
+    return inbound, consumers
+
+
+def _configs(model, tf_keras):
+    """Layer name -> `QuantizeConfig` (or None) for every layer of `model`."""
+    inbound, consumers = _config_graph(model)
     convs = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D)
 
     def follows_conv(name):
         if len(inbound[name]) != 1:
             return False
         conv = model.get_layer(inbound[name][0])
-        return (type(conv) in convs and consumers[conv.name] == 1
+        return (type(conv) in convs and len(consumers[conv.name]) == 1
                 and conv.activation.__name__ == "linear")
 
     return {layer.name: quantize_config_for(layer, follows_conv(layer.name))
@@ -293,7 +293,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         raise ValueError(received("`preserve_sparsity` must be True or False.",
                                   preserve_sparsity=preserve_sparsity))
     tf_keras = twin_lib.tf_keras_module()
-    if twin_lib.is_tf_keras(model):
+    if graph.is_tf_keras(model):
         # Shared layers are fine: `quantize_apply` works on a copy with the weights.
         source, base = twin_lib.source_of(model), model
     else:
@@ -301,7 +301,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         # The channel shuffles resolved into the weights, as `to_tflite` exports a Keras 3
         # model: the QAT graph is the one the int8 file runs.
         source = model
-        base = twin_lib.to_tf_keras(_route.routed(_fold.fold_concatenated(model)))
+        base = twin_lib.to_tf_keras(export.routed(export.fold_concatenated(model)))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
         raise ValueError(received(
             "The model still has pruning wrappers; call `strip` first.",
@@ -344,7 +344,7 @@ def _inference_mode_batch_norms(model, tf_keras):
     for layer in model.layers:
         if not isinstance(layer, tf_keras.layers.BatchNormalization) or not layer.trainable:
             continue
-        calls = [node.call_kwargs or {} for node in layer._inbound_nodes]
+        calls = graph.tf_keras_call_kwargs(layer)
         if calls and all(kwargs.get("training") is False for kwargs in calls):
             layer.trainable = False
             changed.append(layer)
@@ -387,11 +387,6 @@ def _range_variables(qat):
     return found
 
 
-# Layers that pass int8 values through unchanged (same scale in and out).
-_PASS_THROUGH = ("ChannelSplit", "ChannelShuffle", "ChannelSlice", "ZeroPadding2D",
-                 "MaxPooling2D", "Reshape", "Dropout")
-
-
 def _share_concat_ranges(qat):
     """One int8 scale per concat: its inputs take its range instead of their own.
 
@@ -408,27 +403,23 @@ def _share_concat_ranges(qat):
     concat lose their own output quantizer and take the concat's scale.
     """
     by_name = {layer.name: layer for layer in qat.layers}
-    layers = qat.get_config()["layers"]
-    inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node] for c in layers}
-    consumers = {}
-    for sources in inbound.values():
-        for source in sources:
-            consumers[source] = consumers.get(source, 0) + 1
+    inbound, consumers = _config_graph(qat)
 
-    def kind(layer):
-        return type(getattr(layer, "layer", layer)).__name__
+    def passes(layer):
+        return "passes_quantized_values" in graph.traits(getattr(layer, "layer", layer))
 
     def passed_through(name):
         """The quantized layer whose values reach `name`'s output unchanged, or None."""
-        if kind(by_name[name]) not in _PASS_THROUGH:
+        if not passes(by_name[name]):
             return None
-        while kind(by_name[name]) in _PASS_THROUGH and len(inbound[name]) == 1:
+        while passes(by_name[name]) and len(inbound[name]) == 1:
             name = inbound[name][0]
         layer = by_name[name]
         return layer if getattr(layer, "_output_quantizer_vars", None) else None
 
     for concat in qat.layers:
-        if kind(concat) != "Concatenate" or not getattr(concat, "_output_quantizer_vars", None):
+        if (graph.kind(concat) != "Concatenate"
+                or not getattr(concat, "_output_quantizer_vars", None)):
             continue
         sources = {id(s): s for s in map(passed_through, inbound[concat.name]) if s is not None}
         if len(sources) > 1:
@@ -438,7 +429,7 @@ def _share_concat_ranges(qat):
             concat._output_quantizer_vars = shared._output_quantizer_vars
         for name in inbound[concat.name]:
             producer = by_name[name]
-            if (passed_through(name) is None and consumers.get(name) == 1
+            if (passed_through(name) is None and len(consumers[name]) == 1
                     and getattr(producer, "_output_quantizers", None)):
                 producer._output_quantizers = []
     return qat
@@ -485,18 +476,8 @@ def _init_weight_ranges(qat):
 
 def _output_in(model, layer):
     """`layer`'s output in `model`'s graph (the layer may serve other models too)."""
-    for index in range(len(layer._inbound_nodes)):
-        if f"{layer.name}_ib-{index}" in model._network_nodes:
-            return layer.get_output_at(index)
-    return layer.output
-
-
-def _node_index(model, layer):
-    """The index of `layer`'s node in `model`'s graph (the layer may serve other models)."""
-    for index in range(len(layer._inbound_nodes)):
-        if f"{layer.name}_ib-{index}" in model._network_nodes:
-            return index
-    return 0
+    index = graph.tf_keras_node_index(model, layer)
+    return layer.output if index is None else layer.get_output_at(index)
 
 
 def _corrections(qat, float_model):
@@ -506,11 +487,7 @@ def _corrections(qat, float_model):
     error of its kernel, and where the matching bias goes: the layer's own
     bias, or the moving mean of the BatchNormalization right after it.
     """
-    consumers = {}
-    for layer_config in float_model.get_config()["layers"]:
-        for node in layer_config["inbound_nodes"]:
-            for inbound in node:
-                consumers.setdefault(inbound[0], []).append(layer_config["name"])
+    _, consumers = _config_graph(float_model)
     found = {}
     for wrapper in qat.layers:
         inner = getattr(wrapper, "layer", None)
@@ -520,7 +497,7 @@ def _corrections(qat, float_model):
             if weight.name.split("/")[-1].split(":")[0] not in ("kernel", "depthwise_kernel"):
                 continue
             delta = np.asarray(quantizer(weight, False, variables)) - np.asarray(weight)
-            after = consumers.get(inner.name, [])
+            after = consumers[inner.name]
             bn = (qat.get_layer(f"quant_{after[0]}").layer if len(after) == 1
                   and type(float_model.get_layer(after[0])).__name__ == "BatchNormalization"
                   else None)
@@ -531,7 +508,7 @@ def _corrections(qat, float_model):
             else:
                 continue
             layer = float_model.get_layer(inner.name)
-            tensor = layer.get_input_at(_node_index(float_model, layer))
+            tensor = layer.get_input_at(graph.tf_keras_node_index(float_model, layer) or 0)
             found[inner.name] = (tensor, delta, target, inner)
     return found
 

@@ -64,8 +64,6 @@ class NoOpQuantizeConfig(OutputQuantizeConfig):
         return []
 
 
-
-
 class DepthwiseKernelQuantizer(qkeras.quantizers.LastValueQuantizer):
     """Per-channel int8 quantizer of a depthwise kernel `(kh, kw, C, M)`.
 

@@ -4,7 +4,8 @@ TF-MOT only accepts tf_keras (Keras 2) models, so the twin of a keras_lightnets
 model is built from these layers. They compute what the Keras 3 layers of
 `keras_lightnets.layers` compute, carry the same class names and configs, and
 are registered with tf_keras' own serialization (package "keras_lightnets"),
-which TF-MOT's clone and quantize passes go through.
+which TF-MOT's clone and quantize passes go through. A twin may name its
+`QuantizeConfig` (of `quantize_configs.QUANTIZE_CONFIGS`) in `quantize_config`.
 """
 
 import tensorflow as tf
@@ -16,13 +17,20 @@ from keras_lightnets.layers import shuffle_channels
 PACKAGE = "keras_lightnets"
 
 
+# The twins by class name, filled by `_register`.
+CUSTOM_LAYERS = {}
+
+
 def _register(cls):
+    CUSTOM_LAYERS[cls.__name__] = cls
     return tf_keras.saving.register_keras_serializable(package=PACKAGE)(cls)
 
 
 @_register
 class HardSigmoid(tf_keras.layers.Layer):
     """Hard sigmoid, `relu6(x + 3) / 6` (Keras 3's formula, not tf_keras')."""
+
+    quantize_config = "OutputQuantizeConfig"
 
     def call(self, inputs):
         return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
@@ -43,6 +51,8 @@ class HardSwish(tf_keras.layers.Layer):
     MobileNetV3 slower in int8 than in float32). Float graphs still fuse into
     one HARD_SWISH.
     """
+
+    quantize_config = "HardSwishQuantizeConfig"
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -154,17 +164,6 @@ class AveragePooling2D(tf_keras.layers.AveragePooling2D):
             return super().call(inputs)
         kernel = tf.constant(kernel, self.compute_dtype)
         return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
-
-
-CUSTOM_LAYERS = {
-    "Rescaling": Rescaling,
-    "HardSigmoid": HardSigmoid,
-    "HardSwish": HardSwish,
-    "ChannelSplit": ChannelSplit,
-    "ChannelShuffle": ChannelShuffle,
-    "ChannelSlice": ChannelSlice,
-    "AveragePooling2D": AveragePooling2D,
-}
 
 
 def custom_objects():

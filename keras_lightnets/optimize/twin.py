@@ -19,12 +19,10 @@ import weakref
 
 import keras
 
+from keras_lightnets import graph
+from keras_lightnets import layers as package_layers
 from keras_lightnets._utils import received
-from keras_lightnets.export import _route
-from keras_lightnets.export._model import is_tf_keras
-from keras_lightnets.layers import AveragePooling2D as PackageAveragePooling2D
-from keras_lightnets.layers import ChannelShuffle, ChannelSplit, HardSigmoid, HardSwish
-from keras_lightnets.layers import Rescaling as PackageRescaling
+from keras_lightnets.graph import is_tf_keras
 
 # The Keras 3 model each twin came from, so `strip` can go back to it without
 # setting an attribute on the tf_keras model (which it would track).
@@ -110,8 +108,8 @@ def to_tf_keras(model):
     Dense, BatchNormalization, ReLU, Activation, Softmax, Add, Subtract,
     Multiply, Average, Maximum, Minimum, Concatenate, ZeroPadding2D,
     GlobalAverage/MaxPooling2D, Average/MaxPooling2D, Dropout, Reshape,
-    Flatten, Permute, Identity, Rescaling, and the package's HardSwish,
-    HardSigmoid, ChannelSplit, ChannelShuffle and AveragePooling2D.
+    Flatten, Permute, Identity, Rescaling, and every layer of
+    `keras_lightnets.layers` (as its tf_keras twin of the same name).
 
     Args:
         model: a built Keras 3 `keras.Model`. A tf_keras model is returned
@@ -130,19 +128,16 @@ def to_tf_keras(model):
         raise ValueError(received("`model` must be a Keras 3 `keras.Model`.",
                                   model=type(model).__name__))
     tf_keras = tf_keras_module()
-    graph = _graph(model)
+    functional = _graph(model)
     names = [layer.name for layer in leaf_layers(model)]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(received(
             "Weights move between Keras 3 and tf_keras by layer name, and the model's "
             "nested models share layer names; rename them.", duplicates=duplicates))
-    inputs = [
-        tf_keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype,
-                       name=t._keras_history.operation.name)
-        for t in graph.inputs
-    ]
-    outputs = _Translator(tf_keras).run(graph, inputs)
+    inputs = [tf_keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=graph.input_name(t))
+              for t in functional.inputs]
+    outputs = _Translator(tf_keras).run(functional, inputs)
     twin = tf_keras.Model(inputs if len(inputs) > 1 else inputs[0],
                           outputs if len(outputs) > 1 else outputs[0], name=model.name)
     copy_weights(model, twin)
@@ -167,10 +162,9 @@ def to_keras3(model, like):
     if not isinstance(like, keras.Model):
         raise ValueError(received("`like` must be the Keras 3 model the twin came from.",
                                   like=type(like).__name__))
-    graph = _graph(like)
     # Fresh inputs under the original names (clone_model would rename them).
-    inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype,
-                          name=t._keras_history.operation.name) for t in graph.inputs]
+    inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=graph.input_name(t))
+              for t in _graph(like).inputs]
     if isinstance(like, keras.Sequential):
         clone = keras.models.clone_model(like)
     else:
@@ -221,17 +215,15 @@ def copy_weights(source, target):
 
 def _graph(model):
     """The functional graph of `model` (a built Sequential has one inside)."""
-    if isinstance(model, keras.Sequential):
-        inner = getattr(model, "_functional", None)
-        if inner is None:
-            raise ValueError(received(
-                "Build the Sequential model with an `Input` first.", model=model.name))
-        return inner
-    if not hasattr(model, "_nodes_by_depth"):
+    functional = graph.functional(model)
+    if functional is None and isinstance(model, keras.Sequential):
+        raise ValueError(received(
+            "Build the Sequential model with an `Input` first.", model=model.name))
+    if functional is None:
         raise ValueError(received(
             "Only functional and Sequential Keras 3 models can be translated (a subclassed "
             "model has no graph to walk).", model=type(model).__name__))
-    return model
+    return functional
 
 
 class _Translator:
@@ -248,31 +240,30 @@ class _Translator:
         """Calls `model`'s graph on tf_keras tensors; returns the flat outputs."""
         from keras import tree
 
-        graph = _graph(model)
-        tensors = {id(k): v for k, v in zip(graph.inputs, inputs, strict=True)}
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                if not node.operation or node.is_input:
-                    continue
-                if any(id(t) not in tensors for t in node.input_tensors):
-                    continue
-                args, kwargs = node.arguments.fill_in(tensors)
-                if call_kwargs:
-                    kwargs = {**call_kwargs, **kwargs}
-                op = node.operation
-                if isinstance(op, keras.Model):
-                    outer = {k: v for k, v in kwargs.items() if k == "training"}
-                    outs = self.run(op, tree.flatten(args), {**(call_kwargs or {}), **outer})
-                else:
-                    outs = self.layer(op)(*args, **kwargs)
-                for ref, value in zip(node.outputs, tree.flatten(outs), strict=True):
-                    tensors[id(ref)] = value
-        return [tensors[id(t)] for t in graph.outputs]
+        functional = _graph(model)
+        tensors = {id(k): v for k, v in zip(functional.inputs, inputs, strict=True)}
+        for node in graph.nodes(functional):
+            if any(id(t) not in tensors for t in node.input_tensors):
+                continue
+            args, kwargs = graph.arguments(node, tensors)
+            if call_kwargs:
+                kwargs = {**call_kwargs, **kwargs}
+            op = node.operation
+            if isinstance(op, keras.Model):
+                outer = {k: v for k, v in kwargs.items() if k == "training"}
+                outs = self.run(op, tree.flatten(args), {**(call_kwargs or {}), **outer})
+            else:
+                outs = self.layer(op)(*args, **kwargs)
+            for ref, value in zip(node.outputs, tree.flatten(outs), strict=True):
+                tensors[id(ref)] = value
+        return [tensors[id(t)] for t in functional.outputs]
 
     def layer(self, layer):
         twin = self.layers.get(id(layer))
         if twin is None:
             make = TRANSLATIONS.get(type(layer))
+            if make is None and type(layer) in package_layers.CUSTOM_LAYERS.values():
+                make = _package_twin
             if make is None:
                 raise ValueError(received(
                     f"Layer {layer.name!r} has no tf_keras translation; the supported layers "
@@ -359,9 +350,9 @@ def _batch_norm(t, layer):
         scale=layer.scale, name=layer.name)
 
 
-def _pool(cls_name, twin=False):
+def _pool(cls_name):
     def make(t, layer):
-        return getattr(t.twins if twin else t.tfk.layers, cls_name)(
+        return getattr(t.tfk.layers, cls_name)(
             layer.pool_size, strides=layer.strides, padding=layer.padding,
             data_format=layer.data_format, name=layer.name)
     return make
@@ -380,11 +371,16 @@ def _plain(cls_name):
     return make
 
 
-def _twin(cls_name, *attributes):
-    def make(t, layer):
-        kwargs = {a: getattr(layer, a) for a in attributes}
-        return getattr(t.twins, cls_name)(name=layer.name, **kwargs)
-    return make
+# Config entries of Keras 3 layers that tf_keras layers do not take.
+_KERAS3_ONLY = ("dtype", "autocast", "activity_regularizer")
+
+
+def _package_twin(t, layer):
+    """The tf_keras twin of a `keras_lightnets.layers` layer: the twin class of its
+    name, with its config's arguments (their values read from the layer)."""
+    config = {key: getattr(layer, key, value) for key, value in layer.get_config().items()
+              if key not in _KERAS3_ONLY}
+    return t.twins.CUSTOM_LAYERS[type(layer).__name__](**config)
 
 
 L = keras.layers
@@ -421,12 +417,5 @@ TRANSLATIONS = {
     L.Identity: lambda t, layer: t.tfk.layers.Activation("linear", name=layer.name),
     L.Rescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
                                                          name=layer.name),
-    PackageRescaling: _twin("Rescaling", "scale", "offset"),
-    HardSwish: _twin("HardSwish"),
-    HardSigmoid: _twin("HardSigmoid"),
-    ChannelSplit: _twin("ChannelSplit", "num_splits"),
-    ChannelShuffle: _twin("ChannelShuffle", "groups"),
-    _route._Slice: _twin("ChannelSlice", "start", "stop"),
-    PackageAveragePooling2D: _pool("AveragePooling2D", twin=True),
 }
 del L

@@ -177,17 +177,11 @@ def squeeze_excite(
     return layers.Multiply(name=n["mul"])([x, s])
 
 
-# Layer-name suffixes of the inverted residual, per published weight layout.
+# Layer-name suffixes of the inverted residual in keras.applications' MobileNetV2.
 IR_NAMES_KERAS_V2 = {
     "expand": "expand", "expand_bn": "expand_BN", "expand_act": "expand_relu",
     "pad": "pad", "dw": "depthwise", "dw_bn": "depthwise_BN", "dw_act": "depthwise_relu",
     "project": "project", "project_bn": "project_BN", "add": "add",
-}
-IR_NAMES_KERAS_V3 = {
-    "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_{act}",
-    "pad": "depthwise_pad", "dw": "depthwise", "dw_bn": "depthwise_bn",
-    "dw_act": "depthwise_{act}", "project": "project", "project_bn": "project_bn",
-    "add": "add",
 }
 
 

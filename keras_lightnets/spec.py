@@ -47,7 +47,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
 
     Args:
         names: layer-name suffixes of the inverted residual
-            (`blocks.IR_NAMES_KERAS_V2`, ...).
+            (see `blocks.IR_NAMES_KERAS_V2`).
         prefix: default name prefix of the inverted residuals.
         bn: BatchNormalization keyword arguments.
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).

@@ -57,6 +57,13 @@ SMALL = [
 # Per model type: block table, channels of the classifier's hidden 1x1 conv.
 SPECS = {"large": (LARGE, 1280), "small": (SMALL, 1024)}
 BN = {"epsilon": 1e-3, "momentum": 0.999}
+# Layer-name suffixes of the inverted residual in keras.applications.
+IR_NAMES = {
+    "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_{act}",
+    "pad": "depthwise_pad", "dw": "depthwise", "dw_bn": "depthwise_bn",
+    "dw_act": "depthwise_{act}", "project": "project", "project_bn": "project_bn",
+    "add": "add",
+}
 IMAGENET_ALPHAS = {False: (0.75, 1.0), True: (1.0,)}
 
 
@@ -104,7 +111,7 @@ def _mobilenet_v3(
     x = img_input
     if include_preprocessing:
         x = kl.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
-    x, taps = spec.build(x, table, alpha, names=blocks.IR_NAMES_KERAS_V3,
+    x, taps = spec.build(x, table, alpha, names=IR_NAMES,
                          prefix="expanded_conv_{b}_", bn=BN)
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)

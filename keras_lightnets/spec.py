@@ -82,11 +82,10 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 p = (prefix if row.name is None else row.name).format(b=block, i=i)
                 if stride > 1 and expand and scale in taps:
                     taps[scale] = p + names["expand_act"].format(act=row.act)
-                se_filters = blocks.make_divisible((expand or in_filters) * row.se)
+                se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
                 x = blocks.inverted_residual(
-                    x, filters, expand, row.kernel, stride, row.act,
-                    se_filters if row.se else None, se, p, names, bn, pad,
-                    residual=row.kind == "ir",
+                    x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
+                    names, bn, pad, residual=row.kind == "ir",
                 )
                 skip = row.kind == "ir" and stride == 1 and in_filters == filters
                 last = p + names["add" if skip else "project_bn"]
@@ -99,7 +98,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
 
 def remember_taps(model, taps, img_input, inputs):
     """Records `taps` for `feature_extractor` when `model` starts at the image."""
-    if inputs is img_input or list(inputs) == [img_input]:
+    # Strides count from the image: not so when `input_tensor` follows other layers.
+    if inputs is img_input or (len(inputs) == 1 and inputs[0] is img_input):
         _TAPS[model] = dict(taps)
     return model
 

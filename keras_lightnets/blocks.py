@@ -1,12 +1,14 @@
 """Block builders shared by the model families.
 
-Each builder takes the layer namespace `L` first (Keras 3 by default, tf_keras
-for the TF-MOT twin) and a `prefix` from which every layer name is derived.
+Each builder takes a `prefix` from which every layer name is derived.
 Name suffixes come from a `names` mapping so that one builder serves families
 whose published weights use different layer names.
 """
 
-from keras_lightnets.layers import default_namespace, group_conv
+from keras import layers
+
+from keras_lightnets import layers as kl
+from keras_lightnets.layers import group_conv
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -36,7 +38,7 @@ def correct_pad(input_size, kernel_size):
     return ((half - adjust[0], half), (half - adjust[1], half))
 
 
-def activation(L, kind, name=None):
+def activation(kind, name=None):
     """The layer for activation `kind`; None gives None.
 
     Kinds: "relu", "relu6", "hard_swish", "hard_sigmoid", "swish", "sigmoid".
@@ -44,24 +46,24 @@ def activation(L, kind, name=None):
     if kind is None:
         return None
     if kind == "relu":
-        return L.ReLU(name=name)
+        return layers.ReLU(name=name)
     if kind == "relu6":
-        return L.ReLU(6.0, name=name)
+        return layers.ReLU(6.0, name=name)
     if kind == "hard_swish":
-        return L.HardSwish(name=name)
+        return kl.HardSwish(name=name)
     if kind == "hard_sigmoid":
-        return L.HardSigmoid(name=name)
+        return kl.HardSigmoid(name=name)
     if kind in ("swish", "sigmoid"):
-        return L.Activation(kind, name=name)
+        return layers.Activation(kind, name=name)
     raise ValueError(f"Unknown activation. Received: activation={kind}")
 
 
-def apply_activation(L, x, kind, name):
-    layer = activation(L, kind, name)
+def apply_activation(x, kind, name):
+    layer = activation(kind, name)
     return x if layer is None else layer(x)
 
 
-def pad_for_stride(L, x, kernel_size, stride, mode, name):
+def pad_for_stride(x, kernel_size, stride, mode, name):
     """Explicit padding before a strided 'valid' conv; returns (x, padding).
 
     Modes: "keras" (keras.applications' `correct_pad`), "bottom_right"
@@ -72,14 +74,14 @@ def pad_for_stride(L, x, kernel_size, stride, mode, name):
         half = kernel_size // 2
         if half == 0:
             return x, "valid"
-        return L.ZeroPadding2D(((half, half), (half, half)), name=name)(x), "valid"
+        return layers.ZeroPadding2D(((half, half), (half, half)), name=name)(x), "valid"
     if stride == 1:
         return x, "same"
     if mode == "bottom_right":
         pad = ((0, 1), (0, 1))
     else:
         pad = correct_pad(x.shape[1:3], kernel_size)
-    return L.ZeroPadding2D(pad, name=name)(x), "valid"
+    return layers.ZeroPadding2D(pad, name=name)(x), "valid"
 
 
 def conv_bn_act(
@@ -93,7 +95,6 @@ def conv_bn_act(
     bn=None,
     use_bias=False,
     pad_mode="same",
-    L=None,
 ):
     """Conv2D, BatchNormalization, activation.
 
@@ -101,20 +102,19 @@ def conv_bn_act(
     `{prefix}`, `{prefix}_bn`, `{prefix}_{act}`, `{prefix}_pad`). `pad_mode`
     "same" uses TF padding; other modes are those of `pad_for_stride`.
     """
-    L = L or default_namespace()
     names = {
         "conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
         "pad": f"{prefix}_pad", **(names or {}),
     }
     padding = "same"
     if pad_mode != "same":
-        x, padding = pad_for_stride(L, x, kernel_size, strides, pad_mode, names["pad"])
-    x = L.Conv2D(
+        x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, names["pad"])
+    x = layers.Conv2D(
         filters, kernel_size, strides=strides, padding=padding,
         use_bias=use_bias, name=names["conv"],
     )(x)
-    x = L.BatchNormalization(name=names["bn"], **(bn or {}))(x)
-    return apply_activation(L, x, act, names["act"])
+    x = layers.BatchNormalization(name=names["bn"], **(bn or {}))(x)
+    return apply_activation(x, act, names["act"])
 
 
 def depthwise_separable(
@@ -128,7 +128,6 @@ def depthwise_separable(
     names=None,
     bn=None,
     pad_mode="bottom_right",
-    L=None,
 ):
     """Depthwise 3x3 + BN + act, pointwise 1x1 + BN + act (MobileNet V1).
 
@@ -136,27 +135,26 @@ def depthwise_separable(
     `conv_dw_{i}_bn`, `conv_dw_{i}_relu`, `conv_pw_{i}`, `conv_pw_{i}_bn`,
     `conv_pw_{i}_relu`.
     """
-    L = L or default_namespace()
     n = {
         "pad": "conv_pad_{}", "dw": "conv_dw_{}", "dw_bn": "conv_dw_{}_bn",
         "dw_act": "conv_dw_{}_relu", "pw": "conv_pw_{}", "pw_bn": "conv_pw_{}_bn",
         "pw_act": "conv_pw_{}_relu", **(names or {}),
     }
     n = {k: v.format(block_id) for k, v in n.items()}
-    x, padding = pad_for_stride(L, x, kernel_size, strides, pad_mode, n["pad"])
-    x = L.DepthwiseConv2D(
+    x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
+    x = layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding=padding,
         depth_multiplier=depth_multiplier, use_bias=False, name=n["dw"],
     )(x)
-    x = L.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
-    x = apply_activation(L, x, act, n["dw_act"])
-    x = L.Conv2D(filters, 1, padding="same", use_bias=False, name=n["pw"])(x)
-    x = L.BatchNormalization(name=n["pw_bn"], **(bn or {}))(x)
-    return apply_activation(L, x, act, n["pw_act"])
+    x = layers.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
+    x = apply_activation(x, act, n["dw_act"])
+    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=n["pw"])(x)
+    x = layers.BatchNormalization(name=n["pw_bn"], **(bn or {}))(x)
+    return apply_activation(x, act, n["pw_act"])
 
 
 def squeeze_excite(
-    x, se_filters, gate="hard_sigmoid", act="relu", prefix="se_", names=None, L=None
+    x, se_filters, gate="hard_sigmoid", act="relu", prefix="se_", names=None
 ):
     """Squeeze-and-excitation: pool, 1x1 reduce + act, 1x1 expand + gate, scale.
 
@@ -164,7 +162,6 @@ def squeeze_excite(
     (`{prefix}squeeze_excite_avg_pool`, `..._conv`, `..._relu`, `..._conv_1`,
     `..._mul`).
     """
-    L = L or default_namespace()
     n = {
         "pool": "squeeze_excite_avg_pool", "reduce": "squeeze_excite_conv",
         "act": "squeeze_excite_relu", "expand": "squeeze_excite_conv_1",
@@ -172,25 +169,19 @@ def squeeze_excite(
     }
     n = {k: prefix + v for k, v in n.items()}
     filters = x.shape[-1]
-    s = L.GlobalAveragePooling2D(keepdims=True, name=n["pool"])(x)
-    s = L.Conv2D(se_filters, 1, padding="same", name=n["reduce"])(s)
-    s = apply_activation(L, s, act, n["act"])
-    s = L.Conv2D(filters, 1, padding="same", name=n["expand"])(s)
-    s = apply_activation(L, s, gate, n["gate"])
-    return L.Multiply(name=n["mul"])([x, s])
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=n["pool"])(x)
+    s = layers.Conv2D(se_filters, 1, padding="same", name=n["reduce"])(s)
+    s = apply_activation(s, act, n["act"])
+    s = layers.Conv2D(filters, 1, padding="same", name=n["expand"])(s)
+    s = apply_activation(s, gate, n["gate"])
+    return layers.Multiply(name=n["mul"])([x, s])
 
 
-# Layer-name suffixes of the inverted residual, per published weight layout.
+# Layer-name suffixes of the inverted residual in keras.applications' MobileNetV2.
 IR_NAMES_KERAS_V2 = {
     "expand": "expand", "expand_bn": "expand_BN", "expand_act": "expand_relu",
     "pad": "pad", "dw": "depthwise", "dw_bn": "depthwise_BN", "dw_act": "depthwise_relu",
     "project": "project", "project_bn": "project_BN", "add": "add",
-}
-IR_NAMES_KERAS_V3 = {
-    "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_{act}",
-    "pad": "depthwise_pad", "dw": "depthwise", "dw_bn": "depthwise_bn",
-    "dw_act": "depthwise_{act}", "project": "project", "project_bn": "project_bn",
-    "add": "add",
 }
 
 
@@ -208,7 +199,6 @@ def inverted_residual(
     bn=None,
     pad_mode="keras",
     residual=True,
-    L=None,
 ):
     """Inverted residual (MobileNetV2/V3, MnasNet).
 
@@ -225,30 +215,29 @@ def inverted_residual(
             activation kind).
         pad_mode: padding of the depthwise conv, see `pad_for_stride`.
     """
-    L = L or default_namespace()
     n = {k: prefix + v.format(act=act) for k, v in names.items()}
     shortcut = x
     in_filters = x.shape[-1]
     if expand_filters is not None:
-        x = L.Conv2D(expand_filters, 1, padding="same", use_bias=False, name=n["expand"])(x)
-        x = L.BatchNormalization(name=n["expand_bn"], **(bn or {}))(x)
-        x = apply_activation(L, x, act, n["expand_act"])
-    x, padding = pad_for_stride(L, x, kernel_size, strides, pad_mode, n["pad"])
-    x = L.DepthwiseConv2D(
+        x = layers.Conv2D(expand_filters, 1, padding="same", use_bias=False, name=n["expand"])(x)
+        x = layers.BatchNormalization(name=n["expand_bn"], **(bn or {}))(x)
+        x = apply_activation(x, act, n["expand_act"])
+    x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
+    x = layers.DepthwiseConv2D(
         kernel_size, strides=strides, padding=padding, use_bias=False, name=n["dw"]
     )(x)
-    x = L.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
-    x = apply_activation(L, x, act, n["dw_act"])
+    x = layers.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
+    x = apply_activation(x, act, n["dw_act"])
     if se_filters:
-        x = squeeze_excite(x, se_filters, prefix=prefix, L=L, **(se or {}))
-    x = L.Conv2D(filters, 1, padding="same", use_bias=False, name=n["project"])(x)
-    x = L.BatchNormalization(name=n["project_bn"], **(bn or {}))(x)
+        x = squeeze_excite(x, se_filters, prefix=prefix, **(se or {}))
+    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=n["project"])(x)
+    x = layers.BatchNormalization(name=n["project_bn"], **(bn or {}))(x)
     if residual and strides == 1 and in_filters == filters:
-        x = L.Add(name=n["add"])([shortcut, x])
+        x = layers.Add(name=n["add"])([shortcut, x])
     return x
 
 
-def max_pool_ceil(x, pool_size=3, strides=2, name="pool", L=None):
+def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
     """Max pooling with PyTorch's `ceil_mode=True` and no padding.
 
     PyTorch keeps a last, partial window when the input does not tile
@@ -262,7 +251,6 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool", L=None):
 
     Layers: `{name}_pad` (when needed) and `{name}`.
     """
-    L = L or default_namespace()
     if pool_size < strides:
         raise ValueError(
             f"Ceil-mode pooling needs `pool_size >= strides`. Received: pool_size={pool_size}"
@@ -270,8 +258,8 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool", L=None):
     pads = [strides - 1 if size is None else (pool_size - size) % strides
             for size in x.shape[1:3]]
     if any(pads):
-        x = L.ZeroPadding2D(((0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
-    return L.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
+        x = layers.ZeroPadding2D(((0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
+    return layers.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
 
 
 def fire(
@@ -282,7 +270,6 @@ def fire(
     bypass=False,
     prefix="fire",
     names=None,
-    L=None,
 ):
     """Fire module (SqueezeNet): 1x1 squeeze + ReLU, then 1x1 and 3x3 expand
     convs + ReLU, concatenated (1x1 channels first).
@@ -295,7 +282,6 @@ def fire(
     `{prefix}_`; the defaults are torchvision's `Fire` attribute names
     (`{prefix}_squeeze`, `{prefix}_squeeze_activation`, ...).
     """
-    L = L or default_namespace()
     n = {
         "squeeze": "squeeze", "squeeze_act": "squeeze_activation",
         "expand1x1": "expand1x1", "expand1x1_act": "expand1x1_activation",
@@ -310,20 +296,20 @@ def fire(
             f"The simple bypass needs equal input and output channels ({in_filters} in, "
             f"{out_filters} out). Received: bypass={bypass}"
         )
-    s = L.Conv2D(squeeze_filters, 1, name=n["squeeze"])(x)
-    s = L.ReLU(name=n["squeeze_act"])(s)
-    e1 = L.Conv2D(expand1x1_filters, 1, name=n["expand1x1"])(s)
-    e1 = L.ReLU(name=n["expand1x1_act"])(e1)
+    s = layers.Conv2D(squeeze_filters, 1, name=n["squeeze"])(x)
+    s = layers.ReLU(name=n["squeeze_act"])(s)
+    e1 = layers.Conv2D(expand1x1_filters, 1, name=n["expand1x1"])(s)
+    e1 = layers.ReLU(name=n["expand1x1_act"])(e1)
     # "same" on a stride-1 3x3 is PyTorch's padding=1.
-    e3 = L.Conv2D(expand3x3_filters, 3, padding="same", name=n["expand3x3"])(s)
-    e3 = L.ReLU(name=n["expand3x3_act"])(e3)
-    out = L.Concatenate(axis=-1, name=n["concat"])([e1, e3])
+    e3 = layers.Conv2D(expand3x3_filters, 3, padding="same", name=n["expand3x3"])(s)
+    e3 = layers.ReLU(name=n["expand3x3_act"])(e3)
+    out = layers.Concatenate(axis=-1, name=n["concat"])([e1, e3])
     if bypass:
-        out = L.Add(name=n["bypass"])([x, out])
+        out = layers.Add(name=n["bypass"])([x, out])
     return out
 
 
-def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None, nonnegative=False):
+def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", nonnegative=False):
     """PyTorch's `MaxPool2d` / `AvgPool2d(pool_size, strides, padding=pool_size // 2)`.
 
     Floor-mode output size, symmetric padding, exactly as PyTorch:
@@ -339,33 +325,32 @@ def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", L=None, nonne
       PyTorch's default). Layers: `{name}_pad`, `{name}` (the package's
       `AveragePooling2D`, which int8 export makes a depthwise convolution).
     """
-    L = L or default_namespace()
     if kind == "max" and nonnegative:
         half = pool_size // 2
-        x = L.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
-        return L.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
+        x = layers.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
+        return layers.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
     if kind == "max":
-        x = L.MaxPooling2D(pool_size, strides=1, padding="same", name=name)(x)
-        return L.MaxPooling2D(1, strides=strides, name=f"{name}_subsample")(x)
+        x = layers.MaxPooling2D(pool_size, strides=1, padding="same", name=name)(x)
+        return layers.MaxPooling2D(1, strides=strides, name=f"{name}_subsample")(x)
     if kind == "avg":
         half = pool_size // 2
-        x = L.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
-        return L.AveragePooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
+        x = layers.ZeroPadding2D(((half, half), (half, half)), name=f"{name}_pad")(x)
+        return kl.AveragePooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
     raise ValueError(f"`kind` must be 'max' or 'avg'. Received: kind={kind!r}")
 
 
-def _torch_depthwise(L, x, strides, pad_name, name):
+def _torch_depthwise(x, strides, pad_name, name):
     # PyTorch's 3x3 padding=1: 'same' at stride 1, explicit symmetric zeros when strided.
     padding = "same"
     if strides > 1:
-        x, padding = pad_for_stride(L, x, 3, strides, "symmetric", pad_name)
-    return L.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)(x)
+        x, padding = pad_for_stride(x, 3, strides, "symmetric", pad_name)
+    return layers.DepthwiseConv2D(3, strides=strides, padding=padding, use_bias=False, name=name)(x)
 
 
 GROUP_CONV_MODES = ("split", "native")
 
 
-def grouped_pointwise(x, filters, groups, mode="split", name="gconv", L=None):
+def grouped_pointwise(x, filters, groups, mode="split", name="gconv"):
     """1x1 grouped convolution without bias.
 
     "split" is `group_conv` (channel split, one `Conv2D` per group, concat:
@@ -373,10 +358,9 @@ def grouped_pointwise(x, filters, groups, mode="split", name="gconv", L=None):
     `Conv2D(groups=groups)`: TFLite converts it, tf2onnx cannot, and TF runs
     it through XLA on CPU. With `groups=1` both are one `Conv2D` `{name}`.
     """
-    L = L or default_namespace()
     if mode == "native" or groups == 1:
-        return L.Conv2D(filters, 1, groups=groups, use_bias=False, name=name)(x)
-    return group_conv(x, filters, 1, groups, use_bias=False, name=name, layers=L)
+        return layers.Conv2D(filters, 1, groups=groups, use_bias=False, name=name)(x)
+    return group_conv(x, filters, 1, groups, use_bias=False, name=name)
 
 
 def shufflenet_v1_unit(
@@ -388,7 +372,6 @@ def shufflenet_v1_unit(
     mode="split",
     prefix="stage2_unit1",
     bn=None,
-    L=None,
 ):
     """ShuffleNet V1 unit (paper Fig. 2b/2c).
 
@@ -408,32 +391,31 @@ def shufflenet_v1_unit(
     `_dw`, `_dw_bn`, `_gconv2`, `_bn2`, `_pool_pad`, `_pool`, `_concat` or
     `_add`, `_relu`.
     """
-    L = L or default_namespace()
     bn = bn or {}
     in_filters = x.shape[-1]
     bottleneck = filters // 4
     branch_filters = filters - in_filters if strides > 1 else filters
     shortcut = x
-    x = grouped_pointwise(x, bottleneck, pw_groups or groups, mode, f"{prefix}_gconv1", L)
-    x = L.BatchNormalization(name=f"{prefix}_bn1", **bn)(x)
-    x = L.ReLU(name=f"{prefix}_relu1")(x)
+    x = grouped_pointwise(x, bottleneck, pw_groups or groups, mode, f"{prefix}_gconv1")
+    x = layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(x)
+    x = layers.ReLU(name=f"{prefix}_relu1")(x)
     if groups > 1:
-        x = L.ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
-    x = _torch_depthwise(L, x, strides, f"{prefix}_dw_pad", f"{prefix}_dw")
-    x = L.BatchNormalization(name=f"{prefix}_dw_bn", **bn)(x)
-    x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2", L)
-    x = L.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
+        x = kl.ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
+    x = _torch_depthwise(x, strides, f"{prefix}_dw_pad", f"{prefix}_dw")
+    x = layers.BatchNormalization(name=f"{prefix}_dw_bn", **bn)(x)
+    x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2")
+    x = layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
     if strides > 1:
         # The official code concatenates the pooled shortcut first, then applies
         # ReLU. The shortcut, an average of a ReLU output, is never negative, so
         # ReLU on the branch alone is the same function, and it fuses into the
         # branch's last op: a ReLU after a concatenation stays a separate op,
         # which XNNPACK does not run in int8 (a quarter of the int8 latency).
-        x = L.ReLU(name=f"{prefix}_relu")(x)
-        shortcut = torch_pool(shortcut, "avg", 3, strides, f"{prefix}_pool", L)
-        return L.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
-    x = L.Add(name=f"{prefix}_add")([shortcut, x])
-    return L.ReLU(name=f"{prefix}_relu")(x)
+        x = layers.ReLU(name=f"{prefix}_relu")(x)
+        shortcut = torch_pool(shortcut, "avg", 3, strides, f"{prefix}_pool")
+        return layers.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
+    x = layers.Add(name=f"{prefix}_add")([shortcut, x])
+    return layers.ReLU(name=f"{prefix}_relu")(x)
 
 
 # Layer-name suffixes of the ShuffleNet V2 unit: torchvision's module paths
@@ -456,7 +438,6 @@ def shufflenet_v2_unit(
     prefix="stage2_0_",
     names=SHUFFLE_V2_NAMES_TORCH,
     bn=None,
-    L=None,
 ):
     """ShuffleNet V2 unit (paper Fig. 3c/3d), in torchvision's channel order.
 
@@ -471,26 +452,25 @@ def shufflenet_v2_unit(
         names: layer-name suffixes after `prefix` (`{act}` is replaced by the
             activation kind).
     """
-    L = L or default_namespace()
     bn = bn or {}
     n = {k: prefix + v.format(act=act) for k, v in names.items()}
     branch = filters // 2
     if strides == 1:
-        x1, x2 = L.ChannelSplit(2, name=n["split"])(x)
+        x1, x2 = kl.ChannelSplit(2, name=n["split"])(x)
     else:
-        x1 = _torch_depthwise(L, x, strides, n["b1_pad"], n["b1_dw"])
-        x1 = L.BatchNormalization(name=n["b1_dw_bn"], **bn)(x1)
-        x1 = L.Conv2D(branch, 1, use_bias=False, name=n["b1_pw"])(x1)
-        x1 = L.BatchNormalization(name=n["b1_pw_bn"], **bn)(x1)
-        x1 = apply_activation(L, x1, act, n["b1_act"])
+        x1 = _torch_depthwise(x, strides, n["b1_pad"], n["b1_dw"])
+        x1 = layers.BatchNormalization(name=n["b1_dw_bn"], **bn)(x1)
+        x1 = layers.Conv2D(branch, 1, use_bias=False, name=n["b1_pw"])(x1)
+        x1 = layers.BatchNormalization(name=n["b1_pw_bn"], **bn)(x1)
+        x1 = apply_activation(x1, act, n["b1_act"])
         x2 = x
-    x2 = L.Conv2D(branch, 1, use_bias=False, name=n["b2_pw1"])(x2)
-    x2 = L.BatchNormalization(name=n["b2_pw1_bn"], **bn)(x2)
-    x2 = apply_activation(L, x2, act, n["b2_act1"])
-    x2 = _torch_depthwise(L, x2, strides, n["b2_pad"], n["b2_dw"])
-    x2 = L.BatchNormalization(name=n["b2_dw_bn"], **bn)(x2)
-    x2 = L.Conv2D(branch, 1, use_bias=False, name=n["b2_pw2"])(x2)
-    x2 = L.BatchNormalization(name=n["b2_pw2_bn"], **bn)(x2)
-    x2 = apply_activation(L, x2, act, n["b2_act2"])
-    x = L.Concatenate(axis=-1, name=n["concat"])([x1, x2])
-    return L.ChannelShuffle(2, name=n["shuffle"])(x)
+    x2 = layers.Conv2D(branch, 1, use_bias=False, name=n["b2_pw1"])(x2)
+    x2 = layers.BatchNormalization(name=n["b2_pw1_bn"], **bn)(x2)
+    x2 = apply_activation(x2, act, n["b2_act1"])
+    x2 = _torch_depthwise(x2, strides, n["b2_pad"], n["b2_dw"])
+    x2 = layers.BatchNormalization(name=n["b2_dw_bn"], **bn)(x2)
+    x2 = layers.Conv2D(branch, 1, use_bias=False, name=n["b2_pw2"])(x2)
+    x2 = layers.BatchNormalization(name=n["b2_pw2_bn"], **bn)(x2)
+    x2 = apply_activation(x2, act, n["b2_act2"])
+    x = layers.Concatenate(axis=-1, name=n["concat"])([x1, x2])
+    return kl.ChannelShuffle(2, name=n["shuffle"])(x)

@@ -2,6 +2,7 @@
 
 import math
 
+from keras_lightnets import spec
 from keras_lightnets.profile import _layer_outputs, _with_static_input
 
 _PROBE_SIZE = 256
@@ -10,10 +11,15 @@ _PROBE_SIZE = 256
 def feature_layers(model, strides=(8, 16, 32)):
     """Names of the layers giving the last feature map at each stride.
 
-    The stride of a 4-D output is the input size over its spatial size,
-    rounded to a power of two (ceil-mode pools make it inexact), measured on
-    a copy of the model built at 256x256. Padding layers are passed over.
+    A model built from a block table (`keras_lightnets.spec`) names them in
+    its rows marked `tap`. Otherwise the stride of a 4-D output is the input
+    size over its spatial size, rounded to a power of two (ceil-mode pools
+    make it inexact), measured on a copy of the model built at 256x256.
+    Padding layers are passed over.
     """
+    taps = spec.taps_of(model)
+    if all(s in taps for s in strides):
+        return [taps[s] for s in strides]
     probe = _with_static_input(model, _PROBE_SIZE)
     size = probe.inputs[0].shape[1]
     found = {}

@@ -167,7 +167,6 @@ def group_conv(
     padding="same",
     use_bias=False,
     name=None,
-    layers=None,
     **conv_kwargs,
 ):
     """Grouped convolution as channels-last split, per-group `Conv2D`, concat.
@@ -184,32 +183,29 @@ def group_conv(
         strides, padding, use_bias: as in `Conv2D`.
         name: base name: layers are `{name}_split`, `{name}_g{i}`,
             `{name}_concat`.
-        layers: layer namespace (defaults to `keras.layers` plus this
-            module's layers); the tf_keras twin passes its own.
 
     Returns:
         The output tensor.
     """
-    ns = layers or default_namespace()
     if groups < 1 or filters % groups:
         raise ValueError(
             f"`filters` ({filters}) must be divisible by `groups`. Received: groups={groups}"
         )
     if groups == 1:
-        return ns.Conv2D(
+        return keras.layers.Conv2D(
             filters, kernel_size, strides=strides, padding=padding,
             use_bias=use_bias, name=name, **conv_kwargs,
         )(x)
     base = name or "group_conv"
-    parts = ns.ChannelSplit(groups, name=f"{base}_split")(x)
+    parts = ChannelSplit(groups, name=f"{base}_split")(x)
     outs = [
-        ns.Conv2D(
+        keras.layers.Conv2D(
             filters // groups, kernel_size, strides=strides, padding=padding,
             use_bias=use_bias, name=f"{base}_g{i}", **conv_kwargs,
         )(part)
         for i, part in enumerate(parts)
     ]
-    return ns.Concatenate(axis=-1, name=f"{base}_concat")(outs)
+    return keras.layers.Concatenate(axis=-1, name=f"{base}_concat")(outs)
 
 
 @_register
@@ -220,19 +216,6 @@ class AveragePooling2D(keras.layers.AveragePooling2D):
     """
 
     traits = ("per_channel",)
-
-
-class _Namespace:
-    """`keras.layers` plus the package's layers, looked up by attribute."""
-
-    def __init__(self, base, extra):
-        self._base = base
-        self._extra = extra
-
-    def __getattr__(self, item):
-        if item in self._extra:
-            return self._extra[item]
-        return getattr(self._base, item)
 
 
 @_register
@@ -262,15 +245,3 @@ class ChannelSlice(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "start": self.start, "stop": self.stop}
 
-
-_DEFAULT = _Namespace(keras.layers, {**CUSTOM_LAYERS, "Model": keras.Model})
-
-
-def default_namespace():
-    """The Keras 3 layer namespace the model builders use by default."""
-    return _DEFAULT
-
-
-def make_namespace(base, extra):
-    """A layer namespace over `base` (a module like `tf_keras.layers`)."""
-    return _Namespace(base, dict(extra))

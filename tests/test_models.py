@@ -3,11 +3,13 @@
 import math
 
 import harness
+import keras
 import numpy as np
 import pytest
 
 import keras_lightnets as kl
-from keras_lightnets import registry
+from keras_lightnets import registry, spec
+from keras_lightnets.features import feature_layers
 
 ENTRIES = registry.entries()
 IDS = [e.name for e in ENTRIES]
@@ -61,6 +63,18 @@ def test_feature_extractor(entry):
     assert [tuple(o.shape[1:3]) for o in outs] == sizes
     # The deepest map is the backbone's own output.
     np.testing.assert_allclose(np.asarray(outs[-1]), np.asarray(model(x)), atol=1e-6)
+
+
+@pytest.mark.parametrize("factory", [kl.MobileNetV2, kl.MobileNetV3Small, kl.MobileNetV3Large,
+                                     kl.MnasNet])
+def test_tapped_rows_are_the_traced_feature_maps(factory):
+    model = factory(weights=None, include_top=False)
+    taps = spec.taps_of(model)
+    assert sorted(taps) == [2, 4, 8, 16, 32]
+    # The same graph in a model of its own carries no taps: its maps are found by tracing.
+    traced = keras.Model(model.inputs, model.outputs, name="traced")
+    assert not spec.taps_of(traced)
+    assert feature_layers(traced, tuple(taps)) == list(taps.values())
 
 
 def test_feature_extractor_rejects_missing_stride():

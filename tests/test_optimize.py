@@ -100,7 +100,7 @@ def _check_twins(entry, model, x, extra):
 
     kwargs = {**entry.kwargs, **extra, "weights": None, "input_shape": (SIZE, SIZE, 3),
               "classes": CLASSES, "classifier_activation": None}
-    built = entry.factory(**kwargs, _layers=optimize.namespace())
+    built = optimize.to_tf_keras(entry.factory(**kwargs))
     assert type(built).__module__.startswith("tf_keras")
     def layers(m):  # input layers are named automatically
         return sorted((type(la).__name__, la.name) for la in m.layers[1:])

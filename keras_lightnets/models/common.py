@@ -11,8 +11,8 @@ import warnings
 
 import keras
 
+from keras_lightnets import layers as kl
 from keras_lightnets._utils import check
-from keras_lightnets.layers import default_namespace
 
 POOLINGS = (None, "avg", "max")
 # Upper bounds, so that an absurd value is refused here instead of exhausting
@@ -92,20 +92,15 @@ def _check_size(arg, shape, value, min_size):
           f"Input size must be at most {MAX_INPUT_SIZE}x{MAX_INPUT_SIZE}.", **{arg: value})
 
 
-def check_common(
-    *,
-    include_top,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes,
-    classifier_activation,
-    include_preprocessing=True,
-    name=None,
-    min_size=32,
-):
-    """Checks the arguments every factory takes; returns `classes` as an int."""
+def check_common(args, min_size=32):
+    """Checks the arguments every factory takes; returns `classes` as an int.
+
+    `args` is the factory's `locals()` (before anything else is bound).
+    """
+    include_top, weights, input_tensor, input_shape, pooling, classes = (args[k] for k in (
+        "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes"))
+    classifier_activation = args["classifier_activation"]
+    include_preprocessing, name = args.get("include_preprocessing", True), args.get("name")
     check_bool("include_top", include_top)
     check_bool("include_preprocessing", include_preprocessing)
     check(
@@ -185,8 +180,8 @@ def _check_channels(arg, shape, value, weights):
         check(shape[2] == 3, "ImageNet weights need an input of 3 channels.", **{arg: value})
 
 
-def resolve_input_shape(input_shape, input_tensor, include_top, default_size, static_top,
-                        weights=None, channels=3, min_size=32):
+def resolve_input_shape(input_shape, input_tensor, include_top, default_size=224,
+                        static_top=False, weights=None, channels=3, min_size=32):
     """The (rows, cols, channels) the model is built for.
 
     `static_top` families (MobileNet V1/V2, as in keras.applications) default
@@ -215,36 +210,33 @@ def resolve_input_shape(input_shape, input_tensor, include_top, default_size, st
     return tuple(None if d is None else int(d) for d in shape)
 
 
-def make_input(shape, input_tensor, L=None):
+def make_input(shape, input_tensor):
     """`(img_input, model_inputs)` for the functional model."""
-    L = L or default_namespace()
     if input_tensor is None:
-        img_input = L.Input(shape=shape)
+        img_input = keras.Input(shape=shape)
         return img_input, img_input
     return input_tensor, keras.utils.get_source_inputs(input_tensor)
 
 
-def pool(x, pooling, names=("avg_pool", "max_pool"), L=None):
+def globally_pool(x, pooling, names=("avg_pool", "max_pool")):
     """Global pooling of a no-top model (None keeps the 4-D map)."""
-    L = L or default_namespace()
     if pooling == "avg":
-        return L.GlobalAveragePooling2D(name=names[0])(x)
+        return keras.layers.GlobalAveragePooling2D(name=names[0])(x)
     if pooling == "max":
-        return L.GlobalMaxPooling2D(name=names[1])(x)
+        return keras.layers.GlobalMaxPooling2D(name=names[1])(x)
     return x
 
 
-def normalization(mean, std, L=None, name="normalization"):
+def normalization(mean, std, name="normalization"):
     """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels.
 
     The package's `Rescaling` with per-channel scale and offset: no weights,
     one 1x1 convolution in exported files (`export.passes`), and a
     raw-pixel input for phones.
     """
-    L = L or default_namespace()
     scale = [float(1.0 / (255.0 * s)) for s in std]
     offset = [float(-m / s) for m, s in zip(mean, std, strict=True)]
-    return L.Rescaling(scale=scale, offset=offset, name=name)
+    return kl.Rescaling(scale=scale, offset=offset, name=name)
 
 
 def warn_default_size(rows, cols, sizes):
@@ -266,9 +258,21 @@ def check_published(family, variant):
               f"weights: {'; '.join(manifest.published_variants(family))}.", **variant)
 
 
-def functional(inputs, outputs, name, L=None):
-    L = L or default_namespace()
-    return L.Model(inputs, outputs, name=name)
+def head(x, include_top, pooling, classes, classifier_activation, pool="avg_pool",
+         dense="predictions", dropout=0.0, dropout_name="dropout"):
+    """The dense classifier (global average pool, dropout, `Dense`), or the no-top pooling."""
+    if not include_top:
+        return globally_pool(x, pooling)
+    x = keras.layers.GlobalAveragePooling2D(name=pool)(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name=dropout_name)(x)
+    return keras.layers.Dense(classes, activation=classifier_activation, name=dense)(x)
+
+
+def finish(inputs, outputs, name, weights, family, variant, include_top):
+    """The functional model, with `weights` loaded."""
+    model = keras.Model(inputs, outputs, name=name)
+    return load_weights(model, weights, family, variant, include_top)
 
 
 def load_weights(model, weights, family, variant, include_top):

@@ -9,24 +9,26 @@ Weighted layers are named after torchvision's module paths (`layers_0`,
 through `keras_lightnets.weights.load_torch_state_dict`.
 """
 
-from keras_lightnets import blocks, imagenet
+from keras_lightnets import blocks, imagenet, spec
 from keras_lightnets.models import common
+from keras_lightnets.spec import Block
 
-# The stacks of inverted residuals after the stem (torchvision `layers.8` ...
-# `layers.13`). Columns: expansion, filters (at alpha 1), kernel, stride of
-# the first repeat, repeats.
-STACKS = [
-    (3, 24, 3, 2, 3),
-    (3, 40, 5, 2, 3),
-    (6, 80, 5, 2, 3),
-    (6, 96, 3, 1, 2),
-    (6, 192, 5, 2, 4),
-    (6, 320, 3, 1, 1),
+# torchvision's `features`: the stem (3x3/2 conv, separable conv), six
+# stacks of inverted residuals, the 1x1 head. Columns: kind, kernel, stride,
+# filters, expansion; repeats.
+TABLE = [
+    Block("conv", 3, 2, 32, act="relu", name="layers_0 layers_1 layers_2"),
+    # torchvision gives the separable conv no skip, even at equal widths.
+    Block("ds", 3, 1, 16, act="relu", tap=True, name=""),
+    Block("ir", 3, 2, 24, 3, act="relu", repeats=3, tap=True, name="layers_8_{i}_"),
+    Block("ir", 5, 2, 40, 3, act="relu", repeats=3, tap=True, name="layers_9_{i}_"),
+    Block("ir", 5, 2, 80, 6, act="relu", repeats=3, name="layers_10_{i}_"),
+    Block("ir", 3, 1, 96, 6, act="relu", repeats=2, tap=True, name="layers_11_{i}_"),
+    Block("ir", 5, 2, 192, 6, act="relu", repeats=4, name="layers_12_{i}_"),
+    Block("ir", 3, 1, 320, 6, act="relu", name="layers_13_{i}_"),
+    Block("conv", 1, 1, 1280, act="relu", scale="fixed", tap=True,
+          name="layers_14 layers_15 layers_16"),
 ]
-STEM_FILTERS = 32  # 3x3/2 conv, then a depthwise-separable conv to SEPARABLE_FILTERS.
-SEPARABLE_FILTERS = 16
-FIRST_STACK = 8  # torchvision `layers` index of the first stack.
-LAST_FILTERS = 1280  # not scaled by alpha.
 # PyTorch momentum 1 - 0.9997 is Keras momentum 0.9997.
 BN = {"epsilon": 1e-5, "momentum": 0.9997}
 IMAGENET_ALPHAS = (0.5, 0.75, 1.0, 1.3)
@@ -36,32 +38,15 @@ IR_NAMES = {
     "pad": "layers_3_pad", "dw": "layers_3", "dw_bn": "layers_4", "dw_act": "layers_5",
     "project": "layers_6", "project_bn": "layers_7", "add": "add",
 }
-# The stem's depthwise-separable conv (`layers.3` ... `layers.7`): no
-# expansion and no skip, so no names for them.
-STEM_NAMES = {
-    "pad": "layers_3_pad", "dw": "layers_3", "dw_bn": "layers_4", "dw_act": "layers_5",
-    "project": "layers_6", "project_bn": "layers_7",
-}
 
 
 def round_depth(value):
     """torchvision's `_round_to_multiple_of(value, 8, round_up_bias=0.9)`.
 
     That is `make_divisible`'s rule (nearest multiple of 8, never below 8,
-    and up again when more than 10% was dropped), written once there.
+    and up again when more than 10% was dropped), which `spec.width` applies.
     """
     return blocks.make_divisible(value, 8)
-
-
-def decode_blocks(alpha):
-    """One `(torchvision prefix, expansion, filters, kernel, stride)` per block."""
-    rows = []
-    for s, (expansion, filters, kernel, stride, repeats) in enumerate(STACKS):
-        out = round_depth(filters * alpha)
-        for i in range(repeats):
-            prefix = f"layers_{FIRST_STACK + s}_{i}_"
-            rows.append((prefix, expansion, out, kernel, stride if i == 0 else 1))
-    return rows
 
 
 def MnasNet(
@@ -76,8 +61,6 @@ def MnasNet(
     classifier_activation="softmax",
     include_preprocessing=True,
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the MnasNet (B1) architecture.
 
@@ -112,56 +95,23 @@ def MnasNet(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    classes = common.check_common(locals())
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
-                                       static_top=False)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     if weights == "imagenet":
         common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
 
-    L = _layers
-    Ls = L or common.default_namespace()
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD, L)(x)
-    x = blocks.conv_bn_act(
-        x, round_depth(STEM_FILTERS * alpha), 3, strides=2, act="relu",
-        names={"conv": "layers_0", "bn": "layers_1", "act": "layers_2", "pad": "layers_0_pad"},
-        bn=BN, pad_mode="symmetric", L=L,
-    )
-    # torchvision gives the stem's separable conv no skip, even at equal widths.
-    x = blocks.inverted_residual(
-        x, round_depth(SEPARABLE_FILTERS * alpha), None, act="relu", prefix="",
-        names=STEM_NAMES, bn=BN, pad_mode="symmetric", residual=False, L=L,
-    )
-    for prefix, expansion, filters, kernel, stride in decode_blocks(alpha):
-        x = blocks.inverted_residual(
-            x, filters, expansion * x.shape[-1], kernel_size=kernel, strides=stride,
-            act="relu", prefix=prefix, names=IR_NAMES, bn=BN, pad_mode="symmetric", L=L,
-        )
-    last = FIRST_STACK + len(STACKS)
-    x = blocks.conv_bn_act(
-        x, LAST_FILTERS, 1, act="relu",
-        names={"conv": f"layers_{last}", "bn": f"layers_{last + 1}",
-               "act": f"layers_{last + 2}"},
-        bn=BN, L=L,
-    )
-    if include_top:
-        x = Ls.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout_rate > 0:
-            x = Ls.Dropout(dropout_rate, name="classifier_0")(x)
-        x = Ls.Dense(classes, activation=classifier_activation, name="classifier_1")(x)
-    else:
-        x = common.pool(x, pooling, L=L)
-    model = common.functional(inputs, x, name or f"mnasnet_{int(round(alpha * 100)):03d}", L)
-    return common.load_weights(model, weights, "MnasNet", {"alpha": alpha}, include_top)
+        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
+    x, taps = spec.build(x, TABLE, alpha, names=IR_NAMES, prefix="", bn=BN, pad="symmetric")
+    x = common.head(x, include_top, pooling, classes, classifier_activation,
+                    dropout=dropout_rate, dropout_name="classifier_0", dense="classifier_1")
+    model = common.finish(inputs, x, name or f"mnasnet_{int(round(alpha * 100)):03d}", weights,
+                          "MnasNet", {"alpha": alpha}, include_top)
+    return spec.remember_taps(model, taps, img_input, inputs)
 
 
 def preprocess_input(x, data_format=None):

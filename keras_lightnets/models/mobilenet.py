@@ -5,6 +5,8 @@ Reference:
   Applications](https://arxiv.org/abs/1704.04861)
 """
 
+from keras import layers
+
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
 
@@ -50,8 +52,6 @@ def MobileNet(
     classes=1000,
     classifier_activation="softmax",
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the MobileNet architecture.
 
@@ -84,11 +84,7 @@ def MobileNet(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation, name=name,
-    )
+    classes = common.check_common(locals())
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     depth_multiplier = common.check_positive("depth_multiplier", depth_multiplier,
                                              integer=True, upper=MAX_DEPTH_MULTIPLIER)
@@ -111,33 +107,30 @@ def MobileNet(
         if rows != cols or rows not in IMAGENET_SIZES:
             rows = 224
 
-    L = _layers
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = blocks.conv_bn_act(
         img_input, width(STEM_FILTERS, alpha), 3, strides=2, act="relu6",
-        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"}, L=L,
+        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"},
     )
     for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
         x = blocks.depthwise_separable(
             x, width(filters, alpha), strides=stride, depth_multiplier=depth_multiplier,
-            block_id=block_id, L=L,
+            block_id=block_id,
         )
     if include_top:
-        x = _top(x, classes, dropout, classifier_activation, L)
+        x = _top(x, classes, dropout, classifier_activation)
     else:
-        x = common.pool(x, pooling, L=L)
-    model = common.functional(inputs, x, name or f"mobilenet_{alpha:0.2f}_{rows}", L)
-    variant = {"alpha": alpha, "rows": rows}
-    return common.load_weights(model, weights, "MobileNet", variant, include_top)
+        x = common.globally_pool(x, pooling)
+    return common.finish(inputs, x, name or f"mobilenet_{alpha:0.2f}_{rows}", weights,
+                         "MobileNet", {"alpha": alpha, "rows": rows}, include_top)
 
 
-def _top(x, classes, dropout, classifier_activation, L):
-    L = L or common.default_namespace()
-    x = L.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
-    x = L.Dropout(dropout, name="dropout")(x)
-    x = L.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
-    x = L.Reshape((classes,), name="reshape_2")(x)
-    return L.Activation(classifier_activation, name="predictions")(x)
+def _top(x, classes, dropout, classifier_activation):
+    x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Conv2D(classes, 1, padding="same", name="conv_preds")(x)
+    x = layers.Reshape((classes,), name="reshape_2")(x)
+    return layers.Activation(classifier_activation, name="predictions")(x)
 
 
 def preprocess_input(x, data_format=None):

@@ -5,36 +5,26 @@ Reference:
   https://arxiv.org/abs/1801.04381) (CVPR 2018)
 """
 
-from keras_lightnets import blocks, imagenet
-from keras_lightnets.models import common
 
-# Paper Table 2 after the stem. Columns: expansion t, filters c, repeats n,
-# stride s of the first repeat.
-STAGES = [
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
+from keras_lightnets import blocks, imagenet, spec
+from keras_lightnets.models import common
+from keras_lightnets.spec import Block
+
+# Paper Table 2. Columns: kind, kernel, stride, filters, expansion t; repeats n.
+TABLE = [
+    Block("conv", 3, 2, 32, act="relu6", name="Conv1 bn_Conv1 Conv1_relu"),
+    Block("ir", 3, 1, 16, 1, act="relu6", tap=True, name="expanded_conv_"),
+    Block("ir", 3, 2, 24, 6, act="relu6", repeats=2, tap=True),
+    Block("ir", 3, 2, 32, 6, act="relu6", repeats=3, tap=True),
+    Block("ir", 3, 2, 64, 6, act="relu6", repeats=4),
+    Block("ir", 3, 1, 96, 6, act="relu6", repeats=3, tap=True),
+    Block("ir", 3, 2, 160, 6, act="relu6", repeats=3),
+    Block("ir", 3, 1, 320, 6, act="relu6"),
+    Block("conv", 1, 1, 1280, act="relu6", scale="up", tap=True, name="Conv_1 Conv_1_bn out_relu"),
 ]
-STEM_FILTERS = 32
-LAST_FILTERS = 1280
 BN = {"epsilon": 1e-3, "momentum": 0.999}
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
-
-
-def decode_blocks(alpha):
-    """One `(block_id, expansion, filters, stride)` row per block."""
-    rows = []
-    for expansion, filters, repeats, stride in STAGES:
-        # keras.applications truncates before rounding; the weights depend on it.
-        out = blocks.make_divisible(int(filters * alpha), 8)
-        for i in range(repeats):
-            rows.append((len(rows), expansion, out, stride if i == 0 else 1))
-    return rows
 
 
 def MobileNetV2(
@@ -47,8 +37,6 @@ def MobileNetV2(
     classes=1000,
     classifier_activation="softmax",
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the MobileNetV2 architecture.
 
@@ -78,11 +66,7 @@ def MobileNetV2(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation, name=name,
-    )
+    classes = common.check_common(locals())
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     if input_tensor is not None and input_shape is None:
         rows_cols = tuple(input_tensor.shape[1:3])
@@ -99,33 +83,14 @@ def MobileNetV2(
         if rows != cols or rows not in IMAGENET_SIZES:
             rows = 224
 
-    L = _layers
-    img_input, inputs = common.make_input(shape, input_tensor, L)
-    x = blocks.conv_bn_act(
-        img_input, blocks.make_divisible(STEM_FILTERS * alpha, 8), 3, strides=2, act="relu6",
-        names={"conv": "Conv1", "bn": "bn_Conv1", "act": "Conv1_relu"}, bn=BN, L=L,
-    )
-    for block_id, expansion, filters, stride in decode_blocks(alpha):
-        in_filters = x.shape[-1]
-        x = blocks.inverted_residual(
-            x, filters, expansion * in_filters if block_id else None, strides=stride,
-            act="relu6", prefix=f"block_{block_id}_" if block_id else "expanded_conv_",
-            names=blocks.IR_NAMES_KERAS_V2, bn=BN, L=L,
-        )
-    last = blocks.make_divisible(LAST_FILTERS * alpha, 8) if alpha > 1.0 else LAST_FILTERS
-    x = blocks.conv_bn_act(
-        x, last, 1, act="relu6",
-        names={"conv": "Conv_1", "bn": "Conv_1_bn", "act": "out_relu"}, bn=BN, L=L,
-    )
-    if include_top:
-        Ls = L or common.default_namespace()
-        x = Ls.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
-        x = Ls.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = common.pool(x, pooling, L=L)
-    model = common.functional(inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", L)
-    variant = {"alpha": alpha, "rows": rows}
-    return common.load_weights(model, weights, "MobileNetV2", variant, include_top)
+    img_input, inputs = common.make_input(shape, input_tensor)
+    x, taps = spec.build(img_input, TABLE, alpha, names=blocks.IR_NAMES_KERAS_V2,
+                         prefix="block_{b}_", bn=BN, truncate=True)
+    x = common.head(x, include_top, pooling, classes, classifier_activation,
+                    pool="global_average_pooling2d")
+    model = common.finish(inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights,
+                          "MobileNetV2", {"alpha": alpha, "rows": rows}, include_top)
+    return spec.remember_taps(model, taps, img_input, inputs)
 
 
 def preprocess_input(x, data_format=None):

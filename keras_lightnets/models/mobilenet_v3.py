@@ -7,59 +7,71 @@ Hard-swish and the SE gate are the registered `HardSwish` and `HardSigmoid`
 layers (Keras' `x + 3` arithmetic cannot be quantized by TF-MOT).
 """
 
-from keras_lightnets import blocks
-from keras_lightnets.models import common
+from keras import layers
 
-# Paper Tables 1 (Large) and 2 (Small) after the stem. Columns: expansion,
-# filters, kernel, stride, squeeze-excite, activation. Minimalistic variants
-# turn every kernel into 3x3, drop SE and use ReLU throughout.
+from keras_lightnets import blocks, spec
+from keras_lightnets import layers as kl
+from keras_lightnets.models import common
+from keras_lightnets.spec import Block
+
+# Paper Tables 1 (Large) and 2 (Small). Columns: kind, kernel, stride, filters,
+# expansion, squeeze-excite ratio, activation. Minimalistic variants turn every
+# block kernel into 3x3, drop SE and use ReLU throughout.
+STEM = Block("conv", 3, 2, 16, act="hard_swish", scale="fixed", name="conv conv_bn conv_{act}")
+HEAD = Block("conv", 1, 1, None, 6, act="hard_swish", tap=True,
+             name="conv_1 conv_1_bn conv_1_{act}")
 LARGE = [
-    (1, 16, 3, 1, False, "relu"),
-    (4, 24, 3, 2, False, "relu"),
-    (3, 24, 3, 1, False, "relu"),
-    (3, 40, 5, 2, True, "relu"),
-    (3, 40, 5, 1, True, "relu"),
-    (3, 40, 5, 1, True, "relu"),
-    (6, 80, 3, 2, False, "hard_swish"),
-    (2.5, 80, 3, 1, False, "hard_swish"),
-    (2.3, 80, 3, 1, False, "hard_swish"),
-    (2.3, 80, 3, 1, False, "hard_swish"),
-    (6, 112, 3, 1, True, "hard_swish"),
-    (6, 112, 3, 1, True, "hard_swish"),
-    (6, 160, 5, 2, True, "hard_swish"),
-    (6, 160, 5, 1, True, "hard_swish"),
-    (6, 160, 5, 1, True, "hard_swish"),
+    STEM,
+    Block("ir", 3, 1, 16, 1, 0, "relu", tap=True, name="expanded_conv_"),
+    Block("ir", 3, 2, 24, 4, 0, "relu"),
+    Block("ir", 3, 1, 24, 3, 0, "relu", tap=True),
+    Block("ir", 5, 2, 40, 3, 0.25, "relu"),
+    Block("ir", 5, 1, 40, 3, 0.25, "relu"),
+    Block("ir", 5, 1, 40, 3, 0.25, "relu", tap=True),
+    Block("ir", 3, 2, 80, 6, 0, "hard_swish"),
+    Block("ir", 3, 1, 80, 2.5, 0, "hard_swish"),
+    Block("ir", 3, 1, 80, 2.3, 0, "hard_swish"),
+    Block("ir", 3, 1, 80, 2.3, 0, "hard_swish"),
+    Block("ir", 3, 1, 112, 6, 0.25, "hard_swish"),
+    Block("ir", 3, 1, 112, 6, 0.25, "hard_swish", tap=True),
+    Block("ir", 5, 2, 160, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 160, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 160, 6, 0.25, "hard_swish"),
+    HEAD,
 ]
 SMALL = [
-    (1, 16, 3, 2, True, "relu"),
-    (72 / 16, 24, 3, 2, False, "relu"),
-    (88 / 24, 24, 3, 1, False, "relu"),
-    (4, 40, 5, 2, True, "hard_swish"),
-    (6, 40, 5, 1, True, "hard_swish"),
-    (6, 40, 5, 1, True, "hard_swish"),
-    (3, 48, 5, 1, True, "hard_swish"),
-    (3, 48, 5, 1, True, "hard_swish"),
-    (6, 96, 5, 2, True, "hard_swish"),
-    (6, 96, 5, 1, True, "hard_swish"),
-    (6, 96, 5, 1, True, "hard_swish"),
+    STEM._replace(tap=True),
+    Block("ir", 3, 2, 16, 1, 0.25, "relu", tap=True, name="expanded_conv_"),
+    Block("ir", 3, 2, 24, 72 / 16, 0, "relu"),
+    Block("ir", 3, 1, 24, 88 / 24, 0, "relu", tap=True),
+    Block("ir", 5, 2, 40, 4, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 40, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 40, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 48, 3, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 48, 3, 0.25, "hard_swish", tap=True),
+    Block("ir", 5, 2, 96, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 96, 6, 0.25, "hard_swish"),
+    Block("ir", 5, 1, 96, 6, 0.25, "hard_swish"),
+    HEAD,
 ]
-# Per model type: block table, last point-wise channels.
+# Per model type: block table, channels of the classifier's hidden 1x1 conv.
 SPECS = {"large": (LARGE, 1280), "small": (SMALL, 1024)}
-STEM_FILTERS = 16
-SE_RATIO = 0.25
 BN = {"epsilon": 1e-3, "momentum": 0.999}
+# Layer-name suffixes of the inverted residual in keras.applications.
+IR_NAMES = {
+    "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_{act}",
+    "pad": "depthwise_pad", "dw": "depthwise", "dw_bn": "depthwise_bn",
+    "dw_act": "depthwise_{act}", "project": "project", "project_bn": "project_bn",
+    "add": "add",
+}
 IMAGENET_ALPHAS = {False: (0.75, 1.0), True: (1.0,)}
 
 
-def decode_blocks(model_type, alpha, minimalistic):
-    """One `(expansion, filters, kernel, stride, se, activation)` row per block."""
-    table, _ = SPECS[model_type]
-    rows = []
-    for expansion, filters, kernel, stride, se, act in table:
-        if minimalistic:
-            kernel, se, act = 3, False, "relu"
-        rows.append((expansion, blocks.make_divisible(filters * alpha), kernel, stride, se, act))
-    return rows
+def minimal(row):
+    """The row of a minimalistic variant."""
+    if row.kind == "conv":
+        return row._replace(act="relu")
+    return row._replace(kernel=3, se=0, act="relu")
 
 
 def _mobilenet_v3(
@@ -76,19 +88,12 @@ def _mobilenet_v3(
     classifier_activation,
     include_preprocessing,
     name,
-    L,
 ):
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    classes = common.check_common(locals())
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_bool("minimalistic", minimalistic)
     common.check_fraction("dropout_rate", dropout_rate)
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
-                                       static_top=False)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     if weights == "imagenet":
         common.check(
             alpha in IMAGENET_ALPHAS[minimalistic],
@@ -98,50 +103,32 @@ def _mobilenet_v3(
         )
         common.warn_default_size(shape[0], shape[1], (224,))
 
-    Ls = L or common.default_namespace()
-    act = "relu" if minimalistic else "hard_swish"
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    table, hidden = SPECS[model_type]
+    if minimalistic:
+        table = [minimal(row) for row in table]
+    act = table[-1].act
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = Ls.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
-    x = blocks.conv_bn_act(
-        x, STEM_FILTERS, 3, strides=2, act=act,
-        names={"conv": "conv", "bn": "conv_bn", "act": f"conv_{act}"}, bn=BN, L=L,
-    )
-    for block_id, (expansion, filters, kernel, stride, se, block_act) in enumerate(
-        decode_blocks(model_type, alpha, minimalistic)
-    ):
-        in_filters = x.shape[-1]
-        expand = blocks.make_divisible(in_filters * expansion) if block_id else None
-        x = blocks.inverted_residual(
-            x, filters, expand, kernel_size=kernel, strides=stride, act=block_act,
-            se_filters=blocks.make_divisible((expand or in_filters) * SE_RATIO) if se else None,
-            prefix=f"expanded_conv_{block_id}_" if block_id else "expanded_conv_",
-            names=blocks.IR_NAMES_KERAS_V3, bn=BN, L=L,
-        )
-    last_conv = blocks.make_divisible(x.shape[-1] * 6)
-    _, last_point = SPECS[model_type]
-    if alpha > 1.0:
-        last_point = blocks.make_divisible(last_point * alpha)
-    x = blocks.conv_bn_act(
-        x, last_conv, 1, act=act,
-        names={"conv": "conv_1", "bn": "conv_1_bn", "act": f"conv_1_{act}"}, bn=BN, L=L,
-    )
+        x = kl.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
+    x, taps = spec.build(x, table, alpha, names=IR_NAMES,
+                         prefix="expanded_conv_{b}_", bn=BN)
     if include_top:
-        x = Ls.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
-        x = Ls.Conv2D(last_point, 1, padding="same", use_bias=True, name="conv_2")(x)
-        x = blocks.apply_activation(Ls, x, act, f"conv_2_{act}")
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
+        x = layers.Conv2D(spec.width(hidden, alpha, "up"), 1, padding="same", use_bias=True,
+                          name="conv_2")(x)
+        x = blocks.apply_activation(x, act, f"conv_2_{act}")
         if dropout_rate > 0:
-            x = Ls.Dropout(dropout_rate, name="dropout")(x)
-        x = Ls.Conv2D(classes, 1, padding="same", name="logits")(x)
-        x = Ls.Flatten(name="flatten")(x)
-        x = Ls.Activation(classifier_activation, name="predictions")(x)
+            x = layers.Dropout(dropout_rate, name="dropout")(x)
+        x = layers.Conv2D(classes, 1, padding="same", name="logits")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Activation(classifier_activation, name="predictions")(x)
     else:
-        x = common.pool(x, pooling, L=L)
-    model = common.functional(inputs, x, name, L)
+        x = common.globally_pool(x, pooling)
     variant = {"model_type": model_type, "alpha": alpha, "minimalistic": minimalistic}
     family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
-    return common.load_weights(model, weights, family, variant, include_top)
+    model = common.finish(inputs, x, name, weights, family, variant, include_top)
+    return spec.remember_taps(model, taps, img_input, inputs)
 
 
 DOCSTRING = """Instantiates the {name} architecture.
@@ -191,13 +178,11 @@ def MobileNetV3Small(
     classifier_activation="softmax",
     include_preprocessing=True,
     name="MobileNetV3Small",
-    *,
-    _layers=None,
 ):
     return _mobilenet_v3(
         "small", input_shape, alpha, minimalistic, include_top, weights, input_tensor,
         classes, pooling, dropout_rate, classifier_activation, include_preprocessing,
-        name, _layers,
+        name,
     )
 
 
@@ -214,13 +199,11 @@ def MobileNetV3Large(
     classifier_activation="softmax",
     include_preprocessing=True,
     name="MobileNetV3Large",
-    *,
-    _layers=None,
 ):
     return _mobilenet_v3(
         "large", input_shape, alpha, minimalistic, include_top, weights, input_tensor,
         classes, pooling, dropout_rate, classifier_activation, include_preprocessing,
-        name, _layers,
+        name,
     )
 
 

@@ -83,8 +83,6 @@ def ShuffleNetV1(
     classifier_activation="softmax",
     include_preprocessing=True,
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the ShuffleNet V1 architecture.
 
@@ -129,12 +127,7 @@ def ShuffleNetV1(
         f"path to a weights file.",
         weights=weights,
     )
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    classes = common.check_common(locals())
     common.check(
         isinstance(groups, numbers.Integral) and not isinstance(groups, bool)
         and groups in GROUPS,
@@ -143,32 +136,24 @@ def ShuffleNetV1(
     groups = int(groups)
     alpha = common.check_choice("alpha", alpha, ALPHAS)
     group_conv = common.check_choice("group_conv", group_conv, blocks.GROUP_CONV_MODES)
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
-                                       static_top=False)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
-    L = _layers
-    Ls = L or common.default_namespace()
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD, L)(x)
+        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
     stem, units = decode_units(groups, alpha)
     x = blocks.conv_bn_act(x, stem, 3, strides=2, act="relu", prefix="conv1",
-                           pad_mode="symmetric", bn=BN, L=L)
-    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L, nonnegative=True)
+                           pad_mode="symmetric", bn=BN)
+    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", nonnegative=True)
     for prefix, filters, stride, pw_groups in units:
         x = blocks.shufflenet_v1_unit(x, filters, groups, stride, pw_groups, group_conv,
-                                      prefix, bn=BN, L=L)
-    if include_top:
-        x = Ls.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = Ls.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = common.pool(x, pooling, L=L)
+                                      prefix, bn=BN)
+    x = common.head(x, include_top, pooling, classes, classifier_activation)
     suffix = "_native" if group_conv == "native" else ""
-    model = common.functional(inputs, x, name or f"shufflenetv1_g{groups}_{alpha:0.2f}{suffix}",
-                              L)
-    variant = {"groups": groups, "alpha": alpha}
-    return common.load_weights(model, weights, "ShuffleNetV1", variant, include_top)
+    return common.finish(inputs, x, name or f"shufflenetv1_g{groups}_{alpha:0.2f}{suffix}",
+                         weights, "ShuffleNetV1", {"groups": groups, "alpha": alpha},
+                         include_top)
 
 
 _SPLIT_PART = re.compile(r"^(.*)_g(\d+)$")

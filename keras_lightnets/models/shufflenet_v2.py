@@ -10,6 +10,7 @@ torchvision state dict onto the model. Padding, pooling, channel split and shuff
 follow torchvision, so converted weights give torchvision's logits.
 """
 
+
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
 
@@ -53,8 +54,6 @@ def ShuffleNetV2(
     classifier_activation="softmax",
     include_preprocessing=True,
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the ShuffleNet V2 architecture.
 
@@ -90,48 +89,36 @@ def ShuffleNetV2(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    classes = common.check_common(locals())
     alpha = common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
     activation = common.check_choice("activation", activation, ACTIVATIONS)
     if weights == "imagenet":
         common.check_published("ShuffleNetV2", {"alpha": alpha, "activation": activation})
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
-                                       static_top=False)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
-    L = _layers
-    Ls = L or common.default_namespace()
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD, L)(x)
+        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
     x = blocks.conv_bn_act(
         x, STEM_FILTERS, 3, strides=2, act=activation, pad_mode="symmetric",
         names={"conv": "conv1_0", "bn": "conv1_1", "act": f"conv1_{activation}",
-               "pad": "conv1_pad"}, bn=BN, L=L,
+               "pad": "conv1_pad"}, bn=BN,
     )
-    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", L=L,
+    x = blocks.torch_pool(x, "max", 3, 2, name="maxpool",
                           nonnegative=activation == "relu")
     units, last_filters = decode_units(alpha)
     for prefix, filters, stride in units:
-        x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=BN, L=L)
+        x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=BN)
     x = blocks.conv_bn_act(
         x, last_filters, 1, act=activation,
-        names={"conv": "conv5_0", "bn": "conv5_1", "act": f"conv5_{activation}"}, bn=BN, L=L,
+        names={"conv": "conv5_0", "bn": "conv5_1", "act": f"conv5_{activation}"}, bn=BN,
     )
-    if include_top:
-        x = Ls.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = Ls.Dense(classes, activation=classifier_activation, name="fc")(x)
-    else:
-        x = common.pool(x, pooling, L=L)
+    x = common.head(x, include_top, pooling, classes, classifier_activation, dense="fc")
     suffix = "" if activation == "relu" else f"_{activation}"
-    model = common.functional(inputs, x, name or f"shufflenetv2_{alpha:0.2f}{suffix}", L)
-    variant = {"alpha": alpha, "activation": activation}
-    return common.load_weights(model, weights, "ShuffleNetV2", variant, include_top)
+    return common.finish(inputs, x, name or f"shufflenetv2_{alpha:0.2f}{suffix}", weights,
+                         "ShuffleNetV2", {"alpha": alpha, "activation": activation},
+                         include_top)
 
 
 def preprocess_input(x, data_format=None):

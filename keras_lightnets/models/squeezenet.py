@@ -9,6 +9,8 @@ Weighted layers are named after torchvision's module paths (`features_0`,
 through `keras_lightnets.weights.load_torch_state_dict`.
 """
 
+from keras import layers
+
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
 
@@ -64,8 +66,6 @@ def SqueezeNet(
     classifier_activation="softmax",
     include_preprocessing=True,
     name=None,
-    *,
-    _layers=None,
 ):
     """Instantiates the SqueezeNet architecture.
 
@@ -102,49 +102,40 @@ def SqueezeNet(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(
-        include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing, name=name,
-    )
+    classes = common.check_common(locals())
     version = common.check_choice("version", version, tuple(VERSIONS))
     bypass = common.check_choice("bypass", bypass, BYPASSES)
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, 224,
-                                       static_top=False)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     if weights == "imagenet":
         common.check(bypass is None, "No ImageNet weights exist for the bypass variants.",
                      bypass=bypass)
 
-    L = _layers
-    Ls = L or common.default_namespace()
-    img_input, inputs = common.make_input(shape, input_tensor, L)
+    img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD, L)(x)
+        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
     (filters, kernel), _ = VERSIONS[version]
-    x = Ls.Conv2D(filters, kernel, strides=2, padding="valid", name="features_0")(x)
-    x = Ls.ReLU(name="features_1")(x)
+    x = layers.Conv2D(filters, kernel, strides=2, padding="valid", name="features_0")(x)
+    x = layers.ReLU(name="features_1")(x)
     for index, row, around in decode_features(version, bypass):
         if row == POOL:
             # Every pool follows a ReLU or a fire module (ReLUs, plus a bypass of
             # ReLUs): its input is >= 0, so the zero padding is exact.
-            x = blocks.max_pool_ceil(x, 3, 2, name=f"features_{index}", L=L)
+            x = blocks.max_pool_ceil(x, 3, 2, name=f"features_{index}")
         else:
-            x = blocks.fire(x, *row, bypass=around, prefix=f"features_{index}", L=L)
+            x = blocks.fire(x, *row, bypass=around, prefix=f"features_{index}")
     if include_top:
-        x = Ls.Dropout(DROPOUT, name="classifier_0")(x)
-        x = Ls.Conv2D(classes, 1, name="classifier_1")(x)
+        x = layers.Dropout(DROPOUT, name="classifier_0")(x)
+        x = layers.Conv2D(classes, 1, name="classifier_1")(x)
         # torchvision applies the ReLU before the average, to the class maps.
-        x = Ls.ReLU(name="classifier_2")(x)
-        x = Ls.GlobalAveragePooling2D(name="classifier_3")(x)
-        x = Ls.Activation(classifier_activation, name="predictions")(x)
+        x = layers.ReLU(name="classifier_2")(x)
+        x = layers.GlobalAveragePooling2D(name="classifier_3")(x)
+        x = layers.Activation(classifier_activation, name="predictions")(x)
     else:
-        x = common.pool(x, pooling, L=L)
+        x = common.globally_pool(x, pooling)
     default_name = f"squeezenet_{version.replace('.', '_')}" + ("_bypass" if bypass else "")
-    model = common.functional(inputs, x, name or default_name, L)
-    variant = {"version": version}
-    return common.load_weights(model, weights, "SqueezeNet", variant, include_top)
+    return common.finish(inputs, x, name or default_name, weights, "SqueezeNet",
+                         {"version": version}, include_top)
 
 
 def preprocess_input(x, data_format=None):

@@ -29,7 +29,6 @@ import importlib
 _EXPORTS = {
     "build_tf_keras": "twin",
     "copy_weights": "twin",
-    "namespace": "twin",
     "to_keras3": "twin",
     "to_tf_keras": "twin",
     "prune": "pruning",

@@ -7,7 +7,7 @@ layer from each Keras 3 layer's attributes:
 - `to_tf_keras(model)` walks any Keras 3 functional graph (nested functional
   and Sequential models are inlined) and translates each layer explicitly;
 - `build_tf_keras(name_or_factory, ...)` builds a registered architecture
-  directly with tf_keras layers (every factory takes the layer namespace);
+  in Keras 3 and translates it with `to_tf_keras`;
 - `to_keras3(tf_keras_model, like=model)` copies weights back, by layer name,
   into a fresh clone of the Keras 3 model `like`.
 
@@ -41,16 +41,6 @@ def tf_keras_module():
     return tf_keras
 
 
-def namespace():
-    """The tf_keras layer namespace the model builders take as `_layers`."""
-    tf_keras = tf_keras_module()
-    from keras_lightnets.layers import make_namespace
-    from keras_lightnets.optimize import tf_keras_layers
-
-    return make_namespace(tf_keras.layers, {**tf_keras_layers.CUSTOM_LAYERS,
-                                            "Model": tf_keras.Model})
-
-
 def remember_source(twin, model):
     """Records that tf_keras `twin` stands for Keras 3 `model`."""
     _SOURCES[twin] = model
@@ -63,7 +53,10 @@ def source_of(twin):
 
 
 def build_tf_keras(model, **kwargs):
-    """Builds a registered architecture with tf_keras layers.
+    """Builds a registered architecture as a tf_keras model.
+
+    The Keras 3 model is built by its factory and translated by
+    `to_tf_keras`, weights included.
 
     Args:
         model: a registry name (`"mobilenet_v3_small_100"`) or a factory
@@ -89,9 +82,7 @@ def build_tf_keras(model, **kwargs):
         raise ValueError(received("The tf_keras twin makes its own input; pass `input_shape`.",
                                   input_tensor=kwargs["input_tensor"]))
     keras3 = factory(**kwargs)
-    twin = factory(**{**kwargs, "weights": None}, _layers=namespace())
-    copy_weights(keras3, twin)
-    return remember_source(twin, keras3)
+    return remember_source(to_tf_keras(keras3), keras3)
 
 
 def to_tf_keras(model):

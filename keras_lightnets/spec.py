@@ -1,0 +1,109 @@
+"""Block tables of the inverted-residual families and their one decoder.
+
+An architecture (MobileNetV2, MobileNetV3, MnasNet) is a module-level list of
+`Block` rows in the order of its paper's table, stem and head included.
+`build` walks it: it scales and rounds every width (here only), names every
+layer after the family's scheme and records the feature taps that
+`feature_extractor` reads.
+"""
+
+import collections
+import weakref
+
+from keras_lightnets import blocks
+
+# kind: "conv" (conv + BN + act), "ir" (inverted residual: no expansion conv
+#   when `expand` is 1) or "ds" (depthwise separable: no expansion, no skip).
+# filters: output channels at alpha 1; None on a conv row for `expand` times
+#   its input channels.
+# expand: expansion ratio. se: squeeze-excite channels as a fraction of the
+#   expanded ones (0: none). repeats: the first has `stride`, the rest 1.
+# scale: "alpha" (scaled and rounded), "fixed", or "up" (scaled above 1 only).
+# tap: the last row at its resolution, a feature map for `feature_extractor`.
+# name: a conv row's "conv bn act" layer names; an inverted residual's prefix
+#   (default: the family's), `{b}` the block index, `{i}` the repeat.
+Block = collections.namedtuple(
+    "Block", "kind kernel stride filters expand se act repeats scale tap name",
+    defaults=(1, 0, None, 1, "alpha", False, None),
+)
+
+# Per model: `{stride: layer name}` of its tapped rows.
+_TAPS = weakref.WeakKeyDictionary()
+
+
+def width(filters, alpha, scale="alpha", truncate=False):
+    """`filters` scaled by `alpha` and rounded by `make_divisible`.
+
+    `truncate`: keras.applications' MobileNetV2 truncates block widths before
+    rounding, and its weights depend on it.
+    """
+    if scale == "fixed" or (scale == "up" and alpha <= 1.0):
+        return filters
+    return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
+
+
+def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False):
+    """Builds the rows of `table` on `x`; returns `(x, taps)`.
+
+    Args:
+        names: layer-name suffixes of the inverted residual
+            (see `blocks.IR_NAMES_KERAS_V2`).
+        prefix: default name prefix of the inverted residuals.
+        bn: BatchNormalization keyword arguments.
+        pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
+        se: keyword arguments of `blocks.squeeze_excite`.
+        truncate: truncate inverted-residual widths before rounding.
+
+    Returns:
+        The output tensor and `{stride: layer name}` of the tapped rows: the
+        last layer at each tapped resolution (the next block's expansion when
+        that block downsamples).
+    """
+    taps, scale, block = {}, 1, 0
+    for row in table:
+        for i in range(row.repeats):
+            stride = row.stride if i == 0 else 1
+            in_filters = x.shape[-1]
+            if row.kind == "conv":
+                conv, bn_name, act = row.name.format(act=row.act).split()
+                filters = (blocks.make_divisible(in_filters * row.expand) if row.filters is None
+                           else width(row.filters, alpha, row.scale))
+                mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
+                x = blocks.conv_bn_act(
+                    x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
+                    names={"conv": conv, "bn": bn_name, "act": act, "pad": f"{conv}_pad"},
+                )
+                last = act
+            else:
+                filters = width(row.filters, alpha, row.scale, truncate)
+                expand = None
+                if row.kind == "ir" and row.expand != 1:
+                    expand = blocks.make_divisible(in_filters * row.expand)
+                p = (prefix if row.name is None else row.name).format(b=block, i=i)
+                if stride > 1 and expand and scale in taps:
+                    taps[scale] = p + names["expand_act"].format(act=row.act)
+                se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
+                x = blocks.inverted_residual(
+                    x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
+                    names, bn, pad, residual=row.kind == "ir",
+                )
+                skip = row.kind == "ir" and stride == 1 and in_filters == filters
+                last = p + names["add" if skip else "project_bn"]
+                block += 1
+            scale *= stride
+        if row.tap:
+            taps[scale] = last
+    return x, taps
+
+
+def remember_taps(model, taps, img_input, inputs):
+    """Records `taps` for `feature_extractor` when `model` starts at the image."""
+    # Strides count from the image: not so when `input_tensor` follows other layers.
+    if inputs is img_input or (len(inputs) == 1 and inputs[0] is img_input):
+        _TAPS[model] = dict(taps)
+    return model
+
+
+def taps_of(model):
+    """`{stride: layer name}` recorded for `model` (empty if none)."""
+    return _TAPS.get(model, {})

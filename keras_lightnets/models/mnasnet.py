@@ -12,6 +12,7 @@ through `keras_lightnets.weights.load_torch_state_dict`.
 from keras_lightnets import blocks, imagenet, spec
 from keras_lightnets.models import common
 from keras_lightnets.spec import Block
+from keras_lightnets.weights import sources
 
 # torchvision's `features`: the stem (3x3/2 conv, separable conv), six
 # stacks of inverted residuals, the 1x1 head. Columns: kind, kernel, stride,
@@ -29,8 +30,6 @@ TABLE = [
     Block("conv", 1, 1, 1280, act="relu", scale="fixed", tap=True,
           name="layers_14 layers_15 layers_16"),
 ]
-# PyTorch momentum 1 - 0.9997 is Keras momentum 0.9997.
-BN = {"epsilon": 1e-5, "momentum": 0.9997}
 IMAGENET_ALPHAS = (0.5, 0.75, 1.0, 1.3)
 # torchvision `_InvertedResidual.layers` indices, after `layers_{i}_{j}_`.
 IR_NAMES = {
@@ -96,6 +95,7 @@ def MnasNet(
         A `keras.Model`.
     """
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("MnasNet", weights)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
@@ -105,8 +105,9 @@ def MnasNet(
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
-    x, taps = spec.build(x, TABLE, alpha, names=IR_NAMES, prefix="", bn=BN, pad="symmetric")
+        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
+    x, taps = spec.build(x, TABLE, alpha, names=IR_NAMES, prefix="", bn=flavour.bn,
+                          pad=flavour.padding)
     x = common.head(x, include_top, pooling, classes, classifier_activation,
                     dropout=dropout_rate, dropout_name="classifier_0", dense="classifier_1")
     model = common.finish(inputs, x, name or f"mnasnet_{int(round(alpha * 100)):03d}", weights,

@@ -9,6 +9,7 @@ from keras import layers
 
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
+from keras_lightnets.weights import sources
 
 # Paper Table 1 after the stem, one row per depthwise separable block
 # (block ids 1..13). Columns: pointwise filters, stride.
@@ -85,6 +86,7 @@ def MobileNet(
         A `keras.Model`.
     """
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("MobileNet", weights)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     depth_multiplier = common.check_positive("depth_multiplier", depth_multiplier,
                                              integer=True, upper=MAX_DEPTH_MULTIPLIER)
@@ -110,12 +112,12 @@ def MobileNet(
     img_input, inputs = common.make_input(shape, input_tensor)
     x = blocks.conv_bn_act(
         img_input, width(STEM_FILTERS, alpha), 3, strides=2, act="relu6",
-        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"},
+        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"}, bn=flavour.bn,
     )
     for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
         x = blocks.depthwise_separable(
             x, width(filters, alpha), strides=stride, depth_multiplier=depth_multiplier,
-            block_id=block_id,
+            block_id=block_id, bn=flavour.bn, pad_mode=flavour.padding,
         )
     if include_top:
         x = _top(x, classes, dropout, classifier_activation)

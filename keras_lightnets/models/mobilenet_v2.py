@@ -9,6 +9,7 @@ Reference:
 from keras_lightnets import blocks, imagenet, spec
 from keras_lightnets.models import common
 from keras_lightnets.spec import Block
+from keras_lightnets.weights import sources
 
 # Paper Table 2. Columns: kind, kernel, stride, filters, expansion t; repeats n.
 TABLE = [
@@ -22,7 +23,6 @@ TABLE = [
     Block("ir", 3, 1, 320, 6, act="relu6"),
     Block("conv", 1, 1, 1280, act="relu6", scale="up", tap=True, name="Conv_1 Conv_1_bn out_relu"),
 ]
-BN = {"epsilon": 1e-3, "momentum": 0.999}
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 IMAGENET_SIZES = (96, 128, 160, 192, 224)
 
@@ -67,6 +67,7 @@ def MobileNetV2(
         A `keras.Model`.
     """
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("MobileNetV2", weights)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     if input_tensor is not None and input_shape is None:
         rows_cols = tuple(input_tensor.shape[1:3])
@@ -85,7 +86,7 @@ def MobileNetV2(
 
     img_input, inputs = common.make_input(shape, input_tensor)
     x, taps = spec.build(img_input, TABLE, alpha, names=blocks.IR_NAMES_KERAS_V2,
-                         prefix="block_{b}_", bn=BN, truncate=True)
+                         prefix="block_{b}_", bn=flavour.bn, pad=flavour.padding, truncate=True)
     x = common.head(x, include_top, pooling, classes, classifier_activation,
                     pool="global_average_pooling2d")
     model = common.finish(inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights,

@@ -13,6 +13,7 @@ from keras_lightnets import blocks, spec
 from keras_lightnets import layers as kl
 from keras_lightnets.models import common
 from keras_lightnets.spec import Block
+from keras_lightnets.weights import sources
 
 # Paper Tables 1 (Large) and 2 (Small). Columns: kind, kernel, stride, filters,
 # expansion, squeeze-excite ratio, activation. Minimalistic variants turn every
@@ -56,7 +57,6 @@ SMALL = [
 ]
 # Per model type: block table, channels of the classifier's hidden 1x1 conv.
 SPECS = {"large": (LARGE, 1280), "small": (SMALL, 1024)}
-BN = {"epsilon": 1e-3, "momentum": 0.999}
 # Layer-name suffixes of the inverted residual in keras.applications.
 IR_NAMES = {
     "expand": "expand", "expand_bn": "expand_bn", "expand_act": "expand_{act}",
@@ -103,16 +103,19 @@ def _mobilenet_v3(
         )
         common.warn_default_size(shape[0], shape[1], (224,))
 
+    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
+    flavour = sources.flavour_for(family, weights)
     table, hidden = SPECS[model_type]
     if minimalistic:
         table = [minimal(row) for row in table]
     act = table[-1].act
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
-    if include_preprocessing:
-        x = kl.Rescaling(scale=1.0 / 127.5, offset=-1.0, name="rescaling")(x)
+    if include_preprocessing and flavour.normalization.embedded:
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
     x, taps = spec.build(x, table, alpha, names=IR_NAMES,
-                         prefix="expanded_conv_{b}_", bn=BN)
+                         prefix="expanded_conv_{b}_", bn=flavour.bn,
+                         pad=flavour.padding)
     if include_top:
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
         x = layers.Conv2D(spec.width(hidden, alpha, "up"), 1, padding="same", use_bias=True,
@@ -126,7 +129,6 @@ def _mobilenet_v3(
     else:
         x = common.globally_pool(x, pooling)
     variant = {"model_type": model_type, "alpha": alpha, "minimalistic": minimalistic}
-    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
     model = common.finish(inputs, x, name, weights, family, variant, include_top)
     return spec.remember_taps(model, taps, img_input, inputs)
 

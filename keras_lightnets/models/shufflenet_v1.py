@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
+from keras_lightnets.weights import sources
 
 # Paper Table 1: stage-2 output channels at 1x per number of groups g.
 # Columns: groups, stage-2 channels.
@@ -35,7 +36,6 @@ STAGES = [("stage2", 4, 1), ("stage3", 8, 2), ("stage4", 4, 4)]
 STEM_FILTERS = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 GROUPS = tuple(STAGE2_FILTERS)
 ALPHAS = tuple(STEM_FILTERS)
-BN = {"epsilon": 1e-5, "momentum": 0.9}  # PyTorch's defaults, as the official code.
 
 
 def decode_units(groups, alpha):
@@ -128,6 +128,7 @@ def ShuffleNetV1(
         weights=weights,
     )
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("ShuffleNetV1", weights)
     common.check(
         isinstance(groups, numbers.Integral) and not isinstance(groups, bool)
         and groups in GROUPS,
@@ -141,14 +142,14 @@ def ShuffleNetV1(
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
+        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
     stem, units = decode_units(groups, alpha)
     x = blocks.conv_bn_act(x, stem, 3, strides=2, act="relu", prefix="conv1",
-                           pad_mode="symmetric", bn=BN)
+                           pad_mode=flavour.padding, bn=flavour.bn)
     x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", nonnegative=True)
     for prefix, filters, stride, pw_groups in units:
         x = blocks.shufflenet_v1_unit(x, filters, groups, stride, pw_groups, group_conv,
-                                      prefix, bn=BN)
+                                      prefix, bn=flavour.bn)
     x = common.head(x, include_top, pooling, classes, classifier_activation)
     suffix = "_native" if group_conv == "native" else ""
     return common.finish(inputs, x, name or f"shufflenetv1_g{groups}_{alpha:0.2f}{suffix}",

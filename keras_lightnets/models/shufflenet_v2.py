@@ -13,6 +13,7 @@ follow torchvision, so converted weights give torchvision's logits.
 
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
+from keras_lightnets.weights import sources
 
 # Output channels per width multiplier: paper Table 5 (0.5x-2.0x, as torchvision)
 # and PaddleClas (0.25x, 0.33x). Columns: alpha, stage2, stage3, stage4, conv5.
@@ -29,7 +30,6 @@ WIDTHS = [
 STAGES = [("stage2", 4), ("stage3", 8), ("stage4", 4)]
 STEM_FILTERS = 24
 ACTIVATIONS = ("relu", "swish")
-BN = {"epsilon": 1e-5, "momentum": 0.9}  # PyTorch's BatchNorm2d defaults.
 # Variants with published ImageNet weights (torchvision). Columns: alpha, activation.
 
 
@@ -90,6 +90,7 @@ def ShuffleNetV2(
         A `keras.Model`.
     """
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("ShuffleNetV2", weights)
     alpha = common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
     activation = common.check_choice("activation", activation, ACTIVATIONS)
     if weights == "imagenet":
@@ -99,20 +100,20 @@ def ShuffleNetV2(
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
+        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
     x = blocks.conv_bn_act(
-        x, STEM_FILTERS, 3, strides=2, act=activation, pad_mode="symmetric",
+        x, STEM_FILTERS, 3, strides=2, act=activation, pad_mode=flavour.padding,
         names={"conv": "conv1_0", "bn": "conv1_1", "act": f"conv1_{activation}",
-               "pad": "conv1_pad"}, bn=BN,
+               "pad": "conv1_pad"}, bn=flavour.bn,
     )
     x = blocks.torch_pool(x, "max", 3, 2, name="maxpool",
                           nonnegative=activation == "relu")
     units, last_filters = decode_units(alpha)
     for prefix, filters, stride in units:
-        x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=BN)
+        x = blocks.shufflenet_v2_unit(x, filters, stride, activation, prefix, bn=flavour.bn)
     x = blocks.conv_bn_act(
         x, last_filters, 1, act=activation,
-        names={"conv": "conv5_0", "bn": "conv5_1", "act": f"conv5_{activation}"}, bn=BN,
+        names={"conv": "conv5_0", "bn": "conv5_1", "act": f"conv5_{activation}"}, bn=flavour.bn,
     )
     x = common.head(x, include_top, pooling, classes, classifier_activation, dense="fc")
     suffix = "" if activation == "relu" else f"_{activation}"

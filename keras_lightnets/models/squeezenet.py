@@ -13,6 +13,7 @@ from keras import layers
 
 from keras_lightnets import blocks, imagenet
 from keras_lightnets.models import common
+from keras_lightnets.weights import sources
 
 POOL = "pool"
 # Per version: conv1 (filters, kernel; stride 2, no padding, + ReLU), then the
@@ -103,6 +104,7 @@ def SqueezeNet(
         A `keras.Model`.
     """
     classes = common.check_common(locals())
+    flavour = sources.flavour_for("SqueezeNet", weights)
     version = common.check_choice("version", version, tuple(VERSIONS))
     bypass = common.check_choice("bypass", bypass, BYPASSES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
@@ -113,7 +115,7 @@ def SqueezeNet(
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(imagenet.TORCH_MEAN, imagenet.TORCH_STD)(x)
+        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
     (filters, kernel), _ = VERSIONS[version]
     x = layers.Conv2D(filters, kernel, strides=2, padding="valid", name="features_0")(x)
     x = layers.ReLU(name="features_1")(x)

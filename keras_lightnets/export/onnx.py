@@ -104,9 +104,7 @@ def to_onnx(
         raise ValueError(received(
             f"`input_layout` must be one of {list(INPUT_LAYOUTS)}.", input_layout=input_layout))
     shape = _model.input_shape(model, batch_size, input_size)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path)
 
     converted, outcomes = passes_lib.run_keras(

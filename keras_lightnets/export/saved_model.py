@@ -47,9 +47,7 @@ def to_saved_model(
     _model.check_model(model)
     verify_lib.check_tolerance("float32", tolerance)
     shape = _model.input_shape(model, batch_size, input_size, keep_dynamic=True)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path, directory=True)
 
     fn = _model.serving_fn(model)

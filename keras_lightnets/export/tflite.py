@@ -110,9 +110,7 @@ def to_tflite(
     if calibration_steps is not None:
         _model._check_positive_int("calibration_steps", calibration_steps)
     shape = _model.input_shape(model, batch_size, input_size)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path)
 
     calibration = None if representative_data is None else Calibration(

@@ -170,11 +170,9 @@ def _hard_sigmoid_of(g, node):
 
 
 def fuse_hard_activations(graph, swish=True):
-    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid.
-
-    ONNX Runtime fuses the single ops into the convolution before them; HardSwish needs
-    opset 14 (`swish=False` fuses only the gate inside it). Returns the number fused.
-    """
+    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid,
+    which ONNX Runtime fuses into the convolution before them; `swish=False` (opset < 14)
+    fuses the gates only. Returns the number fused."""
     from onnx import helper
 
     g = _Graph(graph)
@@ -226,12 +224,9 @@ def _nhwc_shuffle_at(g, head):
 
 
 def nchw_channel_shuffle(graph):
-    """Runs ChannelShuffle (and the ChannelSplit after it) in NCHW.
-
-    tf2onnx keeps the shuffle's NHWC reshape/transpose/reshape between layout
-    transposes; on NCHW it is one 5-D transpose between two reshapes, as torchvision
-    writes it, and the transposes go. Returns the number of rewritten shuffles.
-    """
+    """ChannelShuffle (and the ChannelSplit after it) in NCHW: one 5-D transpose between
+    two reshapes, as torchvision writes it, without tf2onnx's layout transposes around the
+    NHWC form. Returns the number of rewritten shuffles."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -259,12 +254,9 @@ def _is_channel_split(g, node, nhwc):
 
 
 def nchw_channel_splits(graph):
-    """`Transpose(to NHWC) -> Split(channels) -> Transpose(to NCHW)` -> one NCHW Split.
-
-    tf2onnx's transpose optimizer does not push layout transposes through the Split of
-    ShuffleNet V1's split grouped convolutions. Rewritten only where every reader goes
-    back to NCHW, so no transpose is added. Returns the number of rewritten splits.
-    """
+    """`Transpose(to NHWC) -> Split(channels) -> Transposes(to NCHW)` -> one NCHW Split
+    (tf2onnx leaves them around ShuffleNet V1's split grouped convolutions), where no
+    transpose is added. Returns the number of rewritten splits."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -286,12 +278,8 @@ def nchw_channel_splits(graph):
 
 
 def _retarget_nhwc_users(g, nhwc, y):
-    """Feeds the readers of NHWC tensor `nhwc` from its NCHW twin `y`.
-
-    A Transpose to NCHW is bypassed, a channel Split becomes an NCHW Split whose
-    halves are bypassed the same way; any other reader (or a graph output) reads an
-    NHWC transpose of the NCHW tensor.
-    """
+    """Feeds the readers of NHWC `nhwc` from its NCHW twin `y`: Transposes to NCHW are
+    bypassed, channel Splits split `y`, others read `y` transposed back to NHWC."""
     def feed(old, new):
         readers = list(g.consumers.get(old, []))
         for reader in readers:
@@ -337,11 +325,8 @@ def _rename_output(g, old, new):
 
 
 def transposed_pads(graph):
-    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted.
-
-    In NCHW, ONNX Runtime folds the Pad (ShuffleNet V2's downsampling units) into the
-    depthwise convolution after it. Returns the number of rewritten pads.
-    """
+    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted, which
+    ONNX Runtime folds into the convolution after it. Returns the number rewritten."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -382,11 +367,8 @@ def _non_negative(g, name):
 
 
 def zero_pads_into_max_pool(graph):
-    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads`.
-
-    ONNX Runtime runs a Pad apart, with a layout reorder around it; after a ReLU the
-    max over a window with zeros added is the max over its real values, as MaxPool's
-    own padding gives. Returns the number of folds.
+    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads` (the same max),
+    saving ONNX Runtime a separate Pad and its layout reorders. Returns the number of folds.
     """
     g = _Graph(graph)
     folded = 0
@@ -430,12 +412,9 @@ def _diagonal_scale(g, conv):
 
 
 def channel_affine(graph):
-    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel.
-
-    ONNX Runtime runs a 3-channel convolution in NCHW as a blocked convolution plus a
-    layout reorder; an Add (and a Mul, which `affine_into_conv` usually folds away) of a
-    `[1, C, 1, 1]` constant costs far less. Returns the number of rewritten convolutions.
-    """
+    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel, which
+    ONNX Runtime runs without the blocked-layout reorder of a 3-channel convolution (the
+    Mul usually goes into `affine_into_conv`). Returns the number rewritten."""
     g = _Graph(graph)
     rewritten = 0
     for conv in list(graph.node):
@@ -482,14 +461,9 @@ def _is_input_image(g, name):
 
 
 def affine_into_conv(graph):
-    """`Conv(x * s + b)` -> `Conv'(x + b / s)` with the scale `s` folded into the kernel.
-
-    Exact up to rounding (a padded zero stays zero under any scale): one pass less over
-    the input image of models with embedded preprocessing. For a scalar or per-channel
-    `s` (no zero) and `b` on the graph input feeding one group-1 convolution, possibly
-    through the layout Transpose (scalars only); elsewhere ONNX Runtime folds them
-    itself. Returns the number of folds.
-    """
+    """`Conv(x * s + b)` -> `Conv'(x + b / s)`, `s` folded into the kernel (a padded zero
+    stays zero), on the graph input (ONNX Runtime folds the others itself), through the
+    layout Transpose for scalars only. Returns the number of folds."""
     g = _Graph(graph)
     folded = 0
     for mul in list(graph.node):
@@ -592,14 +566,9 @@ def _int8_kernel(kernel, axis):
 
 
 def quantized_kernels(graph):
-    """Float kernels on an int8 grid -> int8 kernels behind a DequantizeLinear.
-
-    tf2onnx folds a QAT model's fake-quantized kernels (and batch norm) into float
-    constants, which ONNX Runtime requantizes per tensor, far coarser than the QAT grid.
-    A kernel on an int8 grid, per tensor or per output channel, is stored as that grid:
-    exact and a quarter of the size. Only in graphs that already have DequantizeLinear
-    nodes. Returns the number of kernels stored as int8.
-    """
+    """Float kernels on an int8 grid (per tensor or output channel) -> int8 kernels behind
+    a DequantizeLinear, in QDQ graphs: ONNX Runtime would requantize a float one per tensor,
+    far coarser than the QAT grid. Returns the number of kernels stored as int8."""
     if not any(node.op_type == "DequantizeLinear" for node in graph.node):
         return 0
     g = _Graph(graph)

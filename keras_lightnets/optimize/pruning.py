@@ -122,10 +122,8 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
     pruned = _clone_with(model, wrap, tf_keras)
     if source is not None:
         twin_lib.remember_source(pruned, source)
-    callback_cls = _callback_class(sparsity)
-    callbacks = [callback_cls(pruning_schedule, begin_step, schedule,
-                              settle_end=end_step is None)]
-    return pruned, callbacks
+    return pruned, [_callback_class(sparsity)(pruning_schedule, begin_step, schedule,
+                                              settle_end=end_step is None)]
 
 
 def _clone_with(model, transform, tf_keras):
@@ -155,25 +153,20 @@ def _callback_class(sparsity):
             self.kind, self.settle_end = kind, settle_end
 
         def on_train_begin(self, logs=None):
+            # Before the first training step is traced, so the traced schedule sees these.
             if self.settle_end:
-                self._settle()
+                steps, epochs = self.params.get("steps"), self.params.get("epochs")
+                check(steps, "`prune(end_step=None)` takes the end of pruning from `fit`, "
+                      "which does not know the number of steps of this dataset; pass "
+                      "`end_step` to `prune`, or `steps_per_epoch` to `fit`.", steps=steps)
+                end = int(steps) * int(epochs)
+                check(end > self.begin_step, f"Training has {end} steps, which end before "
+                      "`begin_step`.", begin_step=self.begin_step)
+                if self.kind == "polynomial":
+                    self.pruning_schedule.end_step = end
+                    self.pruning_schedule.frequency = frequency_for(end - self.begin_step)
+                self.settle_end = False
             super().on_train_begin(logs)
-
-        def _settle(self):
-            # Runs before the first training step is traced, so the traced
-            # schedule sees these values.
-            steps, epochs = self.params.get("steps"), self.params.get("epochs")
-            check(steps, "`prune(end_step=None)` takes the end of pruning from `fit`, which "
-                  "does not know the number of steps of this dataset; pass `end_step` to "
-                  "`prune`, or `steps_per_epoch` to `fit`.", steps=steps)
-            end = int(steps) * int(epochs)
-            check(end > self.begin_step, f"Training has {end} steps, which end before "
-                  "`begin_step`.", begin_step=self.begin_step)
-            schedule = self.pruning_schedule
-            if self.kind == "polynomial":
-                schedule.end_step = end
-                schedule.frequency = frequency_for(end - self.begin_step)
-            self.settle_end = False
 
     return UpdatePruningStep
 

@@ -346,11 +346,8 @@ def describe(content, path, quantization=None):
 
 def _ordered(details):
     """Signature outputs `output_0, output_1, ...` in numeric order."""
-    def key(item):
-        digits = re.findall(r"\d+$", item[0])
-        return (int(digits[0]) if digits else -1, item[0])
-
-    return sorted(details.items(), key=key)
+    return sorted(details.items(), key=lambda item: (
+        int(m.group()) if (m := re.search(r"\d+$", item[0])) else -1, item[0]))
 
 
 def _quantize(x, detail):

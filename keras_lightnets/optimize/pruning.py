@@ -14,8 +14,8 @@ MAX_FREQUENCY = 100
 
 
 def tfmot_module():
-    """`tensorflow_model_optimization`, imported on first use without switching the
-    process's `tf.keras` to tf_keras (its import sets `TF_USE_LEGACY_KERAS=1`)."""
+    """`tensorflow_model_optimization`, imported on first use without switching
+    TensorFlow's Keras to tf_keras for the process (its import sets `TF_USE_LEGACY_KERAS=1`)."""
     import os
     import sys
 

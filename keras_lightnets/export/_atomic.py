@@ -1,11 +1,8 @@
 """Atomic publication of export artifacts.
 
-An artifact is written and verified under a hidden temporary name in the
-destination directory, then renamed over the final name in one step, so a
-crash, an interrupt or a failed verification never leaves a half-written or
-unverified file under the name the caller asked for. The temporary name
-carries the writer's process id (`.<name>.tmp-<pid>-<random>`): what a killed
-export leaves behind is removed by the next export into the same folder.
+An artifact is written and verified under a hidden temporary name next to it, then
+renamed over the final name, so a crash or a failed verification never leaves a partial
+or unverified file there; the next export into the folder removes what a killed one left.
 """
 
 import contextlib
@@ -16,9 +13,10 @@ import shutil
 import tempfile
 
 from keras_lightnets import _files
+from keras_lightnets._utils import check
 
-# `.<name>.tmp-<pid>-<random>` (`.old-` for a SavedModel being replaced); the
-# older form without a pid is removed only by age.
+# `.<name>.tmp-<pid>-<random>` (`.old-` for a SavedModel being replaced); without a pid,
+# removed only by age.
 _STAGED = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?[a-z0-9_]{8}$")
 STALE_SECONDS = _files.STALE_SECONDS
 
@@ -32,16 +30,8 @@ def _remove(path):
 
 @contextlib.contextmanager
 def staged(path, directory=False):
-    """Yields a temporary path next to `path`; publishes it on success.
-
-    Args:
-        path: the final file or directory name.
-        directory: whether the artifact is a directory (a SavedModel).
-
-    The temporary name lives in the same directory as `path` (same file
-    system, so the final `os.replace` is atomic). On an exception the
-    temporary artifact is removed and `path` is left as it was.
-    """
+    """Yields a temporary path next to `path` (same file system: `os.replace` is atomic),
+    a directory name for a SavedModel; publishes it on success, else removes it."""
     path = check_destination(path, directory)
     parent = os.path.dirname(path)
     remove_stale(parent)
@@ -80,39 +70,27 @@ def remove_stale(folder):
 
 
 def check_destination(path, directory=False):
-    """The absolute destination path (its folder made); refuses to replace a non-artifact.
-
-    A file artifact never replaces a directory, and a SavedModel replaces only
-    an empty directory or an earlier SavedModel, so a mistyped `path` cannot
-    delete unrelated data.
-    """
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-        raise ValueError(f"`path` must be a file system path. Received: path={path!r}")
+    """The absolute destination path (its folder made). A file never replaces a directory,
+    a SavedModel only an empty directory or a SavedModel: a typo cannot delete data."""
+    check(isinstance(path, (str, os.PathLike)) and os.fspath(path),
+          "`path` must be a file system path.", path=path)
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
-    if os.path.lexists(parent) and not os.path.isdir(parent):
-        raise ValueError(f"The folder to write into is not a directory: {parent!r}. "
-                         f"Received: path={path!r}")
+    check(not os.path.lexists(parent) or os.path.isdir(parent),
+          f"The folder to write into is not a directory: {parent!r}.", path=path)
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"The folder to write into cannot be created ({exc.strerror}): "
                          f"{parent!r}. Received: path={path!r}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"The folder to write into is not writable: {parent!r}. "
-                         f"Received: path={path!r}")
-    if not directory and os.path.isdir(path):
-        raise ValueError(
-            f"`path` is an existing directory, not a file name. Received: path={path!r}")
-    if directory and os.path.lexists(path):
-        ok = os.path.isdir(path) and (
-            not os.listdir(path) or os.path.isfile(os.path.join(path, "saved_model.pb"))
-        )
-        if not ok:
-            raise ValueError(
-                "`path` exists and is neither an empty directory nor a SavedModel; "
-                f"refusing to replace it. Received: path={path!r}"
-            )
+    check(os.access(parent, os.W_OK | os.X_OK),
+          f"The folder to write into is not writable: {parent!r}.", path=path)
+    check(directory or not os.path.isdir(path),
+          "`path` is an existing directory, not a file name.", path=path)
+    check(not directory or not os.path.lexists(path) or os.path.isdir(path) and (
+        not os.listdir(path) or os.path.isfile(os.path.join(path, "saved_model.pb"))),
+        "`path` exists and is neither an empty directory nor a SavedModel; refusing to "
+        "replace it.", path=path)
     return path
 
 
@@ -148,8 +126,5 @@ def size_of(path):
     """Bytes of a file, or of every file under a directory."""
     if not os.path.isdir(path):
         return os.path.getsize(path)
-    return sum(
-        os.path.getsize(os.path.join(root, name))
-        for root, _, names in os.walk(path)
-        for name in names
-    )
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)

@@ -1,9 +1,5 @@
-"""Captures the converters' native log output (C++ lines on file descriptor 2).
-
-TensorFlow's converter prints MLIR diagnostics and statistics straight to
-the process's stderr. They are noise when a conversion works and the only
-explanation when it fails, so they are captured and attached to the error.
-"""
+"""Captures the converters' native log (C++ lines on fd 2): noise when a conversion
+works, the only explanation when it fails, so it is attached to the error."""
 
 import contextlib
 import os

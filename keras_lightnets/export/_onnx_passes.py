@@ -1,9 +1,7 @@
 """Post-passes on tf2onnx's graph, so ONNX Runtime runs it as fast as a native NCHW export.
 
-Each pass matches exact patterns (op types, attributes and constant values)
-and leaves anything else as it is; the result is checked with
-`onnx.checker` and shape inference. Every rewrite is exact up to float
-rounding.
+Each pass matches exact patterns (op types, attributes, constant values), leaves anything
+else as it is and is exact up to float rounding; `optimize` checks the result.
 """
 
 import contextlib
@@ -18,11 +16,8 @@ NCHW_TO_NHWC = [0, 2, 3, 1]
 def fixed_transpose_optimizer():
     """Lets tf2onnx's transpose optimizer push a transpose through `Add(x, scalar)`.
 
-    Its `Add` handler takes `max()` of the constant's shape, which raises for
-    a scalar (the `+ 3` of hard-swish, Rescaling's offset); tf2onnx logs that
-    as a warning and drops the whole transpose pass, leaving a transpose pair
-    around every convolution (108 in MobileNetV3 Small). A scalar broadcasts
-    the same in either layout, so the transpose simply moves past the `Add`.
+    Its `Add` handler raises on a scalar constant (hard-swish's `+ 3`) and tf2onnx then
+    drops the whole transpose pass; a scalar broadcasts the same in either layout.
     """
     from tf2onnx.optimizer import transpose_optimizer
 
@@ -46,7 +41,7 @@ def fixed_transpose_optimizer():
 
 
 class _Graph:
-    """Producer/consumer maps and constants of an ONNX graph, for pattern matching."""
+    """Producer/consumer maps, constants and static shapes of an ONNX graph."""
 
     def __init__(self, graph):
         from onnx import numpy_helper
@@ -58,10 +53,11 @@ class _Graph:
                     and node.attribute[0].name == "value":
                 self.consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         self.outputs = {o.name for o in graph.output}
-        self.ranks = {}
-        for value in (*graph.input, *graph.value_info, *graph.output):
-            if value.type.tensor_type.HasField("shape"):
-                self.ranks[value.name] = len(value.type.tensor_type.shape.dim)
+        self.dims = {v.name: [d.dim_value if d.HasField("dim_value") else None
+                              for d in v.type.tensor_type.shape.dim]
+                     for v in (*graph.input, *graph.value_info, *graph.output)
+                     if v.type.tensor_type.HasField("shape")}
+        self.ranks = {name: len(dims) for name, dims in self.dims.items()}
         self.refresh()
         self._names = {o for n in graph.node for o in n.output} | set(self.consts)
         self._counter = 0
@@ -84,9 +80,7 @@ class _Graph:
     def only_consumer(self, name):
         """The single node reading `name` (not a graph output), else None."""
         users = self.consumers.get(name, [])
-        if len(users) != 1 or name in self.outputs:
-            return None
-        return users[0]
+        return users[0] if len(users) == 1 and name not in self.outputs else None
 
     def reads_only(self, name, node):
         """Whether `node` is the single reader of `name`, by outputs (not by identity)."""
@@ -110,6 +104,13 @@ class _Graph:
         self.consts[name] = np.asarray(value)
         return name
 
+    def add(self, op, inputs, outputs, base, **attrs):
+        """Appends a node named after `base` (`optimize` sorts the graph afterwards)."""
+        from onnx import helper
+
+        self.graph.node.append(helper.make_node(op, inputs, outputs, name=self.unique(base),
+                                                **attrs))
+
     def replace_uses(self, old, new):
         for node in self.consumers.get(old, []):
             for i, name in enumerate(node.input):
@@ -117,13 +118,23 @@ class _Graph:
                     node.input[i] = new
 
 
-def _attr(node, name, default=None):
+def _attrs(node):
     from onnx import helper
 
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _attr(node, name, default=None):
+    return _attrs(node).get(name, default)
+
+
+def _is(node, name, default):
+    """Whether string attribute `name` of `node` is `default`, or absent."""
+    return _attr(node, name, default.encode()) in (default.encode(), default)
+
+
+def _is_transpose(node, perm):
+    return node.op_type == "Transpose" and list(_attr(node, "perm", [])) == perm
 
 
 def _other_input(node, name):
@@ -135,11 +146,9 @@ def _other_input(node, name):
 def _hard_sigmoid_of(g, node):
     """`(x, [nodes])` if `node` ends `clip(x + 3, 0, 6) * (1/6)` (or `/ 6`), else None."""
     if node.op_type == "Mul":
-        candidates = [(node.input[0], node.input[1]), (node.input[1], node.input[0])]
-        want = 1.0 / 6.0
+        candidates, want = [tuple(node.input), tuple(node.input)[::-1]], 1.0 / 6.0
     elif node.op_type == "Div":
-        candidates = [(node.input[0], node.input[1])]
-        want = 6.0
+        candidates, want = [tuple(node.input)], 6.0
     else:
         return None
     for clipped, const in candidates:
@@ -161,18 +170,13 @@ def _hard_sigmoid_of(g, node):
 
 
 def fuse_hard_activations(graph, swish=True):
-    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid.
-
-    tf2onnx writes Keras' hard-swish as four ops (Add, Clip, Mul, Mul) and
-    hard-sigmoid as three; ONNX Runtime fuses the single ops (opset 14) into
-    the preceding convolution and runs them in one pass. HardSwish needs
-    opset 14: with `swish=False` only the hard-sigmoid inside it is fused.
-    Returns the number of fused activations.
-    """
+    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid,
+    which ONNX Runtime fuses into the convolution before them; `swish=False` (opset < 14)
+    fuses the gates only. Returns the number fused."""
     from onnx import helper
 
     g = _Graph(graph)
-    fused = {}  # output of a pattern's last node -> (fused node, outputs of its nodes)
+    fused = {}  # output of a pattern's last node -> the fused node
     taken = set()
     for node in graph.node:
         match = _hard_sigmoid_of(g, node)
@@ -183,33 +187,23 @@ def fuse_hard_activations(graph, swish=True):
         user = g.only_consumer(out)
         if swish and user is not None and user.op_type == "Mul" and _other_input(user, out) == x:
             nodes, out, op, attrs = [*nodes, user], user.output[0], "HardSwish", {}
-        new = helper.make_node(op, [x], [out], name=g.unique(nodes[-1].name or op), **attrs)
-        fused[out] = new
+        fused[out] = helper.make_node(op, [x], [out], name=g.unique(nodes[-1].name or op),
+                                      **attrs)
         taken.update(n.output[0] for n in nodes)
-    kept = []
-    for node in graph.node:
-        if node.output[0] in fused:
-            kept.append(fused[node.output[0]])
-        elif node.output[0] not in taken:
-            kept.append(node)
+    kept = [fused.get(n.output[0], n) for n in graph.node
+            if n.output[0] in fused or n.output[0] not in taken]
     del graph.node[:]
     graph.node.extend(kept)
     return len(fused)
 
 
-def _const_shape(g, node):
-    value = g.consts.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) == 2 \
-        else None
-    return None if value is None else [int(v) for v in value.reshape(-1)]
-
-
 def _nhwc_shuffle_at(g, head):
-    """The channel shuffle tf2onnx writes for ChannelShuffle, starting at `head`.
+    """`(groups, (H, W, C), nodes)` if tf2onnx's ChannelShuffle starts at `head`, else None.
 
     `Transpose(NCHW->NHWC) -> Reshape(-1, groups, C/groups) -> Transpose(0, 2, 1)
-    -> Reshape(-1, H, W, C)`: returns `(groups, (H, W, C), nodes)` or None.
+    -> Reshape(-1, H, W, C)`.
     """
-    if head.op_type != "Transpose" or list(_attr(head, "perm", [])) != NCHW_TO_NHWC:
+    if not _is_transpose(head, NCHW_TO_NHWC):
         return None
     nodes = [head]
     for op in ("Reshape", "Transpose", "Reshape"):
@@ -217,30 +211,22 @@ def _nhwc_shuffle_at(g, head):
         if nxt is None or nxt.op_type != op or nxt.input[0] != nodes[-1].output[0]:
             return None
         nodes.append(nxt)
-    first, mid, last = _const_shape(g, nodes[1]), nodes[2], _const_shape(g, nodes[3])
-    if first is None or last is None or len(first) != 3 or len(last) != 4:
+    first, last = (g.consts.get(n.input[1]) if len(n.input) == 2 else None
+                   for n in (nodes[1], nodes[3]))
+    if first is None or last is None or first.size != 3 or last.size != 4 or \
+            not _is_transpose(nodes[2], [0, 2, 1]):
         return None
-    if list(_attr(mid, "perm", [])) != [0, 2, 1]:
-        return None
-    _, groups, per_group = first
-    _, height, width, channels = last
+    _, groups, per_group = (int(v) for v in first.reshape(-1))
+    _, height, width, channels = (int(v) for v in last.reshape(-1))
     if min(groups, per_group, height, width) <= 0 or groups * per_group != channels:
         return None
     return groups, (height, width, channels), nodes
 
 
 def nchw_channel_shuffle(graph):
-    """Runs ChannelShuffle (and the ChannelSplit after it) in NCHW.
-
-    tf2onnx keeps the shuffle's NHWC reshape/transpose/reshape and wraps it
-    in layout transposes, one before it and one after each split half (ShuffleNet
-    V2 1.0: 64 Transpose ops, 49 left after ONNX Runtime's own optimizer).
-    The same permutation on NCHW is one 5-D transpose between two reshapes,
-    as torchvision writes it: the transposes around it go. Returns the number
-    of rewritten shuffles.
-    """
-    from onnx import helper
-
+    """ChannelShuffle (and the ChannelSplit after it) in NCHW: one 5-D transpose between
+    two reshapes, as torchvision writes it, without tf2onnx's layout transposes around the
+    NHWC form. Returns the number of rewritten shuffles."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -248,107 +234,77 @@ def nchw_channel_shuffle(graph):
         if match is None:
             continue
         groups, (height, width, channels), nodes = match
-        x, nhwc = head.input[0], nodes[-1].output[0]
         base = nodes[2].name or "shuffle"
         split5 = g.add_const(base + "_shape5", np.array(
             [-1, groups, channels // groups, height, width], dtype=np.int64))
         shape4 = g.add_const(base + "_shape4", np.array(
             [-1, channels, height, width], dtype=np.int64))
-        a, b, y = g.unique(base + "_r5"), g.unique(base + "_t5"), g.unique(base + "_nchw")
-        new = [helper.make_node("Reshape", [x, split5], [a], name=g.unique(base)),
-               helper.make_node("Transpose", [a], [b], perm=[0, 2, 1, 3, 4],
-                                name=g.unique(base)),
-               helper.make_node("Reshape", [b, shape4], [y], name=g.unique(base))]
-        graph.node.extend(new)
-        _retarget_nhwc_users(g, nhwc, y)
+        a, b, y = (g.unique(base + suffix) for suffix in ("_r5", "_t5", "_nchw"))
+        g.add("Reshape", [head.input[0], split5], [a], base)
+        g.add("Transpose", [a], [b], base, perm=[0, 2, 1, 3, 4])
+        g.add("Reshape", [b, shape4], [y], base)
+        _retarget_nhwc_users(g, nodes[-1].output[0], y)
         g.refresh()
         rewritten += 1
     return rewritten
 
 
-def _is_to_nchw(node):
-    return node.op_type == "Transpose" and list(_attr(node, "perm", [])) == NHWC_TO_NCHW
+def _is_channel_split(g, node, nhwc):
+    return node.op_type == "Split" and node.input[0] == nhwc and _attr(node, "axis") in (3, -1)
 
 
 def nchw_channel_splits(graph):
-    """`Transpose(to NHWC) -> Split(channels) -> Transpose(to NCHW)` -> one NCHW Split.
-
-    The grouped 1x1 convolutions of ShuffleNet V1 (`group_conv="split"`) split
-    channels in NHWC, and tf2onnx's transpose optimizer does not push its
-    layout transposes through a Split: one transpose before and one after
-    each group (148 Transpose ops in ShuffleNet V1 g3). Rewritten only where
-    every reader goes back to NCHW, so no transpose is added. Returns the
-    number of rewritten splits.
-    """
+    """`Transpose(to NHWC) -> Split(channels) -> Transposes(to NCHW)` -> one NCHW Split
+    (tf2onnx leaves them around ShuffleNet V1's split grouped convolutions), where no
+    transpose is added. Returns the number of rewritten splits."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
-        if head.op_type != "Transpose" or list(_attr(head, "perm", [])) != NCHW_TO_NHWC or \
-                head.output[0] in g.outputs:
+        nhwc = head.output[0]
+        if not _is_transpose(head, NCHW_TO_NHWC) or nhwc in g.outputs:
             continue
-        readers = g.consumers.get(head.output[0], [])
-
-        def back_to_nchw(reader, nhwc=head.output[0]):
-            if _is_to_nchw(reader):
-                return True
-            return (reader.op_type == "Split" and reader.input[0] == nhwc and
-                    _attr(reader, "axis") in (3, -1) and
-                    not any(o in g.outputs for o in reader.output) and
-                    all(_is_to_nchw(r) for o in reader.output for r in g.consumers.get(o, [])))
-
-        if not readers or not any(r.op_type == "Split" for r in readers) or \
-                not all(back_to_nchw(r) for r in readers):
+        readers = g.consumers.get(nhwc, [])
+        if not any(r.op_type == "Split" for r in readers) or not all(
+                _is_transpose(r, NHWC_TO_NCHW) or (
+                    _is_channel_split(g, r, nhwc) and not any(o in g.outputs for o in r.output)
+                    and all(_is_transpose(u, NHWC_TO_NCHW)
+                            for o in r.output for u in g.consumers.get(o, [])))
+                for r in readers):
             continue
-        _retarget_nhwc_users(g, head.output[0], head.input[0])
+        _retarget_nhwc_users(g, nhwc, head.input[0])
         g.refresh()
         rewritten += 1
     return rewritten
 
 
 def _retarget_nhwc_users(g, nhwc, y):
-    """Feeds the readers of NHWC tensor `nhwc` from its NCHW twin `y`.
-
-    A Transpose to NCHW is bypassed, a channel Split becomes an NCHW Split
-    whose halves are bypassed the same way; any other reader (or a graph
-    output) reads an NHWC transpose of the NCHW tensor. New nodes are
-    appended: `optimize` sorts the graph afterwards.
-    """
-    from onnx import helper
-
-    graph = g.graph
-    is_to_nchw = _is_to_nchw
-
+    """Feeds the readers of NHWC `nhwc` from its NCHW twin `y`: Transposes to NCHW are
+    bypassed, channel Splits split `y`, others read `y` transposed back to NHWC."""
     def feed(old, new):
-        """Readers of NHWC `old` read NCHW `new`, through a transpose where they must."""
         readers = list(g.consumers.get(old, []))
         for reader in readers:
-            if is_to_nchw(reader):
+            if _is_transpose(reader, NHWC_TO_NCHW):
                 _bypass(g, reader.output[0], new)
-        others = [r for r in readers if not is_to_nchw(r)]
+        others = [r for r in readers if not _is_transpose(r, NHWC_TO_NCHW)]
         if others or old in g.outputs:
             back = g.unique(old + "_nhwc")
-            graph.node.append(helper.make_node("Transpose", [new], [back], perm=NCHW_TO_NHWC,
-                                               name=g.unique("to_nhwc")))
-            for reader in others:
-                for i, name in enumerate(reader.input):
-                    if name == old:
-                        reader.input[i] = back
+            g.add("Transpose", [new], [back], "to_nhwc", perm=NCHW_TO_NHWC)
+            g.consumers[old] = others
+            g.replace_uses(old, back)
             if old in g.outputs:
                 _rename_output(g, old, back)
 
     readers = []
     for user in list(g.consumers.get(nhwc, [])):
-        if user.op_type == "Split" and user.input[0] == nhwc and _attr(user, "axis") in (3, -1):
-            attrs = {a.name: helper.get_attribute_value(a) for a in user.attribute}
-            attrs["axis"] = 1
-            halves = [g.unique(o) for o in user.output]
-            graph.node.append(helper.make_node("Split", [y, *user.input[1:]], halves,
-                                               name=g.unique(user.name or "split"), **attrs))
-            for old, new in zip(user.output, halves, strict=True):
-                feed(old, new)
-            graph.node.remove(user)
-        else:
+        if not _is_channel_split(g, user, nhwc):
             readers.append(user)
+            continue
+        halves = [g.unique(o) for o in user.output]
+        g.add("Split", [y, *user.input[1:]], halves, user.name or "split",
+              **{**_attrs(user), "axis": 1})
+        for old, new in zip(user.output, halves, strict=True):
+            feed(old, new)
+        g.graph.node.remove(user)
     g.consumers[nhwc] = readers
     feed(nhwc, y)
 
@@ -361,58 +317,39 @@ def _bypass(g, old, new):
 
 
 def _rename_output(g, old, new):
-    """Graph output `old` becomes an Identity of `new`, replacing its producer.
-
-    A producer with several outputs (a Split being rewritten) is the
-    caller's to remove.
-    """
-    from onnx import helper
-
+    """Graph output `old` becomes an Identity of `new`, replacing a single-output producer."""
     producer = next((n for n in g.graph.node if old in n.output), None)
     if producer is not None and len(producer.output) == 1:
         g.graph.node.remove(producer)
-    g.graph.node.append(helper.make_node("Identity", [new], [old], name=g.unique("output")))
+    g.add("Identity", [new], [old], "output")
 
 
 def transposed_pads(graph):
-    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted.
-
-    ShuffleNet V2's downsampling units zero-pad the shuffled tensor before
-    a depthwise convolution; tf2onnx pads it in NHWC between two layout
-    transposes. In NCHW the Pad folds into the convolution (ONNX Runtime's
-    Pad fusion). Returns the number of rewritten pads.
-    """
-    from onnx import helper
-
+    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted, which
+    ONNX Runtime folds into the convolution after it. Returns the number rewritten."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
-        if head.op_type != "Transpose":
-            continue
-        perm = list(_attr(head, "perm", []))
-        pad = g.only_consumer(head.output[0])
-        if not perm or pad is None or pad.op_type != "Pad" or pad.input[0] != head.output[0]:
-            continue
-        if _attr(pad, "mode", b"constant") not in (b"constant", "constant"):
+        perm = list(_attr(head, "perm", [])) if head.op_type == "Transpose" else []
+        pad = g.only_consumer(head.output[0]) if perm else None
+        if pad is None or pad.op_type != "Pad" or pad.input[0] != head.output[0] \
+                or not _is(pad, "mode", "constant"):
             continue
         pads = g.consts.get(pad.input[1]) if len(pad.input) > 1 else None
         if pads is None or pads.size != 2 * len(perm) or len(pad.input) > 3 or (
                 len(pad.input) == 3 and pad.input[2] and pad.input[2] not in g.consts):
             continue
-        inverse = list(np.argsort(perm))
         readers = g.consumers.get(pad.output[0], [])
-        if not readers or pad.output[0] in g.outputs or any(
-                r.op_type != "Transpose" or list(_attr(r, "perm", [])) != inverse
-                for r in readers):
+        if not readers or pad.output[0] in g.outputs or not all(
+                _is_transpose(r, list(np.argsort(perm))) for r in readers):
             continue
         rank, pads = len(perm), pads.reshape(-1)
         moved = np.zeros_like(pads)
         for i, axis in enumerate(perm):
             moved[axis], moved[rank + axis] = pads[i], pads[rank + i]
         out = g.unique(pad.output[0])
-        inputs = [head.input[0], g.add_const(pad.input[1], moved), *pad.input[2:]]
-        graph.node.append(helper.make_node("Pad", inputs, [out], name=g.unique(pad.name or "pad"),
-                                           mode="constant"))
+        g.add("Pad", [head.input[0], g.add_const(pad.input[1], moved), *pad.input[2:]], [out],
+              pad.name or "pad", mode="constant")
         for reader in readers:
             _bypass(g, reader.output[0], out)
         g.refresh()
@@ -423,32 +360,20 @@ def transposed_pads(graph):
 def _non_negative(g, name):
     """Whether `name` is the output of an op that never gives a negative value."""
     node = g.producer.get(name)
-    if node is None:
-        return False
-    if node.op_type in ("Relu", "HardSigmoid"):
-        return True
-    if node.op_type == "Clip" and len(node.input) > 1:
-        low = g.scalar(node.input[1])
-        return low is not None and low >= 0
-    return False
+    if node is None or node.op_type in ("Relu", "HardSigmoid"):
+        return node is not None
+    low = g.scalar(node.input[1]) if node.op_type == "Clip" and len(node.input) > 1 else None
+    return low is not None and low >= 0
 
 
 def zero_pads_into_max_pool(graph):
-    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads`.
-
-    Keras pads explicitly with zeros before a `valid` max pool (ShuffleNet's
-    stem); ONNX Runtime runs that Pad as a separate op in plain NCHW, with a
-    layout reorder around it. On a non-negative input (after ReLU) the max
-    over a window with zeros added equals the max over its real values,
-    which is what MaxPool's own padding gives. Returns the number of folds.
+    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads` (the same max),
+    saving ONNX Runtime a separate Pad and its layout reorders. Returns the number of folds.
     """
-    from onnx import helper
-
     g = _Graph(graph)
     folded = 0
     for pad in list(graph.node):
-        if pad.op_type != "Pad" or _attr(pad, "mode", b"constant") not in (b"constant",
-                                                                           "constant"):
+        if pad.op_type != "Pad" or not _is(pad, "mode", "constant"):
             continue
         pads = g.consts.get(pad.input[1]) if len(pad.input) > 1 else None
         value = g.consts.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0.0
@@ -459,18 +384,15 @@ def zero_pads_into_max_pool(graph):
         if any(pads[i] for i in (0, 1, 4, 5)) or min(pads) < 0 or pad.output[0] in g.outputs:
             continue
         if not _non_negative(g, pad.input[0]) or not readers or any(
-                r.op_type != "MaxPool" or len(r.output) != 1 or
-                _attr(r, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or
-                any(_attr(r, "pads", [0, 0, 0, 0])) or
+                r.op_type != "MaxPool" or len(r.output) != 1 or not _is(r, "auto_pad", "NOTSET")
+                or any(_attr(r, "pads", [0, 0, 0, 0])) or
                 any(k <= p for k, p in zip(_attr(r, "kernel_shape", []) * 2,
                                            pads[2:4] + pads[6:8], strict=False))
                 for r in readers):
             continue
         for pool in readers:
-            attrs = {a.name: helper.get_attribute_value(a) for a in pool.attribute}
-            attrs["pads"] = pads[2:4] + pads[6:8]
-            graph.node.append(helper.make_node("MaxPool", [pad.input[0]], list(pool.output),
-                                               name=g.unique(pool.name or "pool"), **attrs))
+            g.add("MaxPool", [pad.input[0]], list(pool.output), pool.name or "pool",
+                  **{**_attrs(pool), "pads": pads[2:4] + pads[6:8]})
             graph.node.remove(pool)
         folded += 1
     return folded
@@ -483,28 +405,16 @@ def _diagonal_scale(g, conv):
             kernel.shape[0] != kernel.shape[1] or kernel.dtype != np.float32:
         return None
     if _attr(conv, "group", 1) != 1 or any(_attr(conv, "pads", [])) or \
-            any(v != 1 for v in _attr(conv, "strides", [])) or \
-            _attr(conv, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            any(v != 1 for v in _attr(conv, "strides", [])) or not _is(conv, "auto_pad", "NOTSET"):
         return None
-    matrix = kernel[:, :, 0, 0]
-    scale = np.diag(matrix)
-    if np.any(matrix != np.diag(scale)):
-        return None
-    return scale
+    scale = np.diag(kernel[:, :, 0, 0])
+    return None if np.any(kernel[:, :, 0, 0] != np.diag(scale)) else scale
 
 
 def channel_affine(graph):
-    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel.
-
-    The Rescaling layer is a convolution so that TFLite and Keras run the
-    per-channel preprocessing fast in NHWC. In NCHW, ONNX Runtime runs it as
-    a 3-channel blocked convolution plus a layout reorder (about 0.25 ms at
-    224x224, one thread), where an Add (and a Mul, which `affine_into_conv`
-    usually folds away) of a `[1, C, 1, 1]` constant take a few tens of
-    microseconds. Returns the number of rewritten convolutions.
-    """
-    from onnx import helper
-
+    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel, which
+    ONNX Runtime runs without the blocked-layout reorder of a 3-channel convolution (the
+    Mul usually goes into `affine_into_conv`). Returns the number rewritten."""
     g = _Graph(graph)
     rewritten = 0
     for conv in list(graph.node):
@@ -518,12 +428,10 @@ def channel_affine(graph):
             continue
         scaled = g.unique(conv.output[0] + "_scaled")
         base = conv.name or "rescaling"
-        graph.node.append(helper.make_node(
-            "Mul", [conv.input[0], g.add_const(base + "_scale", scale.reshape(shape))], [scaled],
-            name=g.unique(base)))
-        graph.node.append(helper.make_node(
-            "Add", [scaled, g.add_const(base + "_offset", bias.astype(np.float32).reshape(shape))],
-            list(conv.output), name=g.unique(base)))
+        g.add("Mul", [conv.input[0], g.add_const(base + "_scale", scale.reshape(shape))],
+              [scaled], base)
+        offset = g.add_const(base + "_offset", bias.astype(np.float32).reshape(shape))
+        g.add("Add", [scaled, offset], list(conv.output), base)
         graph.node.remove(conv)
         g.refresh()
         rewritten += 1
@@ -537,7 +445,7 @@ def _channel_const(g, name, channels):
         return None
     if value.size == 1 and value.ndim <= 4:  # x is 4-D: broadcasting keeps its shape
         return np.full(channels, float(value.reshape(())), np.float32)
-    dims = [d for d in value.shape]
+    dims = list(value.shape)
     if len(dims) in (3, 4) and dims[-3] == channels and value.size == channels \
             and all(d == 1 for d in dims[:-3] + dims[-2:]):
         return value.reshape(channels)
@@ -553,28 +461,16 @@ def _is_input_image(g, name):
 
 
 def affine_into_conv(graph):
-    """`Conv(x * s + b)` -> `Conv'(x + b / s)` with the scale `s` folded into the kernel.
-
-    Scales the kernel's input channels (exact up to rounding, zero padding
-    included: a padded zero stays zero under any scale), removing one pass
-    over the input image of models with embedded preprocessing. Applies to
-    a scalar or per-channel `s` (no zero) and `b` feeding one group-1
-    convolution, possibly through the input layout Transpose (scalars only),
-    on the graph input only: elsewhere ONNX Runtime folds a Mul and Add into
-    the convolution before them. Returns the number of folds.
-    """
-    from onnx import helper
-
+    """`Conv(x * s + b)` -> `Conv'(x + b / s)`, `s` folded into the kernel (a padded zero
+    stays zero), on the graph input (ONNX Runtime folds the others itself), through the
+    layout Transpose for scalars only. Returns the number of folds."""
     g = _Graph(graph)
     folded = 0
     for mul in list(graph.node):
-        if mul.op_type != "Mul":
-            continue
-        add = g.only_consumer(mul.output[0])
+        add = g.only_consumer(mul.output[0]) if mul.op_type == "Mul" else None
         if add is None or add.op_type != "Add":
             continue
-        transpose = None
-        conv = g.only_consumer(add.output[0])
+        transpose, conv = None, g.only_consumer(add.output[0])
         if conv is not None and conv.op_type == "Transpose":
             transpose, conv = conv, g.only_consumer(conv.output[0])
         if conv is None or conv.op_type != "Conv" or _attr(conv, "group", 1) != 1:
@@ -591,65 +487,43 @@ def affine_into_conv(graph):
         if not _is_input_image(g, x) or scale is None or offset is None or np.any(scale == 0):
             continue
         if g.ranks.get(x) != 4 or (transpose is not None and (
-                np.ptp(scale) or np.ptp(offset) or
-                list(_attr(transpose, "perm", [])) != NHWC_TO_NCHW)):
+                np.ptp(scale) or np.ptp(offset) or not _is_transpose(transpose, NHWC_TO_NCHW))):
             continue
-        base = conv.name or "conv"
-        source = x
+        base, source = conv.name or "conv", x
         if transpose is not None:
             source = g.unique(x + "_nchw")
-            graph.node.append(helper.make_node("Transpose", [x], [source], perm=NHWC_TO_NCHW,
-                                               name=g.unique(base)))
+            g.add("Transpose", [x], [source], base, perm=NHWC_TO_NCHW)
         shifted = g.unique(add.output[0] + "_shifted")
         shift = (offset / scale).reshape(1, channels, 1, 1).astype(np.float32)
-        graph.node.append(helper.make_node("Add", [source, g.add_const(base + "_shift", shift)],
-                                           [shifted], name=g.unique(base)))
+        g.add("Add", [source, g.add_const(base + "_shift", shift)], [shifted], base)
         weights = (kernel * scale.reshape(1, channels, 1, 1)).astype(np.float32)
-        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
-        graph.node.append(helper.make_node(
-            "Conv", [shifted, g.add_const(conv.input[1], weights), *conv.input[2:]],
-            list(conv.output), name=g.unique(base), **attrs))
+        g.add("Conv", [shifted, g.add_const(conv.input[1], weights), *conv.input[2:]],
+              list(conv.output), base, **_attrs(conv))
         graph.node.remove(conv)
         g.refresh()
         folded += 1
     return folded
 
 
-def _static_dims(graph):
-    """`{tensor: [dim or None]}` from the graph's inferred shapes."""
-    dims = {}
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        if value.type.tensor_type.HasField("shape"):
-            dims[value.name] = [d.dim_value if d.HasField("dim_value") else None
-                                for d in value.type.tensor_type.shape.dim]
-    return dims
-
-
 def identity_reshapes(graph):
     """Removes Reshapes to the shape their input already has.
 
-    tf2onnx keeps the squeeze-excite `[N, C, 1, 1] -> [N, C, 1, 1]` reshape of
-    Keras' keepdims mean; ONNX Runtime runs the pooling and the convolution
-    after it in its blocked layout, and the Reshape between them costs a
-    layout reorder on each side (28 in MobileNetV3 Large). Returns the number
-    of removed reshapes.
+    tf2onnx keeps the squeeze-excite `[N, C, 1, 1]` reshape of Keras' keepdims mean,
+    which costs ONNX Runtime a layout reorder on each side. Returns the number removed.
     """
     g = _Graph(graph)
-    dims = _static_dims(graph)
     removed = 0
     for node in list(graph.node):
         if node.op_type != "Reshape" or _attr(node, "allowzero", 0):
             continue
-        target = g.consts.get(node.input[1])
-        have = dims.get(node.input[0])
+        target, have = g.consts.get(node.input[1]), g.dims.get(node.input[0])
         if target is None or have is None or target.size != len(have) or \
                 node.output[0] in g.outputs:
             continue
         target = [int(v) for v in target.reshape(-1)]
-        unknown = [i for i, t in enumerate(target) if t == -1]
-        same = all(t == 0 or (t == d and d is not None)
-                   for i, (t, d) in enumerate(zip(target, have, strict=True)) if i not in unknown)
-        if same and len(unknown) <= 1:
+        same = all(t in (0, -1) or (t == d and d is not None)
+                   for t, d in zip(target, have, strict=True))
+        if same and target.count(-1) <= 1:
             _bypass(g, node.output[0], node.input[0])
             removed += 1
     return removed
@@ -667,9 +541,8 @@ def _int8_grid(values):
     top = float(np.max(np.abs(flat))) if flat.size else 0.0
     if top == 0:
         return np.zeros(values.shape, np.int8), 1.0
-    # The largest value sits on step K <= 127 (below 127 when the kernel shrank after
-    # its range was last set). Candidates are weeded out a slice at a time: a float
-    # kernel leaves none after the first slice.
+    # The largest value sits on step K <= 127; candidates are weeded out a slice at a
+    # time (a float kernel leaves none after the first).
     steps = _INT8_STEPS
     for start in range(0, flat.size, 256):
         ratios = flat[None, start:start + 256] * (steps[:, None] / top)
@@ -685,8 +558,7 @@ def _int8_kernel(kernel, axis):
     whole = _int8_grid(kernel)
     if whole is not None:
         return whole[0], np.float32(whole[1])
-    moved = np.moveaxis(kernel, axis, 0)
-    grids = [_int8_grid(channel) for channel in moved]
+    grids = [_int8_grid(channel) for channel in np.moveaxis(kernel, axis, 0)]
     if any(grid is None for grid in grids):
         return None
     q = np.moveaxis(np.stack([grid[0] for grid in grids]), 0, axis)
@@ -694,33 +566,18 @@ def _int8_kernel(kernel, axis):
 
 
 def quantized_kernels(graph):
-    """Float kernels on an int8 grid -> int8 kernels behind a DequantizeLinear.
-
-    tf2onnx folds a QAT model's fake-quantized kernels (and the batch norm
-    after them) into float constants. ONNX Runtime (since 1.2x) quantizes
-    the float kernel of a convolution between QDQ activations itself, with
-    one scale per tensor, which for per-channel kernels scaled by batch norm
-    is far coarser than the QAT model's grid: the outputs drift apart by most
-    of their range. A kernel whose values lie on an int8 grid, per tensor or
-    per output channel (each channel's batch-norm scale goes into its step),
-    is stored as that grid: exact, a QDQ graph every runtime reads, a quarter
-    of the size. Only in graphs that already have DequantizeLinear nodes.
-    Returns the number of kernels stored as int8.
-    """
-    from onnx import helper
-
+    """Float kernels on an int8 grid (per tensor or output channel) -> int8 kernels behind
+    a DequantizeLinear, in QDQ graphs: ONNX Runtime would requantize a float one per tensor,
+    far coarser than the QAT grid. Returns the number of kernels stored as int8."""
     if not any(node.op_type == "DequantizeLinear" for node in graph.node):
         return 0
     g = _Graph(graph)
     done = {}
     for node in list(graph.node):
-        if node.op_type == "Conv":
-            axis = 0
-        elif node.op_type == "MatMul":
-            axis = 1
-        elif node.op_type == "Gemm" and not _attr(node, "transA", 0):
+        axis = {"Conv": 0, "MatMul": 1}.get(node.op_type)
+        if node.op_type == "Gemm" and not _attr(node, "transA", 0):
             axis = 0 if _attr(node, "transB", 0) else 1
-        else:
+        if axis is None:
             continue
         name = node.input[1]
         kernel = g.consts.get(name)
@@ -732,12 +589,10 @@ def quantized_kernels(graph):
                 continue
             q, scale = found
             out = g.unique(name + "_dequantized")
-            attrs = {"axis": axis} if scale.ndim else {}
-            graph.node.append(helper.make_node(
-                "DequantizeLinear",
-                [g.add_const(name + "_int8", q), g.add_const(name + "_scale", scale),
-                 g.add_const(name + "_zero_point", np.zeros(scale.shape, np.int8))],
-                [out], name=g.unique(name + "_dequantize"), **attrs))
+            g.add("DequantizeLinear",
+                  [g.add_const(name + "_int8", q), g.add_const(name + "_scale", scale),
+                   g.add_const(name + "_zero_point", np.zeros(scale.shape, np.int8))],
+                  [out], name + "_dequantize", **({"axis": axis} if scale.ndim else {}))
             done[name] = out
         node.input[1] = done[name]
     return len(done)
@@ -746,8 +601,7 @@ def quantized_kernels(graph):
 def remove_dead(graph):
     """Drops nodes whose outputs nothing reads, and unused initializers."""
     while True:
-        used = {o.name for o in graph.output}
-        used.update(i for n in graph.node for i in n.input)
+        used = {o.name for o in graph.output} | {i for n in graph.node for i in n.input}
         dead = [n for n in graph.node if not any(o in used for o in n.output)]
         if not dead:
             break
@@ -764,24 +618,21 @@ def topological_sort(graph):
     ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     pending, ordered = list(graph.node), []
     while pending:
-        rest = [n for n in pending if not all(i in ready for i in n.input)]
         done = [n for n in pending if all(i in ready for i in n.input)]
         if not done:
             raise ValueError("the ONNX graph has a cycle or an undefined input")
-        for n in done:
-            ready.update(n.output)
+        pending = [n for n in pending if not all(i in ready for i in n.input)]
+        ready.update(o for n in done for o in n.output)
         ordered.extend(done)
-        pending = rest
     del graph.node[:]
     graph.node.extend(ordered)
 
 
 def optimize(proto, passes=None):
-    """`passes.ONNX` applied to `proto` (the names in `passes`; None: all):
-    `(new ModelProto, {pass: rewrites})`.
+    """`(new ModelProto, {pass: rewrites})` after the `passes.ONNX` named in `passes` (None: all).
 
-    Graphs with subgraphs (If, Loop) or without the default ONNX domain are
-    returned as they are.
+    Graphs with subgraphs (If, Loop) or without the default ONNX domain are returned as
+    they are.
     """
     import onnx
 

@@ -1,21 +1,15 @@
 """Export-time forms of the package's layers, swapped in by `passes` (export graphs only).
 
-- `UnfusedHardSwish`: hard swish as `x * (relu6(x + 3) * c)`, `c` one float32
-  step above 1/6, so that the TFLite converter does not fuse it into
-  HARD_SWISH, which LiteRT's XNNPACK runs in float only (an int8 HARD_SWISH
-  goes to a reference kernel slower than the float32 file); XNNPACK fuses the
-  ADD/MUL/MUL chain in int8. The 1e-8 change is far below any int8 step.
-- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise
-  convolution with a constant `1 / (pool_h * pool_w)` kernel, exact in int8
-  (the kernel quantizes to 127 steps of its own scale): XNNPACK takes float
-  AVERAGE_POOL_2D only, and an int8 one runs on a reference kernel and splits
-  the delegated graph.
-- `ConvRescaling`: a per-channel `x * scale + offset` as one 1x1 convolution
-  with a diagonal kernel and a bias (exact: the off-diagonal terms add
-  zeros). The plain MUL and ADD by a 3-element constant run a pixel at a time.
+- `UnfusedHardSwish`: `x * (relu6(x + 3) * c)`, `c` one float32 step above 1/6 (far
+  below an int8 step), so the converter keeps the ADD/MUL chain XNNPACK runs in int8
+  rather than fusing HARD_SWISH, which XNNPACK runs in float only.
+- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise convolution with a
+  constant kernel, exact in int8: XNNPACK takes float AVERAGE_POOL_2D only.
+- `ConvRescaling`: a per-channel `x * scale + offset` as one 1x1 convolution with a
+  diagonal kernel (exact), not a MUL and ADD that run a pixel at a time.
 
-The tf_keras twins (`keras_lightnets.optimize`) take the same forms: their
-`call` reads `active(name)`, which the TFLite export sets around tracing.
+The tf_keras twins (`keras_lightnets.optimize`) take the same forms while `active(name)`,
+which the TFLite export sets around tracing.
 """
 
 import contextlib
@@ -51,11 +45,8 @@ def hard_swish_gate(inputs, backend):
 
 
 def rescaling_as_conv(scale, offset, channels):
-    """`(kernel, bias)` of the 1x1 convolution computing `x * scale + offset`.
-
-    None for a scalar scale and offset (or ones that do not match
-    `channels`), which stay MUL and ADD.
-    """
+    """`(kernel, bias)` of the 1x1 convolution computing `x * scale + offset`; None for
+    scalars (or sizes other than `channels`), which stay MUL and ADD."""
     scale = np.asarray(scale, dtype="float32")
     offset = np.asarray(offset, dtype="float32")
     if (scale.ndim == 0 and offset.ndim == 0) or channels is None or (
@@ -66,11 +57,8 @@ def rescaling_as_conv(scale, offset, channels):
 
 
 def average_kernel(pool_size, padding, data_format, channels):
-    """The depthwise kernel `(h, w, channels, 1)` computing a 'valid' channels-last mean.
-
-    None for other pools ('same' border windows leave the padding out of the
-    mean), which keep the pooling op.
-    """
+    """The depthwise kernel `(h, w, channels, 1)` computing a 'valid' channels-last mean;
+    None for other pools ('same' border windows leave the padding out of the mean)."""
     if padding != "valid" or data_format != "channels_last" or channels is None:
         return None
     height, width = pool_size

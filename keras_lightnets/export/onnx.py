@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from keras_lightnets._utils import received
+from keras_lightnets._utils import check
 from keras_lightnets.export import _atomic, _capture, _model, _onnx_passes
 from keras_lightnets.export import passes as passes_lib
 from keras_lightnets.export import verify as verify_lib
@@ -33,53 +33,33 @@ def to_onnx(
 ):
     """Exports a Keras 3 or tf_keras image model to ONNX with tf2onnx.
 
-    The graph takes one float32 input named `input`, shape
-    `(batch, rows, cols, 3)` (or `(batch, 3, rows, cols)` with
-    `input_layout="NCHW"`) in the model's input domain (raw `[0, 255]`
-    pixels for models with embedded preprocessing), with a static batch or a
-    dynamic one named `batch`, and returns `output` (`output_0`, ... for
-    several outputs). Inside, the graph runs channels-first as a native
-    PyTorch export would (one transpose after an NHWC input, none after an
-    NCHW one), with ONNX's `HardSwish` and `HardSigmoid` ops where the opset
-    has them.
+    The graph takes float32 `input` in the model's input domain, `(batch, rows, cols, 3)`
+    (or channels first with `input_layout="NCHW"`), the batch static or named `batch`, and
+    returns `output` (`output_0`, ... for several). It runs channels-first inside, as a
+    native PyTorch export does. `group_conv="native"` models are refused (tf2onnx cannot
+    convert `Conv2D(groups>1)`): build them with `group_conv="split"`, same weights.
 
-    Models built with `group_conv="native"` (Keras `Conv2D(groups>1)`, which
-    tf2onnx cannot convert) are refused: build them with
-    `group_conv="split"`, which has the same weights and outputs.
+    A quantization-aware model (`optimize.quantize_aware`) becomes a QDQ graph with int8
+    kernels, verified as written (onnxruntime's graph optimizations off) and as an int8
+    artifact, by cosine; with labelled `verify_data`, by top-1 agreement too.
 
     Args:
         model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
         path: the `.onnx` file to write (atomically).
         opset: the ONNX opset (13 to 18).
         batch_size: a static batch size, or `None` (default) for a dynamic one.
-        input_size: rows and cols (int or pair) for a model whose spatial
-            size is `None`; defaults to 224.
-        input_layout: `"NHWC"` (the Keras model's layout) or `"NCHW"` (what
-            PyTorch-style pipelines feed; saves the input transpose, 2-4% of
-            a small model's latency in ONNX Runtime).
-        verify: run the file with onnxruntime (CPU) and compare it with the
-            Keras model before publishing it.
-        verify_data: inputs to verify on (NHWC, as the Keras model takes
-            them), or an `(inputs, labels)` pair.
-        tolerance: max relative difference (default 1e-4); for a
-            quantization-aware model, min mean cosine similarity (default
-            0.95, as for int8 TFLite files), see below.
-        passes: the graph passes to run (names of
-            `keras_lightnets.export.passes.ONNX_KERAS` and `.ONNX`); None
-            runs them all.
-
-    A quantization-aware model (from `keras_lightnets.optimize.quantize_aware`)
-    becomes a QDQ graph: activations through QuantizeLinear/DequantizeLinear
-    pairs, kernels stored as int8 (per output channel) behind a
-    DequantizeLinear. It is verified as written, with onnxruntime's graph
-    optimizations off, which reproduces TF's fake quantization up to a
-    rounding step here and there; onnxruntime's default session runs int8
-    kernels, whose rounding differs from it a little more. With labelled
-    `verify_data`, top-1 agreement with the model is checked too.
+        input_size: rows and cols (int or pair) for a model whose spatial size is
+            `None`; defaults to 224.
+        input_layout: `"NHWC"` (the Keras model's) or `"NCHW"` (PyTorch-style; saves
+            the input transpose).
+        verify: run the file with onnxruntime (CPU) and compare it with the model first.
+        verify_data: NHWC inputs to verify on, or an `(inputs, labels)` pair.
+        tolerance: max relative difference (default 1e-4); for a QAT model, min mean
+            cosine similarity (default 0.95).
+        passes: names of `export.passes.ONNX_KERAS` and `.ONNX` to run; None runs all.
 
     Returns:
-        An `ExportReport` (path, size, ONNX op types, measured difference,
-        the outcome of each pass).
+        An `ExportReport`.
     """
     _model.check_model(model)
     chosen = passes_lib.selected(passes, passes_lib.ONNX_KERAS + passes_lib.ONNX)
@@ -87,26 +67,20 @@ def to_onnx(
     import tf2onnx
 
     max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
-    ok = isinstance(opset, numbers.Integral) and not isinstance(opset, bool)
-    if not ok or not MIN_OPSET <= opset <= max_opset:
-        raise ValueError(received(
-            f"`opset` must be an integer from {MIN_OPSET} to {max_opset}.", opset=opset))
+    check(isinstance(opset, numbers.Integral) and not isinstance(opset, bool)
+          and MIN_OPSET <= opset <= max_opset,
+          f"`opset` must be an integer from {MIN_OPSET} to {max_opset}.", opset=opset)
     qdq = _model.is_quantization_aware(model)
     grouped = _model.grouped_conv_layers(model)
-    if grouped:
-        raise ValueError(received(
-            f"tf2onnx cannot convert grouped convolutions (`Conv2D(groups>1)`, which Keras "
-            f"compiles through XLA): layers {grouped[:3]}{' ...' if len(grouped) > 3 else ''}. "
-            'Build the model with `group_conv="split"` (same weights and outputs, a '
-            "split/conv/concat graph every runtime supports).",
-            group_conv="native"))
-    if input_layout not in INPUT_LAYOUTS:
-        raise ValueError(received(
-            f"`input_layout` must be one of {list(INPUT_LAYOUTS)}.", input_layout=input_layout))
+    check(not grouped,
+          f"tf2onnx cannot convert grouped convolutions (`Conv2D(groups>1)`, which Keras "
+          f"compiles through XLA): layers {grouped[:3]}{' ...' if len(grouped) > 3 else ''}. "
+          'Build the model with `group_conv="split"` (same weights and outputs, a '
+          "split/conv/concat graph every runtime supports).", group_conv="native")
+    check(input_layout in INPUT_LAYOUTS,
+          f"`input_layout` must be one of {list(INPUT_LAYOUTS)}.", input_layout=input_layout)
     shape = _model.input_shape(model, batch_size, input_size)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path)
 
     converted, outcomes = passes_lib.run_keras(
@@ -136,12 +110,10 @@ def to_onnx(
             verify_lib.apply(report, verify_lib.measure(reference, actual, labels))
             if qdq:
                 _check_kernels(proto, report)
-                # As written, a QDQ graph still differs from TF's fake quantization by a
-                # rounding step here and there (ties, float summation order), which a deep
-                # network carries on: it is checked as an int8 artifact, by cosine.
-                verify_lib.check(report, "int8", tolerance, labelled=labels is not None)
-            else:
-                verify_lib.check(report, "float32", tolerance)
+            # A QDQ graph is a rounding step here and there (ties, summation order) from
+            # TF's fake quantization, which a deep network carries on: checked as int8.
+            verify_lib.check(report, "int8" if qdq else "float32", tolerance,
+                             labelled=qdq and labels is not None)
     return report
 
 
@@ -149,17 +121,12 @@ def to_onnx(
 def _collect_errors():
     """tf2onnx logs unsupported ops as errors and still returns a model."""
     errors = []
-
-    class Handler(logging.Handler):
-        def emit(self, record):
-            errors.append(record.getMessage())
-
+    handler = logging.Handler(level=logging.ERROR)
+    handler.emit = lambda record: errors.append(record.getMessage())
     logger = logging.getLogger("tf2onnx")
-    handler = Handler(level=logging.ERROR)
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.ERROR)
-    propagate = logger.propagate
     logger.propagate = False
     try:
         yield errors
@@ -198,12 +165,8 @@ def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
 
 
 def _by_value(fn, spec):
-    """`fn`, with the tensors it captures by value (not variables) made constants.
-
-    tf2onnx freezes variables but turns any other captured tensor into a
-    graph input of its own: TF-MOT's prune-preserving quantizers capture
-    their sparsity masks that way.
-    """
+    """`fn` with captured tensors made constants: tf2onnx would make each a graph input
+    (TF-MOT's prune-preserving quantizers capture their masks that way)."""
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
@@ -215,12 +178,8 @@ def _by_value(fn, spec):
 
 
 def _check_kernels(proto, report):
-    """Raises when a kernel of a QDQ graph is float.
-
-    onnxruntime quantizes such a kernel itself, one scale per tensor, and
-    runs something else than the model (the run above, with its graph
-    optimizations off, cannot see that).
-    """
+    """Raises when a kernel of a QDQ graph is float: onnxruntime would quantize it per
+    tensor, which the verification run (graph optimizations off) cannot see."""
     constants = {t.name for t in proto.graph.initializer if t.data_type == t.FLOAT}
     floats = [n.name for n in proto.graph.node
               if n.op_type in KERNEL_OPS and n.input[1] in constants]
@@ -239,11 +198,8 @@ def _value_info(value):
 
 
 def run(path, x, names=None, batch_size=None, optimized=True):
-    """Runs an ONNX file with onnxruntime (CPU) on `x`; a list of outputs.
-
-    `optimized=False` turns onnxruntime's graph optimizations off: a QDQ
-    graph then computes in float, op by op, as written.
-    """
+    """The outputs of an ONNX file run by onnxruntime (CPU) on `x`; `optimized=False` runs
+    a QDQ graph in float, op by op, as written."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -1,12 +1,9 @@
 """The export passes, in the order they run, and what each one buys.
 
-`KERAS` passes rewrite a copy of a Keras 3 model before the TFLite converter
-traces it (`ONNX_KERAS` before tf2onnx); `ONNX` passes rewrite tf2onnx's
-graph (`_onnx_passes`). Every rewrite computes the same function; the model
-is never changed. `to_tflite` and `to_onnx` take `passes=`: None runs every
-pass that applies, a collection of names only those. The export report's
-`passes` gives each pass's outcome: "applied" (it changed the graph), "not
-applicable" or "off".
+`KERAS` passes rewrite a copy of a Keras 3 model before the TFLite converter traces it
+(`ONNX_KERAS` before tf2onnx); `ONNX` passes rewrite tf2onnx's graph (`_onnx_passes`).
+Each computes the same function. `passes=` of `to_tflite` and `to_onnx` names those to
+run (None: all); the report gives each one's outcome: "applied", "not applicable", "off".
 
 What each pass bought when it came in (machine and run in CHANGELOG.md and
 benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
@@ -37,8 +34,6 @@ APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
 # `substitute(layer, input channels, export)` returns the class of the layer's export
 # form (same config) or None; substitutions come last and share one `graph.rebuild`.
 Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
-
-
 # What the passes know of the export: its quantization and, for `rounding`, a callable
 # giving calibration images (or None).
 Export = collections.namedtuple("Export", "quantization rounding_images")

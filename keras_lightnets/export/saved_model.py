@@ -20,43 +20,36 @@ def to_saved_model(
 ):
     """Exports a Keras 3 or tf_keras image model as a TensorFlow SavedModel.
 
-    The SavedModel has one `serving_default` signature taking `input`, a
-    float32 `(batch, rows, cols, 3)` tensor in the model's input domain (raw
-    `[0, 255]` pixels for models with embedded preprocessing), and returning
-    `{"output": ...}` (`output_0`, ... for several outputs). It holds the
-    weights and the inference graph only, not the Keras model.
+    One `serving_default` signature takes float32 `input` `(batch, rows, cols, 3)` in the
+    model's input domain and returns `{"output": ...}` (`output_0`, ... for several); the
+    SavedModel holds the weights and the inference graph, not the Keras model.
 
     Args:
         model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
-        path: the directory to write; written atomically (under a temporary
-            name, renamed when complete and verified). An existing SavedModel
-            or empty directory there is replaced.
+        path: the directory to write (atomically); a SavedModel or empty directory
+            there is replaced.
         batch_size: a static batch size, or `None` (default) for any batch.
-        input_size: rows and cols (int or pair) to fix for a model whose
-            spatial size is `None`; by default such sizes stay dynamic and
-            verification runs at 224.
+        input_size: rows and cols (int or pair) to fix for a model whose spatial size
+            is `None`; by default such sizes stay dynamic (verified at 224).
         verify: reload the SavedModel and compare it with the Keras model.
         verify_data: inputs to verify on, or an `(inputs, labels)` pair.
         tolerance: max relative difference (default 1e-4).
 
     Returns:
-        An `ExportReport` (path, size, TensorFlow ops, measured difference).
+        An `ExportReport`.
     """
     import tensorflow as tf
 
     _model.check_model(model)
     verify_lib.check_tolerance("float32", tolerance)
     shape = _model.input_shape(model, batch_size, input_size, keep_dynamic=True)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path, directory=True)
 
     fn = _model.serving_fn(model)
     concrete = fn.get_concrete_function(_model.tensor_spec(shape))
     module = tf.Module()
-    # Track the variables only: saving the Keras model object itself would
-    # also trace every layer's call, several times slower, for no use here.
+    # The variables only: saving the Keras model would also trace every layer's call.
     module.variables_ = [v if isinstance(v, tf.Variable) else v.value for v in model.variables]
     with _atomic.staged(final, directory=True) as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": concrete})
@@ -91,10 +84,8 @@ def _ops(path):
     proto = saved_model_pb2.SavedModel()
     with open(f"{path}/saved_model.pb", "rb") as f:
         proto.ParseFromString(f.read())
-    ops = set()
-    for graph in proto.meta_graphs:
-        ops.update(node.op for node in graph.graph_def.node)
-        for function in graph.graph_def.library.function:
-            ops.update(node.op for node in function.node_def)
-    names = {f.signature.name for g in proto.meta_graphs for f in g.graph_def.library.function}
+    graphs = [g.graph_def for g in proto.meta_graphs]
+    ops = {node.op for g in graphs for node in g.node}
+    ops.update(node.op for g in graphs for f in g.library.function for node in f.node_def)
+    names = {f.signature.name for g in graphs for f in g.library.function}
     return tuple(sorted(ops - names))

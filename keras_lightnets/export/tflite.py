@@ -1,12 +1,8 @@
 """TFLite (LiteRT) export for phones: static batch, TFLite builtin ops only.
 
-The model is traced at a fully static input shape, batch 1 by default: with a
-dynamic batch every `Reshape` becomes a SHAPE / STRIDED_SLICE / PACK chain
-that slows phones down and trips delegates. Variables are frozen into
-constants first, so batch norm folds into the convolutions and the file
-carries a `serving_default` signature (input `input`, outputs `output_0`,
-...). Only TFLite builtin ops are allowed (never SELECT_TF_OPS / Flex), so
-the file runs on the plain LiteRT runtime on every platform.
+A static shape (batch 1 by default) keeps `Reshape` free of the SHAPE/STRIDED_SLICE/PACK
+chains that slow phones and trip delegates; frozen variables let batch norm fold and give
+the file its `serving_default` signature; builtin ops only (no Flex) run on plain LiteRT.
 """
 
 import contextlib
@@ -20,20 +16,17 @@ import time
 
 import numpy as np
 
-from keras_lightnets._utils import received
+from keras_lightnets._utils import check, received
 from keras_lightnets.export import _atomic, _capture, _model, forms
 from keras_lightnets.export import passes as passes_lib
 from keras_lightnets.export import verify as verify_lib
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 IO_DTYPES = ("int8", "uint8")
-VERIFY_SAMPLES = 8
-# Synthetic images a float16 or dynamic-range file is verified on.
-VERIFY_IMAGES = 32
-# Calibration samples kept to verify an int8 export on in-distribution data.
-KEPT_CALIBRATION_SAMPLES = 16
-# Calibration images the int8 weight rounding is fitted on.
-ROUNDING_SAMPLES = 64
+VERIFY_SAMPLES = 8  # random inputs a float32 file is verified on
+VERIFY_IMAGES = 32  # synthetic images a float16 or dynamic-range file is verified on
+KEPT_CALIBRATION_SAMPLES = 16  # calibration images an int8 file is verified on
+ROUNDING_SAMPLES = 64  # calibration images the int8 rounding is fitted on
 
 
 def to_tflite(
@@ -56,70 +49,38 @@ def to_tflite(
 ):
     """Exports a Keras 3 or tf_keras image model to a TFLite (LiteRT) file.
 
-    The input and output are what the Keras model takes and gives: a model
-    with embedded preprocessing (`include_preprocessing=True`) takes raw RGB
-    pixels in `[0, 255]`; the others take the output of their family's
-    `preprocess_input`. That holds for int8 files too: their integer input is
-    the quantized form of those values (a raw-pixel model with
-    `io_dtype="uint8"` takes the image bytes as they are, up to a scale close
-    to 1).
+    The file takes and gives what the Keras model does (raw `[0, 255]` pixels with
+    embedded preprocessing, else the family's `preprocess_input` output); an int8 file
+    takes the quantized form of those values.
 
     Args:
         model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
-        path: the `.tflite` file to write (atomically: nothing appears under
-            this name unless the file is complete and verified).
-        quantization: `None` (float32), `"float16"` (float16 weights, float
-            compute on CPU), `"dynamic"` (int8 weights, float activations) or
-            `"int8"` (full-integer: int8 weights and activations, integer
-            input and output).
-        representative_data: for `"int8"`, the calibration images, in the
-            model's input domain (see above): an array `(n, rows, cols, 3)`,
-            an iterable of such batches or of single images, or a callable
-            returning one. Required for `"int8"`, also for quantization-aware
-            (TF-MOT) models: the converter calibrates the few tensors that
-            carry no fake-quant ranges from it.
-        batch_size: the static batch of the file (1 for phones); `None`
-            gives a dynamic batch.
-        io_dtype: `"int8"` (default) or `"uint8"` input and output for
-            `"int8"` quantization.
-        input_size: rows and cols (int or pair) for a model whose spatial
-            size is `None`; defaults to 224.
+        path: the `.tflite` file to write (atomically, once complete and verified).
+        quantization: `None` (float32), `"float16"` (float16 weights), `"dynamic"`
+            (int8 weights) or `"int8"` (int8 weights, activations, input and output).
+        representative_data: for `"int8"` (QAT models too), the calibration images in
+            the model's input domain: an array `(n, rows, cols, 3)`, an iterable of such
+            batches or of single images, or a callable returning one.
+        batch_size: the static batch of the file; `None` gives a dynamic batch.
+        io_dtype: `"int8"` (default) or `"uint8"` input and output for `"int8"`.
+        input_size: rows and cols (int or pair) for a model whose spatial size is
+            `None`; defaults to 224.
         calibration_steps: at most this many calibration images.
-        adaptive_rounding: for `"int8"` with calibration images, choose the
-            int8 rounding of every convolution and dense weight, and its bias,
-            on the first 64 calibration images so that each layer reproduces
-            its float output from the int8 inputs the layers before it give
-            (sequential GPTQ-style rounding with bias correction). On the
-            real MobileNet 0.25 it halves the error of rounding to nearest with
-            bias correction (mean cosine 0.996 to 0.998; 0.976 without either):
-            top-1 agreement with the float model about 0.94 instead of 0.91
-            (0.81). The model is not changed: a copy with batch norm folded is
-            converted. Keras 3 models only; tf_keras models are converted as
-            they are.
-        verify: run the file with ai-edge-litert and compare it with the
-            Keras model before publishing it.
-        verify_data: inputs to verify on (model input domain), or an
-            `(inputs, labels)` pair, which adds the top-1 agreement check.
-            Defaults to calibration images for `"int8"`, 32 photo-like
-            synthetic images for `"float16"` and `"dynamic"`, random inputs
-            for float32.
-        tolerance: overrides the default bound: the max relative difference
-            of the outputs for float32 (1e-4) and of the logits for
-            `"float16"` (0.1); the min mean cosine similarity of the logits
-            for `"dynamic"` (0.85) and of the outputs for `"int8"` (0.95).
-            Float16 and dynamic-range classifiers must also keep their top
-            class among the model's top 5 on 75% of the inputs (see
-            `keras_lightnets.export.verify`).
-        min_top1_agreement: with labels, the least top-1 agreement with the
-            Keras model (default 0.95; 0.7 for `"dynamic"`).
+        adaptive_rounding: for `"int8"`, fit the int8 rounding of every kernel and
+            bias on the first 64 calibration images so each layer reproduces its float
+            output (GPTQ-style, the `rounding` pass; Keras 3 models only).
+        verify: run the file with ai-edge-litert and compare it with the model first.
+        verify_data: inputs to verify on, or an `(inputs, labels)` pair (adds the
+            top-1 agreement check). Defaults to calibration images for `"int8"`,
+            photo-like synthetic images for `"float16"` and `"dynamic"`, else random.
+        tolerance: overrides the default bound of `verify.TOLERANCES`.
+        min_top1_agreement: with labels, the least top-1 agreement with the model
+            (default `verify.MIN_TOP1_AGREEMENT`).
         progress: show a progress bar during calibration.
-        passes: the graph passes to run (names of
-            `keras_lightnets.export.passes.KERAS`); None runs every pass that
-            applies.
+        passes: names of `export.passes.KERAS` to run; None runs all that apply.
 
     Returns:
-        An `ExportReport` (path, size, ops, measured differences,
-        `gpu_compatible`, `max_tensor_rank`, the outcome of each pass).
+        An `ExportReport`.
 
     Raises:
         ValueError: for a bad argument.
@@ -128,40 +89,32 @@ def to_tflite(
     """
     _model.check_model(model)
     chosen = passes_lib.selected(passes, passes_lib.KERAS)
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(received(
-            f"`quantization` must be one of {list(QUANTIZATIONS)}.", quantization=quantization))
+    check(quantization in QUANTIZATIONS, f"`quantization` must be one of "
+          f"{list(QUANTIZATIONS)}.", quantization=quantization)
     verify_lib.check_tolerance(quantization or "float32", tolerance, min_top1_agreement)
     if quantization == "int8":
         io_dtype = "int8" if io_dtype is None else io_dtype
-        if io_dtype not in IO_DTYPES:
-            raise ValueError(received(
-                f"`io_dtype` must be one of {list(IO_DTYPES)}.", io_dtype=io_dtype))
-        if representative_data is None:
-            raise ValueError(received(
-                "Full-integer (int8) quantization needs calibration images: pass "
-                "`representative_data` (an array or an iterable of image batches in the "
-                "model's input domain).", representative_data=None))
+        check(io_dtype in IO_DTYPES, f"`io_dtype` must be one of {list(IO_DTYPES)}.",
+              io_dtype=io_dtype)
+        check(representative_data is not None,
+              "Full-integer (int8) quantization needs calibration images: pass "
+              "`representative_data` (an array or an iterable of image batches in the "
+              "model's input domain).", representative_data=None)
         check_representative_data(representative_data)
     else:
-        if io_dtype is not None:
-            raise ValueError(received(
-                "`io_dtype` applies to quantization='int8' only.", io_dtype=io_dtype))
-        if representative_data is not None:
-            raise ValueError(received(
-                "`representative_data` applies to quantization='int8' only.",
-                quantization=quantization))
+        check(io_dtype is None, "`io_dtype` applies to quantization='int8' only.",
+              io_dtype=io_dtype)
+        check(representative_data is None,
+              "`representative_data` applies to quantization='int8' only.",
+              quantization=quantization)
     if calibration_steps is not None:
         _model._check_positive_int("calibration_steps", calibration_steps)
     shape = _model.input_shape(model, batch_size, input_size)
-    x_verify, labels = verify_lib.split_verify_data(verify_data)
-    if x_verify is not None:
-        x_verify = _model.as_array(x_verify, shape, "verify_data")
+    x_verify, labels = verify_lib.split_verify_data(verify_data, shape)
     final = _atomic.check_destination(path)
 
-    calibration = None
-    if representative_data is not None:
-        calibration = Calibration(representative_data, shape, calibration_steps, progress)
+    calibration = None if representative_data is None else Calibration(
+        representative_data, shape, calibration_steps, progress)
     if not adaptive_rounding:
         chosen = chosen - {"rounding"}
     images = None if calibration is None else (lambda: calibration.head(ROUNDING_SAMPLES))
@@ -192,12 +145,11 @@ def to_tflite(
 def check_representative_data(data):
     """Raises `ValueError` for `representative_data` that holds no image batches."""
     batches = callable(data) or hasattr(data, "shape") or hasattr(data, "__iter__")
-    if isinstance(data, (str, bytes, os.PathLike)) or not batches:
-        raise ValueError(received(
-            "`representative_data` must be an array, a `tf.data.Dataset`, or an iterable "
-            "or callable yielding image batches, in the model's input domain. A folder of "
-            "images is not accepted here: load and preprocess them first (the command line "
-            "takes `--calibration-dir`).", representative_data=data))
+    check(batches and not isinstance(data, (str, bytes, os.PathLike)),
+          "`representative_data` must be an array, a `tf.data.Dataset`, or an iterable "
+          "or callable yielding image batches, in the model's input domain. A folder of "
+          "images is not accepted here: load and preprocess them first (the command line "
+          "takes `--calibration-dir`).", representative_data=data)
 
 
 def default_verify_inputs(model, shape, quantization, calibration=None):
@@ -212,20 +164,13 @@ def default_verify_inputs(model, shape, quantization, calibration=None):
 class Calibration:
     """The representative dataset: batches of the traced shape, with progress.
 
-    Keeps the first images: an int8 export is verified on the data it was
-    calibrated on rather than on noise outside the calibrated ranges, and
-    the int8 weight rounding is fitted on them.
+    Keeps the first images, to fit the int8 rounding on and to verify the file on data
+    inside its calibrated ranges.
     """
 
     def __init__(self, data, shape, limit=None, progress=True):
-        self.data = data
-        self.shape = shape
-        self.limit = limit
-        self.progress = progress
-        self.count = 0
-        self._head = []
-        self._source = None
-        self._passes = 0
+        self.data, self.shape, self.limit, self.progress = data, shape, limit, progress
+        self.count, self._head, self._source, self._passes = 0, [], None, 0
 
     def _images(self):
         data = self.data() if callable(self.data) else self.data
@@ -297,39 +242,29 @@ class Calibration:
 
 
 def _frozen_function(model, shape):
+    """The traced model with variables as constants (the converter keeps Keras 3 variables
+    as VAR_HANDLE ops), without custom-gradient markers (swish's `tf.nn.silu`), which
+    silently cost the file its signature."""
     import tensorflow as tf
-
-    # Freezing is what makes batch norm fold and gives the file a signature:
-    # the converter keeps Keras 3 variables as VAR_HANDLE / READ_VARIABLE ops
-    # when handed the model itself.
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
 
     fn = _model.serving_fn(model, named=False)
-    concrete = fn.get_concrete_function(_model.tensor_spec(shape))
-    return tf, _without_custom_gradients(tf, convert_variables_to_constants_v2(concrete))
-
-
-def _without_custom_gradients(tf, frozen):
-    """`frozen` without custom-gradient markers (swish's `tf.nn.silu` has one).
-
-    The converter stores the function as a SavedModel to give the file its
-    signature; custom gradients make that step fail silently and the file
-    comes out without one. Inference needs no gradients.
-    """
+    frozen = convert_variables_to_constants_v2(
+        fn.get_concrete_function(_model.tensor_spec(shape)))
     graph_def = frozen.graph.as_graph_def()
     nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
     marked = [node for node in nodes if "_gradient_op_type" in node.attr]
     if not marked:
-        return frozen
+        return tf, frozen
     for node in marked:
         del node.attr["_gradient_op_type"]
     wrapped = tf.compat.v1.wrap_function(
         lambda: tf.compat.v1.import_graph_def(graph_def, name=""), [])
     tensor = wrapped.graph.get_tensor_by_name
-    return wrapped.prune(feeds=[tensor(t.name) for t in frozen.inputs],
-                         fetches=[tensor(t.name) for t in frozen.outputs])
+    return tf, wrapped.prune(feeds=[tensor(t.name) for t in frozen.inputs],
+                             fetches=[tensor(t.name) for t in frozen.outputs])
 
 
 def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
@@ -349,19 +284,16 @@ def convert(model, shape, quantization=None, calibration=None, io_dtype=None):
         converter.inference_output_type = getattr(tf, io_dtype)
     with _capture.native_stderr() as log:
         try:
-            content = converter.convert()
-        except ValueError:
-            # Calibration errors are the caller's (bad representative data).
+            return converter.convert()
+        except ValueError:  # calibration errors are the caller's (bad representative data)
             raise
         except Exception as exc:  # the converter raises ConverterError and friends
             raise verify_lib.ExportError(
-                f"TFLite conversion (builtin ops only) failed: {exc}\n{log.tail()}"
-            ) from exc
-    return content
+                f"TFLite conversion (builtin ops only) failed: {exc}\n{log.tail()}") from exc
 
 
 def analyze(content):
-    """`(ops, gpu_compatible)` from TFLite's model analyzer."""
+    """`(ops, gpu_compatible, its report)` from TFLite's model analyzer."""
     import tensorflow as tf
 
     text = io.StringIO()
@@ -377,11 +309,10 @@ def interpreter(content, num_threads=None):
     from ai_edge_litert.interpreter import Interpreter
 
     # The runtime announces its XNNPACK delegate on stderr; keep that quiet.
+    source = {"model_content": content} if isinstance(content, bytes) else \
+        {"model_path": str(content)}
     with _capture.native_stderr():
-        if isinstance(content, bytes):
-            interp = Interpreter(model_content=content, num_threads=num_threads)
-        else:
-            interp = Interpreter(model_path=str(content), num_threads=num_threads)
+        interp = Interpreter(**source, num_threads=num_threads)
         interp.allocate_tensors()
     return interp
 
@@ -415,11 +346,8 @@ def describe(content, path, quantization=None):
 
 def _ordered(details):
     """Signature outputs `output_0, output_1, ...` in numeric order."""
-    def key(item):
-        digits = re.findall(r"\d+$", item[0])
-        return (int(digits[0]) if digits else -1, item[0])
-
-    return sorted(details.items(), key=key)
+    return sorted(details.items(), key=lambda item: (
+        int(m.group()) if (m := re.search(r"\d+$", item[0])) else -1, item[0]))
 
 
 def _quantize(x, detail):
@@ -439,12 +367,8 @@ def _dequantize(y, detail):
 
 
 def run(content, x):
-    """Runs a TFLite file (bytes or path) on float inputs `x`.
-
-    Inputs are quantized and outputs dequantized with the file's own
-    parameters; `x` is split into the file's static batch (the last chunk is
-    padded and trimmed). Returns the outputs as a list of float32 arrays.
-    """
+    """The float32 outputs of a TFLite file (bytes or path) on float inputs `x`, quantized
+    with the file's own parameters and run in its static batch."""
     runner = interpreter(content).get_signature_runner()
     (input_name, in_detail), = runner.get_input_details().items()
     out_details = _ordered(runner.get_output_details())
@@ -458,19 +382,12 @@ def run(content, x):
 
 
 def latency(content, runs=50, warmup=5, num_threads=1):
-    """Median and spread of single-inference wall time of a TFLite file, in ms.
-
-    Runs on random inputs of the file's dtype and static shape with
-    ai-edge-litert's default CPU delegate (XNNPACK), `num_threads` threads.
-
-    Returns:
-        A dict with `median_ms`, `p10_ms`, `p90_ms` and `runs`.
-    """
+    """`{median_ms, p10_ms, p90_ms, runs}` of single inferences of a TFLite file on random
+    inputs, with ai-edge-litert's default CPU delegate (XNNPACK)."""
     for name, value in (("runs", runs), ("num_threads", num_threads)):
         _model._check_positive_int(name, value)
-    if not isinstance(warmup, numbers.Integral) or warmup < 0:
-        raise ValueError(received("`warmup` must be a non-negative integer.",
-                                  warmup=warmup))
+    check(isinstance(warmup, numbers.Integral) and warmup >= 0,
+          "`warmup` must be a non-negative integer.", warmup=warmup)
     interp = interpreter(content, num_threads=num_threads)
     rng = np.random.default_rng(0)
     for detail in interp.get_input_details():

@@ -1,20 +1,10 @@
 """Numerical verification of exported artifacts against the Keras model.
 
-An artifact is judged as a user would judge it: float32 files must match the
-model to a relative difference of 1e-4 (the largest absolute difference
-divided by the largest absolute reference output). Float16 and dynamic-range
-files change the numbers everywhere but should not change what the model
-says: they are run on photo-like inputs (`synthetic_images`, or the caller's
-data) and compared on logits, which for a softmax output are its
-log-probabilities centred per sample (the logits up to a constant), since
-probabilities on inputs the model is unsure of reorder under any rounding.
-Float16 files must match the logits to a relative difference of 0.1,
-dynamic-range files to a mean cosine similarity of 0.85, and for classifiers
-(10 classes or more) the file's top class must be among the model's top 5 on
-at least 75% of the inputs. Full-integer (int8) files, verified on their
-calibration images, must reach a mean cosine similarity of 0.95 on their
-dequantized outputs. With labelled data, top-1 agreement with the float model
-is checked too (0.95; 0.7 for dynamic range).
+An artifact is judged as a user would: float32 files must give the model's outputs;
+float16 and dynamic-range files, which change every number, must keep what the model
+says on photo-like inputs, compared on logits (a softmax output's centred
+log-probabilities: probabilities of unsure inputs reorder under any rounding) and, for
+classifiers, by the top class; int8 files by cosine on their calibration images.
 """
 
 import dataclasses
@@ -23,25 +13,20 @@ import numbers
 
 import numpy as np
 
-# Default tolerances, per kind of artifact: ("rel", max relative difference of
-# the outputs), ("logit_rel", the same on logits), ("logit_cosine", min mean
-# cosine similarity of logits) or ("cosine", min mean cosine similarity of the
-# outputs).
-TOLERANCES = {
-    "float32": ("rel", 1e-4),
-    "float16": ("logit_rel", 0.1),
-    "dynamic": ("logit_cosine", 0.85),
-    "int8": ("cosine", 0.95),
-}
+from keras_lightnets import _utils
+from keras_lightnets.export import _model
+
+# Per kind of artifact: ("rel", max relative difference of the outputs), ("logit_rel", the
+# same on logits), ("logit_cosine", min mean cosine of logits) or ("cosine", of outputs).
+TOLERANCES = {"float32": ("rel", 1e-4), "float16": ("logit_rel", 0.1),
+              "dynamic": ("logit_cosine", 0.85), "int8": ("cosine", 0.95)}
 MIN_TOP1_AGREEMENT = {"float32": 0.95, "float16": 0.95, "dynamic": 0.7, "int8": 0.95}
-# Float16 and dynamic-range classifiers: least fraction of inputs whose top
-# class is among the model's top TOP_K.
+# Float16 and dynamic-range classifiers: least fraction of inputs whose top class is
+# among the model's top TOP_K.
 MIN_TOP1_IN_TOPK = 0.75
 TOP_K = 5
 TOPK_KINDS = ("float16", "dynamic")
-# A sample whose output spread is below this fraction of the largest output
-# counts as near-constant.
-CONSTANT_SPREAD = 1e-3
+CONSTANT_SPREAD = 1e-3  # of the largest output: a sample spread less is near-constant
 LABELS = {
     "rel": ("max_rel_diff", "max relative difference", "<="),
     "logit_rel": ("logit_max_rel_diff", "max relative difference of the logits", "<="),
@@ -55,11 +40,7 @@ class ExportError(RuntimeError):
 
 
 class ExportVerificationError(ExportError):
-    """The exported artifact does not reproduce the Keras model.
-
-    `report` holds the measured differences; nothing was written under the
-    requested path.
-    """
+    """The artifact does not reproduce the model (nothing was written); see `report`."""
 
     def __init__(self, message, report=None):
         super().__init__(message)
@@ -71,48 +52,27 @@ class ExportReport:
     """What an export wrote and how closely it reproduces the model.
 
     Attributes:
-        path: the artifact (a file, or a directory for a SavedModel).
-        format: "saved_model", "tflite" or "onnx".
-        size_bytes: size on disk.
-        ops: sorted op names of the artifact (TFLite builtins, ONNX op types,
-            TensorFlow ops).
-        quantization: None, "float16", "dynamic" or "int8".
-        inputs, outputs: per tensor `{"name", "shape", "dtype"}` plus
-            `"scale"` and `"zero_point"` for quantized tensors.
-        verified: whether the artifact was run and compared.
-        samples: how many inputs the comparison used.
-        max_abs_diff, max_rel_diff: largest absolute difference with the
-            Keras outputs, and that divided by the largest absolute output.
-        cosine, min_cosine: mean and smallest per-sample cosine similarity
-            of (dequantized) outputs with the Keras outputs.
-        logit_max_rel_diff, logit_cosine, logit_min_cosine: the same on
-            logits: a softmax output's log-probabilities centred per sample,
-            other outputs as they are.
-        top5_overlap: classifiers with 10 classes or more, the mean fraction
-            of the Keras model's top 5 classes among the artifact's top 5.
-        top1_in_top5: the fraction of samples whose artifact top class is
-            among the Keras model's top 5.
-        constant_outputs: samples on which the model's or the artifact's
-            output is near-constant (all classes equal: an untrained
-            softmax, quantized).
-        verify_inputs: what the comparison ran on ("synthetic images",
-            "random inputs", "calibration images" or "verify_data").
-        top1_agreement: fraction of samples whose arg-max matches the Keras
-            model (classifier outputs only).
-        top1_ties: samples whose artifact output has two or more classes at
-            its maximum (a quantized output cannot order classes closer than
-            one step; the arg-max then takes the lowest index).
-        top1_agreement_with_ties: fraction of samples where the two outputs
-            share a top class, counting every class tied at the top (never
-            below `top1_agreement`; only reported, not checked).
-        top1_accuracy, reference_top1_accuracy: accuracy of the artifact and
-            of the Keras model, when labels were given.
+        path, format, size_bytes: the artifact, "saved_model", "tflite" or "onnx", its size.
+        ops: its sorted op names; quantization: None, "float16", "dynamic" or "int8".
+        inputs, outputs: per tensor `{"name", "shape", "dtype"}` (and `"scale"`,
+            `"zero_point"` when quantized).
+        verified, samples, verify_inputs: whether it was compared with the model, on how
+            many inputs and which ("synthetic images", "random inputs", ...).
+        max_abs_diff, max_rel_diff: largest absolute difference from the model's outputs,
+            and that over the largest absolute output.
+        cosine, min_cosine: mean and least per-sample cosine similarity of the outputs.
+        logit_max_rel_diff, logit_cosine, logit_min_cosine: the same on logits.
+        top5_overlap, top1_in_top5: classifiers, the mean share of the model's top 5 in
+            the artifact's, and of samples whose top class is in the model's top 5.
+        constant_outputs: samples on which either output is near-constant.
+        top1_agreement, top1_ties, top1_agreement_with_ties: share of samples with the
+            model's arg-max, samples with classes tied at the top, and the agreement
+            counting every tied class (reported, not checked).
+        top1_accuracy, reference_top1_accuracy: with labels, the artifact's and model's.
         tolerance: the check applied, e.g. `"max_rel_diff <= 0.0001"`.
-        gpu_compatible: TFLite only, the TFLite analyzer's verdict on the
-            GPU delegate.
-        max_tensor_rank: TFLite only, the largest tensor rank in the graph.
-        passes: `{pass name: "applied" | "not applicable" | "off"}` for the
-            export's graph passes (`keras_lightnets.export.passes`), in order.
+        gpu_compatible, max_tensor_rank: TFLite only, the analyzer's GPU delegate verdict
+            and the largest tensor rank.
+        passes: `{pass name: "applied" | "not applicable" | "off"}` (`export.passes`).
     """
 
     path: str
@@ -296,34 +256,23 @@ def check_tolerance(kind, tolerance=None, min_top1_agreement=None):
     """Raises `ValueError` for a bound that no measurement can be held to."""
     metric = TOLERANCES[kind][0]
     cosine = metric in ("cosine", "logit_cosine")
+    def number(x):
+        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
     if tolerance is not None:
-        ok = (isinstance(tolerance, numbers.Real) and not isinstance(tolerance, bool)
-              and math.isfinite(tolerance) and 0 < tolerance and (tolerance <= 1 or not cosine))
-        if not ok:
-            what = ("a least cosine similarity in (0, 1]" if cosine
-                    else "a positive finite relative difference")
-            raise ValueError(f"`tolerance` must be {what}. Received: tolerance={tolerance!r}")
+        what = ("a least cosine similarity in (0, 1]" if cosine
+                else "a positive finite relative difference")
+        _utils.check(number(tolerance) and math.isfinite(tolerance) and 0 < tolerance and (
+            tolerance <= 1 or not cosine), f"`tolerance` must be {what}.", tolerance=tolerance)
     if min_top1_agreement is not None:
-        ok = (isinstance(min_top1_agreement, numbers.Real)
-              and not isinstance(min_top1_agreement, bool)
-              and 0 <= min_top1_agreement <= 1)
-        if not ok:
-            raise ValueError("`min_top1_agreement` must be a fraction in [0, 1]. "
-                             f"Received: min_top1_agreement={min_top1_agreement!r}")
+        _utils.check(number(min_top1_agreement) and 0 <= min_top1_agreement <= 1,
+                     "`min_top1_agreement` must be a fraction in [0, 1].",
+                     min_top1_agreement=min_top1_agreement)
 
 
 def check(report, kind, tolerance=None, labelled=False, min_top1_agreement=None):
-    """Raises `ExportVerificationError` when `report` is out of tolerance.
-
-    Args:
-        report: an `ExportReport` with the measured fields filled in.
-        kind: a key of `TOLERANCES`.
-        tolerance: overrides the default bound of `kind` (a max relative
-            difference for float32 and float16, a min mean cosine similarity
-            for dynamic range and int8).
-        labelled: whether labels were given (enables the top-1 check).
-        min_top1_agreement: overrides the default of `kind`.
-    """
+    """Raises `ExportVerificationError` when measured `report` is out of the bounds of `kind`
+    (a key of `TOLERANCES`; `tolerance` and `min_top1_agreement` override them)."""
     check_tolerance(kind, tolerance, min_top1_agreement)
     metric, bound = TOLERANCES[kind]
     bound = bound if tolerance is None else float(tolerance)
@@ -375,10 +324,8 @@ def apply(report, measured):
     return report
 
 
-def split_verify_data(verify_data):
-    """`(x, labels)` from `verify_data`: an array, or an `(x, labels)` pair."""
-    if verify_data is None:
-        return None, None
-    if isinstance(verify_data, tuple) and len(verify_data) == 2:
-        return verify_data
-    return verify_data, None
+def split_verify_data(verify_data, shape):
+    """`(x, labels)` from `verify_data` (an array or an `(x, labels)` pair), x checked."""
+    x, labels = verify_data if isinstance(verify_data, tuple) and len(verify_data) == 2 \
+        else (verify_data, None)
+    return (None if x is None else _model.as_array(x, shape, "verify_data")), labels

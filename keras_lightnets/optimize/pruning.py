@@ -1,25 +1,21 @@
 """Magnitude pruning with TF-MOT, on the tf_keras twin of a Keras 3 model."""
 
+import math
 import numbers
 
-from keras_lightnets._utils import received
+import numpy as np
+
+from keras_lightnets._utils import check
 from keras_lightnets.optimize import twin as twin_lib
 
 SCHEDULES = ("polynomial", "constant")
-# TF-MOT updates masks every `frequency` steps; the last update must fall on
-# `end_step` for the final sparsity to be reached.
+# TF-MOT updates masks every `frequency` steps; the last must fall on `end_step`.
 MAX_FREQUENCY = 100
 
 
 def tfmot_module():
-    """`tensorflow_model_optimization`, imported on first use only.
-
-    Importing TF-MOT sets `TF_USE_LEGACY_KERAS=1`, which makes TensorFlow's
-    lazily loaded Keras attribute resolve to tf_keras for the whole process.
-    That attribute is resolved first (to whatever the process already had)
-    and the variable restored, so importing TF-MOT here changes nothing for
-    the caller; TF-MOT then picks up tf_keras itself.
-    """
+    """`tensorflow_model_optimization`, imported on first use without switching
+    TensorFlow's Keras to tf_keras for the process (its import sets `TF_USE_LEGACY_KERAS=1`)."""
     import os
     import sys
 
@@ -45,12 +41,10 @@ def tfmot_module():
 
 
 def _check_step(name, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
-    if not ok:
-        what = "a non-negative integer" + (" or None" if allow_none else "")
-        raise ValueError(received(f"`{name}` must be {what}.", **{name: value}))
+    check((value is None and allow_none) or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0),
+        f"`{name}` must be a non-negative integer{' or None' if allow_none else ''}.",
+        **{name: value})
 
 
 def frequency_for(span):
@@ -61,12 +55,9 @@ def frequency_for(span):
 def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="polynomial"):
     """Wraps a model's Conv2D and Dense layers for magnitude pruning (TF-MOT).
 
-    The model is translated to its tf_keras twin (TF-MOT takes only tf_keras
-    models) and every `Conv2D` and `Dense` layer is wrapped with
-    `prune_low_magnitude`; other layers pass through unchanged. TF-MOT does
-    not prune depthwise kernels, so `DepthwiseConv2D` layers stay dense.
-    Train the result with plain `model.fit` and the returned callbacks, then
-    call `strip` to get a sparse Keras 3 model back.
+    On the model's tf_keras twin (TF-MOT takes only tf_keras), every `Conv2D` and
+    `Dense` is wrapped with `prune_low_magnitude` (depthwise kernels stay dense). Train
+    it with `fit` and the returned callbacks, then `strip` it back to Keras 3.
 
     Args:
         model: a Keras 3 model (any functional model: a keras_lightnets
@@ -95,19 +86,15 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
     sparse = optimize.strip(pruned)  # a Keras 3 model
     ```
     """
-    ok = (isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
-          and 0 < target_sparsity < 1)
-    if not ok:
-        raise ValueError(received("`target_sparsity` must be a number in (0, 1).",
-                                  target_sparsity=target_sparsity))
+    check(isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
+          and 0 < target_sparsity < 1, "`target_sparsity` must be a number in (0, 1).",
+          target_sparsity=target_sparsity)
     _check_step("begin_step", begin_step)
     _check_step("end_step", end_step, allow_none=True)
-    if end_step is not None and end_step <= begin_step:
-        raise ValueError(received(f"`end_step` must be after `begin_step` ({begin_step}).",
-                                  end_step=end_step))
-    if schedule not in SCHEDULES:
-        raise ValueError(received(f"`schedule` must be one of {list(SCHEDULES)}.",
-                                  schedule=schedule))
+    check(end_step is None or end_step > begin_step,
+          f"`end_step` must be after `begin_step` ({begin_step}).", end_step=end_step)
+    check(schedule in SCHEDULES, f"`schedule` must be one of {list(SCHEDULES)}.",
+          schedule=schedule)
     tfmot = tfmot_module()
     sparsity = tfmot.sparsity.keras
     tf_keras = twin_lib.tf_keras_module()
@@ -135,19 +122,13 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
     pruned = _clone_with(model, wrap, tf_keras)
     if source is not None:
         twin_lib.remember_source(pruned, source)
-    callback_cls = _callback_class(sparsity)
-    callbacks = [callback_cls(pruning_schedule, begin_step, schedule,
-                              settle_end=end_step is None)]
-    return pruned, callbacks
+    return pruned, [_callback_class(sparsity)(pruning_schedule, begin_step, schedule,
+                                              settle_end=end_step is None)]
 
 
 def _clone_with(model, transform, tf_keras):
-    """A tf_keras model of fresh layers, each passed through `transform`.
-
-    A Keras 3 `model` is translated first (the twin's layers are fresh); a
-    tf_keras one is rebuilt layer by layer from its configs and its weights
-    copied by name, so training the result leaves the caller's model alone.
-    """
+    """A tf_keras model of fresh layers (weights copied by name), each through `transform`,
+    so training it leaves the caller's model alone."""
     if not twin_lib.is_tf_keras(model):
         twin = twin_lib.to_tf_keras(model)
         return tf_keras.models.clone_model(twin, clone_function=transform)
@@ -168,35 +149,24 @@ def _callback_class(sparsity):
 
         def __init__(self, pruning_schedule, begin_step, kind, settle_end):
             super().__init__()
-            self.pruning_schedule = pruning_schedule
-            self.begin_step = begin_step
-            self.kind = kind
-            self.settle_end = settle_end
+            self.pruning_schedule, self.begin_step = pruning_schedule, begin_step
+            self.kind, self.settle_end = kind, settle_end
 
         def on_train_begin(self, logs=None):
+            # Before the first training step is traced, so the traced schedule sees these.
             if self.settle_end:
-                self._settle()
+                steps, epochs = self.params.get("steps"), self.params.get("epochs")
+                check(steps, "`prune(end_step=None)` takes the end of pruning from `fit`, "
+                      "which does not know the number of steps of this dataset; pass "
+                      "`end_step` to `prune`, or `steps_per_epoch` to `fit`.", steps=steps)
+                end = int(steps) * int(epochs)
+                check(end > self.begin_step, f"Training has {end} steps, which end before "
+                      "`begin_step`.", begin_step=self.begin_step)
+                if self.kind == "polynomial":
+                    self.pruning_schedule.end_step = end
+                    self.pruning_schedule.frequency = frequency_for(end - self.begin_step)
+                self.settle_end = False
             super().on_train_begin(logs)
-
-        def _settle(self):
-            # Runs before the first training step is traced, so the traced
-            # schedule sees these values.
-            steps, epochs = self.params.get("steps"), self.params.get("epochs")
-            if not steps:
-                raise ValueError(received(
-                    "`prune(end_step=None)` takes the end of pruning from `fit`, which does "
-                    "not know the number of steps of this dataset; pass `end_step` to "
-                    "`prune`, or `steps_per_epoch` to `fit`.", steps=steps))
-            end = int(steps) * int(epochs)
-            if end <= self.begin_step:
-                raise ValueError(received(
-                    f"Training has {end} steps, which end before `begin_step`.",
-                    begin_step=self.begin_step))
-            schedule = self.pruning_schedule
-            if self.kind == "polynomial":
-                schedule.end_step = end
-                schedule.frequency = frequency_for(end - self.begin_step)
-            self.settle_end = False
 
     return UpdatePruningStep
 
@@ -204,13 +174,9 @@ def _callback_class(sparsity):
 def strip(model, like=None):
     """Removes the pruning wrappers; returns a sparse Keras 3 model.
 
-    The wrapped layers' weights are copied by layer name into a fresh clone
-    of the Keras 3 model that `prune` was given, ready for `.keras` saving
-    and export, with the pruned weights exactly zero (kernel times mask).
-    Once the schedule has reached its target, every kernel holds at least
-    that fraction of zeros: TF-MOT keeps weights tied in magnitude at its
-    threshold, and those ties are broken here. (`tfmot.sparsity.keras.
-    strip_pruning` gives the stripped tf_keras model instead.)
+    The weights go by layer name into a fresh clone of the model `prune` was given,
+    pruned weights exactly zero; once the schedule has reached its target, every kernel
+    holds at least that fraction of zeros (ties at TF-MOT's threshold are broken here).
 
     Args:
         model: the tf_keras model returned by `prune`, after training.
@@ -221,26 +187,19 @@ def strip(model, like=None):
     Returns:
         A Keras 3 model with the sparse weights.
     """
-    if not twin_lib.is_tf_keras(model):
-        raise ValueError(received("`model` must be the tf_keras model returned by `prune`.",
-                                  model=type(model).__name__))
+    check(twin_lib.is_tf_keras(model), "`model` must be the tf_keras model returned by "
+          "`prune`.", model=type(model).__name__)
     like = like if like is not None else twin_lib.source_of(model)
-    if like is None:
-        raise ValueError(received(
-            "This tf_keras model does not come from a Keras 3 model `prune` saw; pass the "
-            "Keras 3 model to copy the weights into as `like`.", like=like))
-    import numpy as np
-
+    check(like is not None, "This tf_keras model does not come from a Keras 3 model `prune` "
+          "saw; pass the Keras 3 model to copy the weights into as `like`.", like=like)
     kernels = {}
     for layer in model.layers:
-        # PruneLowMagnitude wrappers. Masking here makes the zeros exact
-        # whatever the optimizer did after the last mask update.
+        # PruneLowMagnitude wrappers; masking makes the zeros exact whatever the optimizer did.
         target = _reached_sparsity(layer)
         for weight, mask, _ in getattr(layer, "pruning_vars", ()):
             values = np.asarray(weight) * np.asarray(mask)
             kernels[layer.layer.name] = _at_least(values, target)
-    # Weights move by name and wrappers are looked through: no need to
-    # rebuild the tf_keras model without them first.
+    # Weights move by name and wrappers are looked through.
     stripped = twin_lib.to_keras3(model, like=like)
     for layer in twin_lib.leaf_layers(stripped):
         if layer.name in kernels:
@@ -266,10 +225,6 @@ def _reached_sparsity(layer):
 
 def _at_least(values, sparsity):
     """`values` with its smallest-magnitude entries zeroed up to `sparsity`."""
-    import math
-
-    import numpy as np
-
     if sparsity is None:
         return values
     flat = values.reshape(-1).copy()
@@ -281,13 +236,8 @@ def _at_least(values, sparsity):
 
 
 def sparsity_report(model):
-    """Fraction of zero weights of every Conv2D and Dense kernel, by layer name.
-
-    Works on Keras 3 and tf_keras models, pruning and QAT wrappers included;
-    depthwise kernels are not listed (TF-MOT does not prune them).
-    """
-    import numpy as np
-
+    """Fraction of zero weights of every Conv2D and Dense kernel (not depthwise), by layer
+    name, of a Keras 3 or tf_keras model, pruning and QAT wrappers included."""
     report = {}
     for layer in _outer_layers(model):
         inner = layer

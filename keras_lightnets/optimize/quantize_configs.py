@@ -43,12 +43,8 @@ class OutputQuantizeConfig(qkeras.QuantizeConfig):
 
 
 class HardSwishQuantizeConfig(OutputQuantizeConfig):
-    """Quantizes `HardSwish`'s gate (in [0, 1]) and its output.
-
-    The fake quantization between the gate and the product keeps the TFLite
-    converter from fusing HARD_SWISH in int8, which LiteRT runs far slower
-    than the ADD/MUL chain (see `tf_keras_layers.HardSwish`).
-    """
+    """Quantizes `HardSwish`'s gate (in [0, 1]) and its output: the converter then keeps
+    the ADD/MUL chain XNNPACK runs in int8 (see `export.forms`)."""
 
     def get_activations_and_quantizers(self, layer):
         return [(layer.gate, _output_quantizer())]
@@ -67,11 +63,8 @@ class NoOpQuantizeConfig(OutputQuantizeConfig):
 class DepthwiseKernelQuantizer(qkeras.quantizers.LastValueQuantizer):
     """Per-channel int8 quantizer of a depthwise kernel `(kh, kw, C, M)`.
 
-    TF-MOT's conv weight quantizer is per channel along the last axis, which
-    for a depthwise kernel is the depth multiplier: one range for the whole
-    kernel. With MobileNet 0.25's depthwise kernels that alone cost 8 points
-    of top-1. Here the kernel is viewed as `(kh, kw, 1, C * M)` (the TFLite
-    filter layout) and quantized per output channel, as the int8 kernels do.
+    TF-MOT's is per last axis, the depth multiplier: one range for the whole kernel. Here
+    the kernel is viewed as `(kh, kw, 1, C * M)` (TFLite's layout), one range per channel.
     """
 
     def __init__(self):
@@ -79,13 +72,10 @@ class DepthwiseKernelQuantizer(qkeras.quantizers.LastValueQuantizer):
 
     def build(self, tensor_shape, name, layer):
         channels = int(tensor_shape[-2]) * int(tensor_shape[-1])
-        ranges = {}
-        for suffix, value in (("min", -6.0), ("max", 6.0)):
-            ranges[f"{suffix}_var"] = layer.add_weight(
-                f"{name}_{suffix}", shape=(channels,),
-                initializer=tf_keras.initializers.Constant(value),
-                trainable=False)
-        return ranges
+        return {f"{suffix}_var": layer.add_weight(
+            f"{name}_{suffix}", shape=(channels,),
+            initializer=tf_keras.initializers.Constant(value), trainable=False)
+            for suffix, value in (("min", -6.0), ("max", 6.0))}
 
     def __call__(self, inputs, training, weights, **kwargs):
         import tensorflow as tf

@@ -83,18 +83,8 @@ def pad_for_stride(x, kernel_size, stride, mode, name):
     return layers.ZeroPadding2D(pad, name=name)(x), "valid"
 
 
-def conv_bn_act(
-    x,
-    filters,
-    kernel_size,
-    strides=1,
-    act="relu",
-    prefix="conv",
-    names=None,
-    bn=None,
-    use_bias=False,
-    pad_mode="same",
-):
+def conv_bn_act(x, filters, kernel_size, strides=1, act="relu", prefix="conv", names=None, bn=None,
+                use_bias=False, pad_mode="same"):
     """Conv2D, BatchNormalization, activation.
 
     `names` maps "conv", "bn", "act" and "pad" to full layer names (default
@@ -115,18 +105,8 @@ def conv_bn_act(
     return _bn_act(x, names["bn"], bn, act, names["act"])
 
 
-def depthwise_separable(
-    x,
-    filters,
-    strides=1,
-    depth_multiplier=1,
-    kernel_size=3,
-    act="relu6",
-    block_id=1,
-    names=None,
-    bn=None,
-    pad_mode="bottom_right",
-):
+def depthwise_separable(x, filters, strides=1, depth_multiplier=1, kernel_size=3, act="relu6",
+                        block_id=1, names=None, bn=None, pad_mode="bottom_right"):
     """Depthwise 3x3 + BN + act, pointwise 1x1 + BN + act (MobileNet V1).
 
     Default names follow keras.applications: `conv_pad_{i}`, `conv_dw_{i}`,
@@ -180,21 +160,9 @@ IR_NAMES_KERAS_V2 = {
 }
 
 
-def inverted_residual(
-    x,
-    filters,
-    expand_filters,
-    kernel_size=3,
-    strides=1,
-    act="relu6",
-    se_filters=None,
-    se=None,
-    prefix="block_",
-    names=IR_NAMES_KERAS_V2,
-    bn=None,
-    pad_mode="keras",
-    residual=True,
-):
+def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act="relu6",
+                      se_filters=None, se=None, prefix="block_", names=IR_NAMES_KERAS_V2, bn=None,
+                      pad_mode="keras", residual=True):
     """Inverted residual (MobileNetV2/V3, MnasNet).
 
     1x1 expansion (skipped when `expand_filters` is None), depthwise conv,
@@ -245,15 +213,8 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
     return layers.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
 
 
-def fire(
-    x,
-    squeeze_filters,
-    expand1x1_filters,
-    expand3x3_filters,
-    bypass=False,
-    prefix="fire",
-    names=None,
-):
+def fire(x, squeeze_filters, expand1x1_filters, expand3x3_filters, bypass=False, prefix="fire",
+         names=None):
     """Fire module (SqueezeNet): 1x1 squeeze + ReLU, then 1x1 and 3x3 expand
     convs + ReLU, concatenated; with `bypass`, the input is added to the output.
 
@@ -326,16 +287,8 @@ def grouped_pointwise(x, filters, groups, mode="split", name="gconv"):
     return group_conv(x, filters, 1, groups, use_bias=False, name=name)
 
 
-def shufflenet_v1_unit(
-    x,
-    filters,
-    groups,
-    strides=1,
-    pw_groups=None,
-    mode="split",
-    prefix="stage2_unit1",
-    bn=None,
-):
+def shufflenet_v1_unit(x, filters, groups, strides=1, pw_groups=None, mode="split",
+                       prefix="stage2_unit1", bn=None):
     """ShuffleNet V1 unit (paper Fig. 2b/2c).
 
     Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3
@@ -389,15 +342,8 @@ SHUFFLE_V2_NAMES_TORCH = {
 }
 
 
-def shufflenet_v2_unit(
-    x,
-    filters,
-    strides=1,
-    act="relu",
-    prefix="stage2_0_",
-    names=SHUFFLE_V2_NAMES_TORCH,
-    bn=None,
-):
+def shufflenet_v2_unit(x, filters, strides=1, act="relu", prefix="stage2_0_",
+                       names=SHUFFLE_V2_NAMES_TORCH, bn=None):
     """ShuffleNet V2 unit (paper Fig. 3c/3d), in torchvision's channel order.
 
     Stride 1: the input's first half passes through, the second half goes

@@ -139,17 +139,8 @@ class ChannelShuffle(keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
-def group_conv(
-    x,
-    filters,
-    kernel_size,
-    groups,
-    strides=1,
-    padding="same",
-    use_bias=False,
-    name=None,
-    **conv_kwargs,
-):
+def group_conv(x, filters, kernel_size, groups, strides=1, padding="same", use_bias=False,
+               name=None, **conv_kwargs):
     """Grouped convolution as channels-last split, per-group `Conv2D`, concat
     (portable, unlike `Conv2D(groups=g)`); with `groups=1` one `Conv2D` `name`.
 

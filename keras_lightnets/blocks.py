@@ -91,17 +91,13 @@ def conv_bn_act(x, filters, kernel_size, strides=1, act="relu", prefix="conv", n
     `{prefix}`, `{prefix}_bn`, `{prefix}_{act}`, `{prefix}_pad`). `pad_mode`
     "same" uses TF padding; other modes are those of `pad_for_stride`.
     """
-    names = {
-        "conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
-        "pad": f"{prefix}_pad", **(names or {}),
-    }
+    names = {"conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
+             "pad": f"{prefix}_pad", **(names or {})}
     padding = "same"
     if pad_mode != "same":
         x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, names["pad"])
-    x = layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding,
-        use_bias=use_bias, name=names["conv"],
-    )(x)
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                      use_bias=use_bias, name=names["conv"])(x)
     return _bn_act(x, names["bn"], bn, act, names["act"])
 
 
@@ -120,10 +116,8 @@ def depthwise_separable(x, filters, strides=1, depth_multiplier=1, kernel_size=3
     }
     n = {k: v.format(block_id) for k, v in n.items()}
     x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
-    x = layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding,
-        depth_multiplier=depth_multiplier, use_bias=False, name=n["dw"],
-    )(x)
+    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding,
+                               depth_multiplier=depth_multiplier, use_bias=False, name=n["dw"])(x)
     x = _bn_act(x, n["dw_bn"], bn, act, n["dw_act"])
     return _pointwise(x, filters, n["pw"], n["pw_bn"], bn, act, n["pw_act"])
 
@@ -184,9 +178,8 @@ def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act=
     if expand_filters is not None:
         x = _pointwise(x, expand_filters, n["expand"], n["expand_bn"], bn, act, n["expand_act"])
     x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
-    x = layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding, use_bias=False, name=n["dw"]
-    )(x)
+    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False,
+                               name=n["dw"])(x)
     x = _bn_act(x, n["dw_bn"], bn, act, n["dw_act"])
     if se_filters:
         x = squeeze_excite(x, se_filters, prefix=prefix, **(se or {}))
@@ -203,9 +196,8 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
     when any is missing), then a 'valid' pool `{name}`.
     """
     if pool_size < strides:
-        raise ValueError(
-            f"Ceil-mode pooling needs `pool_size >= strides`. Received: pool_size={pool_size}"
-        )
+        raise ValueError(f"Ceil-mode pooling needs `pool_size >= strides`. "
+                         f"Received: pool_size={pool_size}")
     pads = [strides - 1 if size is None else (pool_size - size) % strides
             for size in x.shape[1:3]]
     if any(pads):
@@ -230,10 +222,8 @@ def fire(x, squeeze_filters, expand1x1_filters, expand3x3_filters, bypass=False,
     in_filters = x.shape[-1]
     out_filters = expand1x1_filters + expand3x3_filters
     if bypass and in_filters != out_filters:
-        raise ValueError(
-            f"The simple bypass needs equal input and output channels ({in_filters} in, "
-            f"{out_filters} out). Received: bypass={bypass}"
-        )
+        raise ValueError(f"The simple bypass needs equal input and output channels "
+                         f"({in_filters} in, {out_filters} out). Received: bypass={bypass}")
     s = layers.Conv2D(squeeze_filters, 1, name=n["squeeze"])(x)
     s = layers.ReLU(name=n["squeeze_act"])(s)
     e1 = layers.Conv2D(expand1x1_filters, 1, name=n["expand1x1"])(s)

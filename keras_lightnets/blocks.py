@@ -1,8 +1,7 @@
 """Block builders shared by the model families.
 
-Each builder takes a `prefix` from which every layer name is derived.
-Name suffixes come from a `names` mapping so that one builder serves families
-whose published weights use different layer names.
+Layer names derive from a `prefix` and a `names` mapping of suffixes, so one
+builder serves families whose published weights use different names.
 """
 
 from keras import layers
@@ -12,12 +11,8 @@ from keras_lightnets.layers import group_conv
 
 
 def make_divisible(value, divisor=8, min_value=None):
-    """Rounds a channel count to a multiple of `divisor`.
-
-    Rounds to the nearest multiple, but never below `min_value` (default
-    `divisor`) and never more than 10% below `value`, as in the MobileNet
-    reference code.
-    """
+    """`value` to the nearest multiple of `divisor`, at least `min_value` (default
+    `divisor`) and not more than 10% below `value` (the MobileNet reference code)."""
     if min_value is None:
         min_value = divisor
     new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
@@ -27,11 +22,7 @@ def make_divisible(value, divisor=8, min_value=None):
 
 
 def correct_pad(input_size, kernel_size):
-    """Zero padding that makes a stride-2 'valid' conv match TF 'same'.
-
-    Same as keras.applications' `correct_pad`, from the static spatial size
-    (`(rows, cols)`, entries may be None).
-    """
+    """keras.applications' `correct_pad` from the static `(rows, cols)` (may be None)."""
     rows = input_size[0]
     adjust = (1, 1) if rows is None else (1 - input_size[0] % 2, 1 - input_size[1] % 2)
     half = kernel_size // 2
@@ -39,10 +30,8 @@ def correct_pad(input_size, kernel_size):
 
 
 def activation(kind, name=None):
-    """The layer for activation `kind`; None gives None.
-
-    Kinds: "relu", "relu6", "hard_swish", "hard_sigmoid", "swish", "sigmoid".
-    """
+    """The layer for activation `kind` (relu, relu6, hard_swish, hard_sigmoid, swish,
+    sigmoid); None gives None."""
     if kind is None:
         return None
     if kind == "relu":
@@ -63,12 +52,22 @@ def apply_activation(x, kind, name):
     return x if layer is None else layer(x)
 
 
+def _bn_act(x, bn_name, bn, act=None, act_name=None):
+    x = layers.BatchNormalization(name=bn_name, **(bn or {}))(x)
+    return apply_activation(x, act, act_name)
+
+
+def _pointwise(x, filters, name, bn_name, bn, act=None, act_name=None, padding="same"):
+    """1x1 Conv2D without bias, batch norm, activation."""
+    x = layers.Conv2D(filters, 1, padding=padding, use_bias=False, name=name)(x)
+    return _bn_act(x, bn_name, bn, act, act_name)
+
+
 def pad_for_stride(x, kernel_size, stride, mode, name):
     """Explicit padding before a strided 'valid' conv; returns (x, padding).
 
-    Modes: "keras" (keras.applications' `correct_pad`), "bottom_right"
-    (MobileNet V1: one row and column after), "symmetric" (PyTorch:
-    `kernel_size // 2` on every side, used for every stride).
+    Modes: "keras" (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric"
+    (PyTorch: `kernel_size // 2` on every side, at every stride).
     """
     if mode == "symmetric":
         half = kernel_size // 2
@@ -84,51 +83,26 @@ def pad_for_stride(x, kernel_size, stride, mode, name):
     return layers.ZeroPadding2D(pad, name=name)(x), "valid"
 
 
-def conv_bn_act(
-    x,
-    filters,
-    kernel_size,
-    strides=1,
-    act="relu",
-    prefix="conv",
-    names=None,
-    bn=None,
-    use_bias=False,
-    pad_mode="same",
-):
+def conv_bn_act(x, filters, kernel_size, strides=1, act="relu", prefix="conv", names=None, bn=None,
+                use_bias=False, pad_mode="same"):
     """Conv2D, BatchNormalization, activation.
 
     `names` maps "conv", "bn", "act" and "pad" to full layer names (default
     `{prefix}`, `{prefix}_bn`, `{prefix}_{act}`, `{prefix}_pad`). `pad_mode`
     "same" uses TF padding; other modes are those of `pad_for_stride`.
     """
-    names = {
-        "conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
-        "pad": f"{prefix}_pad", **(names or {}),
-    }
+    names = {"conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
+             "pad": f"{prefix}_pad", **(names or {})}
     padding = "same"
     if pad_mode != "same":
         x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, names["pad"])
-    x = layers.Conv2D(
-        filters, kernel_size, strides=strides, padding=padding,
-        use_bias=use_bias, name=names["conv"],
-    )(x)
-    x = layers.BatchNormalization(name=names["bn"], **(bn or {}))(x)
-    return apply_activation(x, act, names["act"])
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                      use_bias=use_bias, name=names["conv"])(x)
+    return _bn_act(x, names["bn"], bn, act, names["act"])
 
 
-def depthwise_separable(
-    x,
-    filters,
-    strides=1,
-    depth_multiplier=1,
-    kernel_size=3,
-    act="relu6",
-    block_id=1,
-    names=None,
-    bn=None,
-    pad_mode="bottom_right",
-):
+def depthwise_separable(x, filters, strides=1, depth_multiplier=1, kernel_size=3, act="relu6",
+                        block_id=1, names=None, bn=None, pad_mode="bottom_right"):
     """Depthwise 3x3 + BN + act, pointwise 1x1 + BN + act (MobileNet V1).
 
     Default names follow keras.applications: `conv_pad_{i}`, `conv_dw_{i}`,
@@ -142,15 +116,10 @@ def depthwise_separable(
     }
     n = {k: v.format(block_id) for k, v in n.items()}
     x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
-    x = layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding,
-        depth_multiplier=depth_multiplier, use_bias=False, name=n["dw"],
-    )(x)
-    x = layers.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
-    x = apply_activation(x, act, n["dw_act"])
-    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=n["pw"])(x)
-    x = layers.BatchNormalization(name=n["pw_bn"], **(bn or {}))(x)
-    return apply_activation(x, act, n["pw_act"])
+    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding,
+                               depth_multiplier=depth_multiplier, use_bias=False, name=n["dw"])(x)
+    x = _bn_act(x, n["dw_bn"], bn, act, n["dw_act"])
+    return _pointwise(x, filters, n["pw"], n["pw_bn"], bn, act, n["pw_act"])
 
 
 def squeeze_excite(
@@ -185,21 +154,9 @@ IR_NAMES_KERAS_V2 = {
 }
 
 
-def inverted_residual(
-    x,
-    filters,
-    expand_filters,
-    kernel_size=3,
-    strides=1,
-    act="relu6",
-    se_filters=None,
-    se=None,
-    prefix="block_",
-    names=IR_NAMES_KERAS_V2,
-    bn=None,
-    pad_mode="keras",
-    residual=True,
-):
+def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act="relu6",
+                      se_filters=None, se=None, prefix="block_", names=IR_NAMES_KERAS_V2, bn=None,
+                      pad_mode="keras", residual=True):
     """Inverted residual (MobileNetV2/V3, MnasNet).
 
     1x1 expansion (skipped when `expand_filters` is None), depthwise conv,
@@ -219,42 +176,28 @@ def inverted_residual(
     shortcut = x
     in_filters = x.shape[-1]
     if expand_filters is not None:
-        x = layers.Conv2D(expand_filters, 1, padding="same", use_bias=False, name=n["expand"])(x)
-        x = layers.BatchNormalization(name=n["expand_bn"], **(bn or {}))(x)
-        x = apply_activation(x, act, n["expand_act"])
+        x = _pointwise(x, expand_filters, n["expand"], n["expand_bn"], bn, act, n["expand_act"])
     x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
-    x = layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding=padding, use_bias=False, name=n["dw"]
-    )(x)
-    x = layers.BatchNormalization(name=n["dw_bn"], **(bn or {}))(x)
-    x = apply_activation(x, act, n["dw_act"])
+    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False,
+                               name=n["dw"])(x)
+    x = _bn_act(x, n["dw_bn"], bn, act, n["dw_act"])
     if se_filters:
         x = squeeze_excite(x, se_filters, prefix=prefix, **(se or {}))
-    x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=n["project"])(x)
-    x = layers.BatchNormalization(name=n["project_bn"], **(bn or {}))(x)
+    x = _pointwise(x, filters, n["project"], n["project_bn"], bn)
     if residual and strides == 1 and in_filters == filters:
         x = layers.Add(name=n["add"])([shortcut, x])
     return x
 
 
 def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
-    """Max pooling with PyTorch's `ceil_mode=True` and no padding.
+    """Max pooling with PyTorch's `ceil_mode=True` on a non-negative (post-ReLU) map.
 
-    PyTorch keeps a last, partial window when the input does not tile
-    exactly: `ceil((size - pool_size) / strides) + 1` outputs. Here that is
-    zero padding after the map (bottom/right) and a 'valid' pool: the
-    `(pool_size - size) % strides` missing rows/cols when the size is static
-    (no padding layer when none are missing), `strides - 1` when it is
-    dynamic (a surplus row is never read by a window). PyTorch ignores the
-    missing cells; zero padding is the same only on non-negative maps, so
-    callers pool post-ReLU activations (as SqueezeNet does).
-
-    Layers: `{name}_pad` (when needed) and `{name}`.
+    The partial last window comes from zero padding after the map (`{name}_pad`,
+    when any is missing), then a 'valid' pool `{name}`.
     """
     if pool_size < strides:
-        raise ValueError(
-            f"Ceil-mode pooling needs `pool_size >= strides`. Received: pool_size={pool_size}"
-        )
+        raise ValueError(f"Ceil-mode pooling needs `pool_size >= strides`. "
+                         f"Received: pool_size={pool_size}")
     pads = [strides - 1 if size is None else (pool_size - size) % strides
             for size in x.shape[1:3]]
     if any(pads):
@@ -262,25 +205,12 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
     return layers.MaxPooling2D(pool_size, strides=strides, padding="valid", name=name)(x)
 
 
-def fire(
-    x,
-    squeeze_filters,
-    expand1x1_filters,
-    expand3x3_filters,
-    bypass=False,
-    prefix="fire",
-    names=None,
-):
+def fire(x, squeeze_filters, expand1x1_filters, expand3x3_filters, bypass=False, prefix="fire",
+         names=None):
     """Fire module (SqueezeNet): 1x1 squeeze + ReLU, then 1x1 and 3x3 expand
-    convs + ReLU, concatenated (1x1 channels first).
+    convs + ReLU, concatenated; with `bypass`, the input is added to the output.
 
-    With `bypass`, the paper's simple bypass: the input is added to the
-    output, which needs equal input and output channels.
-
-    `names` maps "squeeze", "squeeze_act", "expand1x1", "expand1x1_act",
-    "expand3x3", "expand3x3_act", "concat" and "bypass" to suffixes after
-    `{prefix}_`; the defaults are torchvision's `Fire` attribute names
-    (`{prefix}_squeeze`, `{prefix}_squeeze_activation`, ...).
+    `names` maps suffixes after `{prefix}_`; defaults are torchvision's `Fire`.
     """
     n = {
         "squeeze": "squeeze", "squeeze_act": "squeeze_activation",
@@ -292,10 +222,8 @@ def fire(
     in_filters = x.shape[-1]
     out_filters = expand1x1_filters + expand3x3_filters
     if bypass and in_filters != out_filters:
-        raise ValueError(
-            f"The simple bypass needs equal input and output channels ({in_filters} in, "
-            f"{out_filters} out). Received: bypass={bypass}"
-        )
+        raise ValueError(f"The simple bypass needs equal input and output channels "
+                         f"({in_filters} in, {out_filters} out). Received: bypass={bypass}")
     s = layers.Conv2D(squeeze_filters, 1, name=n["squeeze"])(x)
     s = layers.ReLU(name=n["squeeze_act"])(s)
     e1 = layers.Conv2D(expand1x1_filters, 1, name=n["expand1x1"])(s)
@@ -312,18 +240,9 @@ def fire(
 def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", nonnegative=False):
     """PyTorch's `MaxPool2d` / `AvgPool2d(pool_size, strides, padding=pool_size // 2)`.
 
-    Floor-mode output size, symmetric padding, exactly as PyTorch:
-    - "max" pads with -inf. On a `nonnegative` map (after ReLU) zeros do the
-      same: layers `{name}_pad`, `{name}` (PAD + MAX_POOL_2D, the cheapest
-      form in TFLite). Otherwise a stride-1 'same' max pool pads
-      `(pool_size - 1) / 2` with -inf on each side (odd `pool_size`), so it
-      computes PyTorch's window at every position, and a 1x1 pool at
-      `strides` keeps PyTorch's positions: layers `{name}`,
-      `{name}_subsample` (4x the comparisons, and XNNPACK does not run the
-      1x1 pool, which splits the TFLite graph in two).
-    - "avg" pads with zeros that count in the mean (`count_include_pad=True`,
-      PyTorch's default). Layers: `{name}_pad`, `{name}` (the package's
-      `AveragePooling2D`, which int8 export makes a depthwise convolution).
+    "max" on a `nonnegative` map pads with zeros (`{name}_pad`, `{name}`); else a
+    stride-1 'same' pool `{name}` then a 1x1 pool `{name}_subsample`. "avg" counts
+    the zero padding in the mean (`count_include_pad=True`).
     """
     if kind == "max" and nonnegative:
         half = pool_size // 2
@@ -351,28 +270,15 @@ GROUP_CONV_MODES = ("split", "native")
 
 
 def grouped_pointwise(x, filters, groups, mode="split", name="gconv"):
-    """1x1 grouped convolution without bias.
-
-    "split" is `group_conv` (channel split, one `Conv2D` per group, concat:
-    portable to TFLite, its delegates and ONNX). "native" is one
-    `Conv2D(groups=groups)`: TFLite converts it, tf2onnx cannot, and TF runs
-    it through XLA on CPU. With `groups=1` both are one `Conv2D` `{name}`.
-    """
+    """1x1 grouped convolution without bias: "split" is the portable `group_conv`,
+    "native" one `Conv2D(groups=groups)`; with `groups=1` both are one `Conv2D`."""
     if mode == "native" or groups == 1:
         return layers.Conv2D(filters, 1, groups=groups, use_bias=False, name=name)(x)
     return group_conv(x, filters, 1, groups, use_bias=False, name=name)
 
 
-def shufflenet_v1_unit(
-    x,
-    filters,
-    groups,
-    strides=1,
-    pw_groups=None,
-    mode="split",
-    prefix="stage2_unit1",
-    bn=None,
-):
+def shufflenet_v1_unit(x, filters, groups, strides=1, pw_groups=None, mode="split",
+                       prefix="stage2_unit1", bn=None):
     """ShuffleNet V1 unit (paper Fig. 2b/2c).
 
     Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3
@@ -397,8 +303,7 @@ def shufflenet_v1_unit(
     branch_filters = filters - in_filters if strides > 1 else filters
     shortcut = x
     x = grouped_pointwise(x, bottleneck, pw_groups or groups, mode, f"{prefix}_gconv1")
-    x = layers.BatchNormalization(name=f"{prefix}_bn1", **bn)(x)
-    x = layers.ReLU(name=f"{prefix}_relu1")(x)
+    x = _bn_act(x, f"{prefix}_bn1", bn, "relu", f"{prefix}_relu1")
     if groups > 1:
         x = kl.ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
     x = _torch_depthwise(x, strides, f"{prefix}_dw_pad", f"{prefix}_dw")
@@ -406,11 +311,8 @@ def shufflenet_v1_unit(
     x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2")
     x = layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
     if strides > 1:
-        # The official code concatenates the pooled shortcut first, then applies
-        # ReLU. The shortcut, an average of a ReLU output, is never negative, so
-        # ReLU on the branch alone is the same function, and it fuses into the
-        # branch's last op: a ReLU after a concatenation stays a separate op,
-        # which XNNPACK does not run in int8 (a quarter of the int8 latency).
+        # ReLU on the branch alone (the pooled shortcut is never negative): it then
+        # fuses into the branch's last op instead of standing after the concat.
         x = layers.ReLU(name=f"{prefix}_relu")(x)
         shortcut = torch_pool(shortcut, "avg", 3, strides, f"{prefix}_pool")
         return layers.Concatenate(axis=-1, name=f"{prefix}_concat")([shortcut, x])
@@ -430,15 +332,8 @@ SHUFFLE_V2_NAMES_TORCH = {
 }
 
 
-def shufflenet_v2_unit(
-    x,
-    filters,
-    strides=1,
-    act="relu",
-    prefix="stage2_0_",
-    names=SHUFFLE_V2_NAMES_TORCH,
-    bn=None,
-):
+def shufflenet_v2_unit(x, filters, strides=1, act="relu", prefix="stage2_0_",
+                       names=SHUFFLE_V2_NAMES_TORCH, bn=None):
     """ShuffleNet V2 unit (paper Fig. 3c/3d), in torchvision's channel order.
 
     Stride 1: the input's first half passes through, the second half goes
@@ -459,18 +354,12 @@ def shufflenet_v2_unit(
         x1, x2 = kl.ChannelSplit(2, name=n["split"])(x)
     else:
         x1 = _torch_depthwise(x, strides, n["b1_pad"], n["b1_dw"])
-        x1 = layers.BatchNormalization(name=n["b1_dw_bn"], **bn)(x1)
-        x1 = layers.Conv2D(branch, 1, use_bias=False, name=n["b1_pw"])(x1)
-        x1 = layers.BatchNormalization(name=n["b1_pw_bn"], **bn)(x1)
-        x1 = apply_activation(x1, act, n["b1_act"])
+        x1 = _bn_act(x1, n["b1_dw_bn"], bn)
+        x1 = _pointwise(x1, branch, n["b1_pw"], n["b1_pw_bn"], bn, act, n["b1_act"], "valid")
         x2 = x
-    x2 = layers.Conv2D(branch, 1, use_bias=False, name=n["b2_pw1"])(x2)
-    x2 = layers.BatchNormalization(name=n["b2_pw1_bn"], **bn)(x2)
-    x2 = apply_activation(x2, act, n["b2_act1"])
+    x2 = _pointwise(x2, branch, n["b2_pw1"], n["b2_pw1_bn"], bn, act, n["b2_act1"], "valid")
     x2 = _torch_depthwise(x2, strides, n["b2_pad"], n["b2_dw"])
-    x2 = layers.BatchNormalization(name=n["b2_dw_bn"], **bn)(x2)
-    x2 = layers.Conv2D(branch, 1, use_bias=False, name=n["b2_pw2"])(x2)
-    x2 = layers.BatchNormalization(name=n["b2_pw2_bn"], **bn)(x2)
-    x2 = apply_activation(x2, act, n["b2_act2"])
+    x2 = _bn_act(x2, n["b2_dw_bn"], bn)
+    x2 = _pointwise(x2, branch, n["b2_pw2"], n["b2_pw2_bn"], bn, act, n["b2_act2"], "valid")
     x = layers.Concatenate(axis=-1, name=n["concat"])([x1, x2])
     return kl.ChannelShuffle(2, name=n["shuffle"])(x)

@@ -1,25 +1,31 @@
-"""Registered layers used by keras_lightnets models.
-
-Every op in a keras_lightnets graph is a real, serializable Keras layer: no
-`Lambda`, no raw arithmetic on symbolic tensors. That keeps
-`keras.models.load_model(..., safe_mode=True)` working and lets quantization
-and export see and annotate every op.
+"""Registered layers used by keras_lightnets models: every op is a real, serializable
+layer (no `Lambda`), so safe-mode loading works and quantization and export see it.
 """
 
 import keras
 from keras import ops
 
 PACKAGE = "keras_lightnets"
-
-
-# The registered layers by class name, filled by `_register`.
-CUSTOM_LAYERS = {}
+CUSTOM_LAYERS = {}  # the registered layers by class name, filled by `_register`
 
 
 def _register(cls):
     """Registers `cls`, which declares its `keras_lightnets.graph.traits` in `traits`."""
     CUSTOM_LAYERS[cls.__name__] = cls
     return keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+
+
+def _positive(name, value):
+    if int(value) < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+    return int(value)
+
+
+def _check_divides(input_shape, count, what, name):
+    channels = input_shape[-1]
+    if channels is not None and channels % count:
+        raise ValueError(f"The channel count {channels} is not divisible by the number of "
+                         f"{what}. Received: {name}={count}")
 
 
 @_register
@@ -50,11 +56,8 @@ class HardSwish(keras.layers.Layer):
 
 @_register
 class Rescaling(keras.layers.Rescaling):
-    """`keras.layers.Rescaling` (`x * scale + offset`): the embedded preprocessing.
-
-    Same arguments, config and values; export swaps in its own form of a
-    per-channel one.
-    """
+    """`keras.layers.Rescaling` (`x * scale + offset`): the embedded preprocessing,
+    marked so export can swap in its own form."""
 
     traits = ()
 
@@ -73,19 +76,10 @@ class ChannelSplit(keras.layers.Layer):
 
     def __init__(self, num_splits=2, **kwargs):
         super().__init__(**kwargs)
-        if int(num_splits) < 1:
-            raise ValueError(
-                f"`num_splits` must be a positive integer. Received: num_splits={num_splits}"
-            )
-        self.num_splits = int(num_splits)
+        self.num_splits = _positive("num_splits", num_splits)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None and channels % self.num_splits:
-            raise ValueError(
-                f"The channel count {channels} is not divisible by the number of splits. "
-                f"Received: num_splits={self.num_splits}"
-            )
+        _check_divides(input_shape, self.num_splits, "splits", "num_splits")
 
     def call(self, inputs):
         if self.num_splits == 1:
@@ -102,11 +96,7 @@ class ChannelSplit(keras.layers.Layer):
 
 
 def shuffle_channels(inputs, groups, backend):
-    """ChannelShuffle's computation with `backend`'s reshape/transpose/shape.
-
-    `backend` is `keras.ops`, or `tensorflow` for the tf_keras twin: both
-    spell the three ops the same way.
-    """
+    """ChannelShuffle's computation with `backend` (`keras.ops` or `tensorflow`)."""
     if groups == 1:
         return inputs
     channels = inputs.shape[-1]
@@ -124,9 +114,7 @@ class ChannelShuffle(keras.layers.Layer):
     """Channel shuffle of ShuffleNet on a channels-last tensor.
 
     Channel `g * (C // groups) + i` moves to position `i * groups + g`, as in
-    the reference implementations. The graph is reshape-transpose-reshape on a
-    3-D view (pixels, groups, channels per group), never above 4-D, so
-    GPU delegates accept it.
+    the reference implementations, by reshape-transpose-reshape, never above 4-D.
 
     Args:
         groups: number of channel groups to interleave.
@@ -136,17 +124,10 @@ class ChannelShuffle(keras.layers.Layer):
 
     def __init__(self, groups=2, **kwargs):
         super().__init__(**kwargs)
-        if int(groups) < 1:
-            raise ValueError(f"`groups` must be a positive integer. Received: groups={groups}")
-        self.groups = int(groups)
+        self.groups = _positive("groups", groups)
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None and channels % self.groups:
-            raise ValueError(
-                f"The channel count {channels} is not divisible by the number of groups. "
-                f"Received: groups={self.groups}"
-            )
+        _check_divides(input_shape, self.groups, "groups", "groups")
 
     def call(self, inputs):
         return shuffle_channels(inputs, self.groups, ops)
@@ -158,22 +139,10 @@ class ChannelShuffle(keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups}
 
 
-def group_conv(
-    x,
-    filters,
-    kernel_size,
-    groups,
-    strides=1,
-    padding="same",
-    use_bias=False,
-    name=None,
-    **conv_kwargs,
-):
-    """Grouped convolution as channels-last split, per-group `Conv2D`, concat.
-
-    Portable to every runtime and delegate, unlike `Conv2D(groups=g)`, which
-    compiles through XLA and which not every converter takes. With
-    `groups=1` it is a single `Conv2D` called `name`.
+def group_conv(x, filters, kernel_size, groups, strides=1, padding="same", use_bias=False,
+               name=None, **conv_kwargs):
+    """Grouped convolution as channels-last split, per-group `Conv2D`, concat
+    (portable, unlike `Conv2D(groups=g)`); with `groups=1` one `Conv2D` `name`.
 
     Args:
         x: channels-last input tensor.
@@ -191,29 +160,22 @@ def group_conv(
         raise ValueError(
             f"`filters` ({filters}) must be divisible by `groups`. Received: groups={groups}"
         )
+    def conv(width, layer_name):
+        return keras.layers.Conv2D(width, kernel_size, strides=strides, padding=padding,
+                                   use_bias=use_bias, name=layer_name, **conv_kwargs)
+
     if groups == 1:
-        return keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding,
-            use_bias=use_bias, name=name, **conv_kwargs,
-        )(x)
+        return conv(filters, name)(x)
     base = name or "group_conv"
     parts = ChannelSplit(groups, name=f"{base}_split")(x)
-    outs = [
-        keras.layers.Conv2D(
-            filters // groups, kernel_size, strides=strides, padding=padding,
-            use_bias=use_bias, name=f"{base}_g{i}", **conv_kwargs,
-        )(part)
-        for i, part in enumerate(parts)
-    ]
+    outs = [conv(filters // groups, f"{base}_g{i}")(part) for i, part in enumerate(parts)]
     return keras.layers.Concatenate(axis=-1, name=f"{base}_concat")(outs)
 
 
 @_register
 class AveragePooling2D(keras.layers.AveragePooling2D):
-    """`keras.layers.AveragePooling2D`: ShuffleNet V1's shortcut pools.
-
-    Same arguments, config and values; export swaps in its own form.
-    """
+    """`keras.layers.AveragePooling2D` (ShuffleNet V1's shortcut pools), marked so
+    export can swap in its own form."""
 
     traits = ("per_channel",)
 
@@ -233,8 +195,7 @@ class ChannelSlice(keras.layers.Layer):
         self.start, self.stop = int(start), int(stop)
 
     def call(self, inputs):
-        # A slice of static size (-1, "the rest", only where a dimension is unknown),
-        # which runtimes run as a plain SLICE.
+        # Static sizes (-1 only where unknown), so it stays a plain slice.
         sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
         return ops.slice(inputs, [0] * len(sizes) + [self.start],
                          sizes + [self.stop - self.start])

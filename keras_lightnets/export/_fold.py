@@ -1,11 +1,8 @@
 """Batch norm folded into the layers before it, on a copy of a Keras 3 model.
 
-The TFLite converter folds a batch norm into the convolution that alone feeds
-it. One after a concatenation of convolutions, the output of the package's
-split grouped convolutions (ShuffleNet V1), stays as MUL + ADD, and the ReLU
-after it as an op of its own, which XNNPACK does not run in int8. Here both
-move into each convolution of the group, so the file has neither. The copy
-computes the same function; the model is not changed.
+The converter leaves a batch norm after a concatenation of convolutions (split
+grouped convolutions) as MUL + ADD and its ReLU as a slow op of its own; here
+both move into each convolution. The model is not changed.
 """
 
 import collections
@@ -13,14 +10,7 @@ import collections
 import keras
 import numpy as np
 
-from keras_lightnets.graph import (
-    activation_name,
-    consumers,
-    copy_layer,
-    nodes,
-    producers,
-    traits,
-)
+from keras_lightnets.graph import activation_name, consumers, copy_layer, nodes, producers, traits
 from keras_lightnets.graph import functional as graph
 
 # Layers a batch norm folds into (and whose weights int8 rounding fits).
@@ -50,15 +40,9 @@ Fold = collections.namedtuple("Fold", "bn start end relu")
 
 
 def fold_plan(model):
-    """`{fitted layer name: Fold or None}`.
-
-    A batch norm folds into the layer that alone feeds it, or, split by channel,
-    into every layer of a concatenation of fitted layers (a grouped convolution
-    built as one `Conv2D` per group), which TFLite leaves as MUL + ADD after the
-    concatenation. The ReLU after such a batch norm then moves before the
-    concatenation too, where TFLite fuses it into each layer: on its own
-    after a concatenation it is an int8 op XNNPACK does not run.
-    """
+    """`{fitted layer name: Fold or None}`: a batch norm folds into the layer that
+    alone feeds it or, split by channel with its ReLU, into every layer of a
+    concatenation of fitted layers."""
     graph_nodes = nodes(model)
     calls = collections.Counter(id(node.operation) for node in graph_nodes)
     takers = consumers(graph_nodes)
@@ -100,17 +84,8 @@ def fold_plan(model):
 
 
 def fold(model, plan=None):
-    """A copy of `model` with batch norm folded into the fitted layers.
-
-    Args:
-        model: a Keras 3 functional or Sequential model.
-        plan: `fold_plan(model)` (the default), or part of it.
-
-    Each planned layer gets a bias. The batch norms folded, and the ReLUs
-    moved before a concatenation (a copy of the ReLU, `{layer}_relu`, follows
-    each layer), leave the graph (an `Identity` in a Sequential model).
-    Outputs equal the model's up to float rounding.
-    """
+    """A copy of `model` with batch norm folded into the fitted layers of `plan`
+    (default `fold_plan(model)`); each gets a bias, a moved ReLU is `{layer}_relu`."""
     plan = fold_plan(model) if plan is None else plan
     folds = {name: entry for name, entry in plan.items() if entry is not None}
     folded = {entry.bn for entry in folds.values()} | {
@@ -153,22 +128,18 @@ def fold(model, plan=None):
 def folded_weights(layer, bn=None, part=slice(None)):
     """`(kernel, bias)` of a fitted `layer` in float64 (a bias even where it has none),
     with the channels `part` of batch norm `bn` folded in."""
-    kernel = np.asarray(layer.kernel, "float64")
-    bias = (np.asarray(layer.bias, "float64") if layer.use_bias
-            else np.zeros(out_channels(layer)))
+    f64 = lambda w: np.asarray(w, "float64")  # noqa: E731
+    kernel = f64(layer.kernel)
+    bias = f64(layer.bias) if layer.use_bias else np.zeros(out_channels(layer))
     if bn is not None:
-        scale = 1.0 / np.sqrt(_float64(bn.moving_variance)[part] + bn.epsilon)
+        scale = 1.0 / np.sqrt(f64(bn.moving_variance)[part] + bn.epsilon)
         if bn.scale:
-            scale = scale * _float64(bn.gamma)[part]
-        bias = (bias - _float64(bn.moving_mean)[part]) * scale
+            scale = scale * f64(bn.gamma)[part]
+        bias = (bias - f64(bn.moving_mean)[part]) * scale
         if bn.center:
-            bias = bias + _float64(bn.beta)[part]
+            bias = bias + f64(bn.beta)[part]
         kernel = kernel * scale.reshape(kernel.shape[-2:] if depthwise(layer) else -1)
     return kernel, bias
-
-
-def _float64(weight):
-    return np.asarray(weight, "float64")
 
 
 def depthwise(layer):
@@ -181,9 +152,8 @@ def out_channels(layer):
 
 
 def fold_concatenated(model):
-    """`model` with only the batch norms after concatenations folded (see the
-    module docstring), or `model` itself when it has none: the converter
-    folds the others."""
+    """`model` with only the batch norms after concatenations folded (the converter
+    folds the others), or `model` itself when it has none."""
     if graph(model) is None or isinstance(model, keras.Sequential):
         return model
     plan = fold_plan(model)

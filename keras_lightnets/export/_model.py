@@ -1,9 +1,5 @@
-"""What the exporters need to know about a model, for Keras 3 and tf_keras.
-
-A model is either a Keras 3 `keras.Model` (TensorFlow backend) or a
-`tf_keras.Model` (the pruned and quantization-aware twins of
-`keras_lightnets.optimize`). tf_keras is never imported here: a model can only
-be a tf_keras one if the caller has imported it already.
+"""What the exporters need to know about a model, Keras 3 or tf_keras (the twins of
+`keras_lightnets.optimize`; never imported here: the caller has imported it).
 """
 
 import numbers
@@ -12,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from keras_lightnets._utils import received
+from keras_lightnets._utils import check
 from keras_lightnets.graph import is_tf_keras
 
 DEFAULT_INPUT_SIZE = 224
@@ -24,61 +20,47 @@ QAT_LAYERS = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
 
 def check_model(model):
     """Checks that `model` is an exportable one-input image model."""
-    if is_tf_keras(model):
-        pass
-    elif isinstance(model, keras.Model):
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(received(
-                "Export traces the model with TensorFlow; set KERAS_BACKEND=tensorflow "
-                "before importing keras.", backend=keras.backend.backend()))
-    else:
-        raise ValueError(received(
-            "`model` must be a Keras 3 `keras.Model` or a `tf_keras.Model`.",
-            model=type(model).__name__))
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4:
-        raise ValueError(received(
-            "`model` must have one 4-D (batch, rows, cols, channels) input.",
-            input_shapes=[tuple(t.shape) for t in model.inputs]))
+    if not is_tf_keras(model):
+        check(isinstance(model, keras.Model),
+              "`model` must be a Keras 3 `keras.Model` or a `tf_keras.Model`.",
+              model=type(model).__name__)
+        check(keras.backend.backend() == "tensorflow",
+              "Export traces the model with TensorFlow; set KERAS_BACKEND=tensorflow "
+              "before importing keras.", backend=keras.backend.backend())
+    check(len(model.inputs) == 1 and len(model.inputs[0].shape) == 4,
+          "`model` must have one 4-D (batch, rows, cols, channels) input.",
+          input_shapes=[tuple(t.shape) for t in model.inputs])
     return model
 
 
 def _check_positive_int(name, value, allow_none=False):
     if value is None and allow_none:
         return
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
-    if not ok:
-        what = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(received(f"`{name}` must be {what}.", **{name: value}))
+    what = "a positive integer or None" if allow_none else "a positive integer"
+    check(_positive_int(value), f"`{name}` must be {what}.", **{name: value})
+
+
+def _positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 def input_shape(model, batch_size, input_size=None, keep_dynamic=False):
-    """The static (batch, rows, cols, channels) shape the export is traced at.
+    """The (batch, rows, cols, channels) shape the export is traced at.
 
-    Args:
-        model: the model.
-        batch_size: a positive integer, or None for a dynamic batch.
-        input_size: int or (rows, cols) for a model whose spatial size is
-            None; defaults to 224. For a model with a static size it must
-            match it.
-        keep_dynamic: keep None spatial dimensions when `input_size` is None
-            (SavedModel, which serves any size).
+    `input_size` (int or (rows, cols), default 224) sets a None spatial size and
+    must match a static one; `keep_dynamic` keeps None sizes when it is None.
     """
     _check_positive_int("batch_size", batch_size, allow_none=True)
     _, rows, cols, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
     if input_size is not None:
         size = (input_size, input_size) if isinstance(input_size, numbers.Integral) else input_size
-        ok = (isinstance(size, (tuple, list)) and len(size) == 2
-              and all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0
-                      for d in size))
-        if not ok:
-            raise ValueError(received(
-                "`input_size` must be a positive integer or a (rows, cols) pair.",
-                input_size=input_size))
-        for static, wanted in ((rows, size[0]), (cols, size[1])):
-            if static is not None and static != wanted:
-                raise ValueError(received(
-                    f"The model is built for {rows}x{cols} inputs; rebuild it with "
-                    "`input_shape` to export another size.", input_size=input_size))
+        check(isinstance(size, (tuple, list)) and len(size) == 2
+              and all(map(_positive_int, size)),
+              "`input_size` must be a positive integer or a (rows, cols) pair.",
+              input_size=input_size)
+        check(rows in (None, size[0]) and cols in (None, size[1]),
+              f"The model is built for {rows}x{cols} inputs; rebuild it with "
+              "`input_shape` to export another size.", input_size=input_size)
         rows, cols = int(size[0]), int(size[1])
     elif not keep_dynamic:
         rows = DEFAULT_INPUT_SIZE if rows is None else rows
@@ -144,12 +126,7 @@ def all_layers(model):
 
 
 def expects_raw_pixels(model):
-    """Whether `model` embeds its preprocessing and takes raw [0, 255] pixels.
-
-    True when the first layer after the input is a `Rescaling` or
-    `Normalization` layer (`include_preprocessing=True` families). Otherwise
-    the model takes what its family's `preprocess_input` returns.
-    """
+    """Whether `model` takes raw [0, 255] pixels: its first layer is preprocessing."""
     for layer in model.layers:
         name = type(_unwrapped(layer)).__name__
         if name not in ("InputLayer", "QuantizeLayer"):
@@ -175,11 +152,7 @@ def grouped_conv_layers(model):
 
 
 def random_inputs(model, shape, count, seed=0):
-    """`count` deterministic random inputs in the model's input domain.
-
-    Raw pixels in [0, 255] for models with embedded preprocessing, values in
-    [-1, 1] for the others.
-    """
+    """`count` deterministic uniform inputs in [0, 255] or [-1, 1] (the model's domain)."""
     rng = np.random.default_rng(seed)
     low, high = (0.0, 255.0) if expects_raw_pixels(model) else (-1.0, 1.0)
     return rng.uniform(low, high, (count, *shape[1:])).astype("float32")
@@ -197,15 +170,9 @@ def _upsampled(grid, rows, cols):
 
 
 def synthetic_images(model, shape, count, seed=0):
-    """`count` deterministic photo-like images in the model's input domain.
-
-    A smooth random colour field (random grids of 2 to 32 cells upsampled,
-    the coarse ones strongest) with a few sharp-edged discs and boxes. A
-    classifier ranks classes on them with photo-like confidence, where on
-    uniform noise its outputs are flat and a faithful quantized file reorders
-    them. Raw pixels in [0, 255] for models with embedded preprocessing,
-    values in [-1, 1] for the others.
-    """
+    """`count` deterministic photo-like images in the model's input domain: smooth
+    colour fields with sharp discs and boxes, on which (unlike uniform noise) a
+    classifier's ranking is confident enough to compare files by."""
     rng = np.random.default_rng(seed)
     rows, cols, channels = shape[1:]
     y, x = np.mgrid[0:rows, 0:cols]
@@ -230,22 +197,17 @@ def synthetic_images(model, shape, count, seed=0):
 
 def as_array(data, shape, name):
     """`data` as a finite float32 (n, rows, cols, channels) array matching `shape`."""
-    if isinstance(data, (str, bytes, os.PathLike)):
-        raise ValueError(received(f"`{name}` must hold images, not a path.", **{name: data}))
+    check(not isinstance(data, (str, bytes, os.PathLike)),
+          f"`{name}` must hold images, not a path.", **{name: data})
     x = np.asarray(data, dtype="float32")
     if x.ndim == 3:
         x = x[None]
-    if x.ndim != 4 or any(
-        want is not None and got != want for got, want in zip(x.shape[1:], shape[1:], strict=True)
-    ):
-        raise ValueError(received(
-            f"`{name}` must hold images of shape {tuple(shape[1:])}.",
-            **{f"{name}.shape": x.shape}))
-    finite = np.isfinite(x).reshape(len(x), -1).all(1)
-    if not finite.all():
-        raise ValueError(received(
-            f"`{name}` must hold finite values; {int(np.sum(~finite))} of {len(x)} image(s) "
-            "hold NaN or infinity.", **{f"{name}.nonfinite_images": int(np.sum(~finite))}))
+    check(x.ndim == 4 and all(want in (None, got) for got, want in zip(
+        x.shape[1:], shape[1:], strict=True)),
+        f"`{name}` must hold images of shape {tuple(shape[1:])}.", **{f"{name}.shape": x.shape})
+    bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(1)))
+    check(not bad, f"`{name}` must hold finite values; {bad} of {len(x)} image(s) "
+          "hold NaN or infinity.", **{f"{name}.nonfinite_images": bad})
     return x
 
 

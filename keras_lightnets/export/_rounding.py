@@ -1,33 +1,13 @@
 """Int8 weight rounding chosen on calibration images, for full-integer TFLite.
 
-The TFLite converter rounds each weight to the nearest step of its output
-channel's int8 grid (symmetric, `max |w| / 127`). In thin networks such as
-MobileNet 0.25 those rounding errors, and the int8 rounding of every
-activation, add up layer after layer: plain post-training quantization of the
-real MobileNet 0.25 agrees with its float model on 75-82% of top-1
-predictions (mean output cosine 0.976). Here the weights are put on that grid
-before the converter sees them, each rounded up or down so that every layer
-reproduces its float output (cosine 0.998, agreement 92-95%; the int8
-activations alone, with float weights, give 0.997):
-
-- The layers run in graph order on the calibration images twice side by side,
-  as the float model computes them and as the int8 file will (activations
-  rounded to int8 with their calibrated ranges), so each layer is fitted to
-  the inputs the int8 file really gives it, after the errors of the layers
-  before it (sequential correction).
-- A layer's target is the ridge least-squares map from those int8 inputs to
-  the float layer's outputs; when there are too few positions for that (a
-  classifier sees one per image), the float weights with the mean shift moved
-  into the bias (empirical bias correction: Nagel et al., "Data-Free
-  Quantization Through Weight Equalization and Bias Correction", ICCV 2019).
-- The target is rounded one input at a time, each rounding error spread over
-  the inputs not rounded yet and finally the 32-bit bias (GPTQ: Frantar et
-  al., ICLR 2023, after Optimal Brain Quantization).
-
-It converts a copy of the model with batch norm folded into the
-convolutions, so the converter quantizes exactly the chosen weights (each
-channel keeps a weight at 127 steps: the converter finds the same grid). The
-user's model is not changed.
+The converter rounds each weight to the nearest step of its channel's int8 grid;
+in thin networks those errors add up. Here each fitted layer's weights are put on
+that grid first, fitted to the float outputs from the inputs the int8 file really
+gives it (the layers run side by side, float and int8: sequential correction):
+a ridge least-squares target, or bias correction where positions are few (Nagel et
+al., ICCV 2019), rounded one input at a time with the error spread over the rest
+(GPTQ: Frantar et al., ICLR 2023). A copy with batch norm folded is converted,
+each channel keeping one weight at 127 steps so the converter finds the same grid.
 """
 
 import keras
@@ -43,8 +23,7 @@ MAX_SAMPLES = 16384
 # The least-squares target needs this many positions per input; with fewer only the
 # bias moves.
 FIT_SAMPLES_PER_INPUT = 16
-# Ridge (and GPTQ dampening) relative to the mean input energy: measured on MobileNet
-# 0.25, 0.1 to 0.3 beat 0.01 and 1.
+# Ridge (and GPTQ dampening) relative to the mean input energy.
 DAMPING = 0.1
 # Wider inputs (a 3x3 convolution over more than 227 channels) are rounded to nearest.
 MAX_INPUTS = 2048
@@ -97,11 +76,8 @@ def _same_pad(size, kernel, stride, dilation):
 
 
 def _patches(layer, pair, inputs, rng):
-    """Inputs of `layer` at random output positions, float and int8.
-
-    Returns two arrays (rows, inputs, groups): one group for Conv2D and Dense,
-    one per input channel for DepthwiseConv2D.
-    """
+    """Inputs of `layer` at random output positions, float and int8: two arrays
+    (rows, inputs, groups), one group per input channel for DepthwiseConv2D."""
     halves = [np.asarray(pair.float), np.asarray(pair.int)]
     samples = min(MAX_SAMPLES, SAMPLES_PER_INPUT * (inputs + 1))
     if type(layer).__name__ == "Dense":
@@ -147,8 +123,7 @@ def _moments(x_int, x_float):
     mean_f = np.mean(x_float, axis=0, dtype="float64").T
 
     def gram(a, b, mean_a, mean_b):
-        # TensorFlow's threads are busy with the model already; numpy's BLAS threads
-        # would fight them for the cores.
+        # TensorFlow's, not numpy's BLAS: its threads already hold the cores.
         inner = tf.einsum("rig,rjg->gij", a, b).numpy().astype("float64") / rows
         top = np.concatenate([inner, mean_a[:, :, None]], axis=2)
         bottom = np.concatenate([mean_b, np.ones((groups, 1))], axis=1)[:, None, :]
@@ -198,10 +173,8 @@ def _nearest(w):
 
 
 def _gptq(w, hessian, block=128):
-    """Rounds rows `:-1` of `w` (groups, inputs + 1, outputs) one at a time,
-    spreading each row's error over the rows after it (the last, the bias,
-    is not rounded). Rows go in blocks: the rows after a block take its
-    errors in one product."""
+    """Rounds rows `:-1` of `w` (groups, inputs + 1, outputs; the last is the bias)
+    one at a time, each error spread over the rows after it, in blocks."""
     w = w.copy()
     inputs = w.shape[1] - 1
     limit = np.max(np.abs(w[:, :inputs]), axis=1)  # (groups, outputs)
@@ -252,17 +225,13 @@ def _images_for(nodes, images):
     side = max(images.shape[1:3])  # bounds the size of a layer built for any size
     widest = max(int(np.prod([side if d is None else d for d in t.shape[1:]]))
                  for node in nodes for t in node.outputs)
-    # Float and int8 halves of an input and an output and temporaries (measured: about
-    # eight of the widest tensor per image in all), in float32.
+    # Float and int8 halves of an input, an output and temporaries: ~8 widest tensors.
     return images[:max(1, MEMORY // (8 * 4 * widest))]
 
 
 def rounded(model, images, seed=0):
-    """A copy of `model` whose fitted weights are on the int8 grid TFLite uses.
-
-    Returns the model itself when it has nothing to fit (or a graph this walk
-    cannot run); the copy otherwise. `model` is not changed.
-    """
+    """A copy of `model` whose fitted weights are on the int8 grid TFLite uses,
+    or `model` itself when it has nothing to fit."""
     if graph.functional(model) is None or not len(images):
         return model
     plan = _fold.fold_plan(model)
@@ -288,8 +257,7 @@ def rounded(model, images, seed=0):
             return "relu" in graph.traits(layer)
 
     def concatenated(node):
-        """Whether `node` only feeds concatenations, which TFLite has write their
-        inputs at the scale of their output (so they are rounded once, there)."""
+        """Whether `node` only feeds concatenations (rounded once, at their scale)."""
         after = [n for t in node.outputs for n in consumers.get(id(t), [])]
         return bool(after) and all(type(n.operation).__name__ == "Concatenate" for n in after)
 

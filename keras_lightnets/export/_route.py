@@ -1,17 +1,11 @@
 """Channel shuffles resolved into the weights, on a copy of a Keras 3 model.
 
-ShuffleNet V2's unit ends in CONCATENATION, RESHAPE, TRANSPOSE, RESHAPE and
-the next unit's SPLIT: three copies of the whole tensor that only move
-channels. A 1x1 convolution reads its input channels in any order (the order
-lives in its kernel), so the moves can be paid once, where a convolution
-reads channels from several tensors: there one CONCATENATION gathers them,
-after one slice per piece of a tensor. The order in which every convolution
-writes its output channels is chosen so that each later reader finds its
-channels in one contiguous piece. Per-channel layers (`graph.traits`: batch
-norm, depthwise convolutions, activations, pools, padding) keep the order of
-their input, their weights permuted to it; everything else gets its inputs
-in the model's own channel order. The copy computes the same function, exactly
-(every value is moved, never recomputed); the model is not changed.
+A 1x1 convolution reads its input channels in any order (the order lives in its
+kernel), so ShuffleNet's concat-shuffle-split copies are paid once, where a
+convolution reads from several tensors (slices and one CONCATENATION). Each
+convolution writes its outputs in the order its readers want; per-channel layers
+keep their input's order, weights permuted; other layers get the model's order.
+The copy computes the same function exactly; the model is not changed.
 """
 
 import collections
@@ -25,8 +19,7 @@ from keras_lightnets.layers import ChannelSlice
 # The most inputs of a CONCATENATION that LiteRT's XNNPACK delegate takes.
 MAX_CONCAT = 5
 # The copy is made where it moves at most this part of the elements the model's own
-# routing layers move: many small pieces cost more per element than a few large ones
-# (ShuffleNet V2: 0.13, 12% faster; ShuffleNet V1: 0.83, no faster).
+# routing layers move: many small pieces cost more per element than a few large ones.
 MAX_MOVED = 0.5
 
 
@@ -67,12 +60,9 @@ def _routing(layer, node):
 class _Walk:
     """One pass over the graph, tracking where each channel lives.
 
-    A value is a tuple with one `(tensor id, channel key)` per channel, in
-    the model's order. A physical tensor stores its keys at positions
-    `positions[group][key]`: the group is the convolution whose output the
-    tensor carries (through per-channel layers), or the tensor itself.
-    The first pass (`build=False`) only records who reads which channels;
-    the second builds the graph with the positions chosen from them.
+    A value is one `(tensor id, channel key)` per channel, in the model's order;
+    a tensor stores key k at `positions[group][k]` (group: the convolution whose
+    output it carries, or itself). The first pass records readers; `build` builds.
     """
 
     def __init__(self, model, positions=None, build=False):
@@ -86,12 +76,8 @@ class _Walk:
         self.readers = collections.defaultdict(list)  # (group, key) -> reads
         self.gathers = {}
         self.moved = 0        # elements copied by the slices and concatenations
-        self.next_id = 0
-        self.slices = 0
-        self.concats = 0
+        self.next_id = self.slices = self.concats = 0
         self.layers = {}
-
-    # -- tensors -------------------------------------------------------------------------
 
     def new(self, tensor, shape, group=None):
         tid = self.next_id
@@ -122,8 +108,6 @@ class _Walk:
             keys[p] = k
         return keys
 
-    # -- reading values as tensors -----------------------------------------------------------
-
     def whole(self, value):
         """The tensor id when `value` is all of one tensor in some order, else None."""
         tids = {tid for tid, _ in value}
@@ -133,11 +117,8 @@ class _Walk:
         return tid if len(value) == self.size[tid] and len(set(value)) == len(value) else None
 
     def gather(self, value, ordered):
-        """`(tensor id, channel of value at each position)`, copying where needed.
-
-        `ordered` asks for the model's channel order; otherwise positions
-        follow the sources, which keeps the pieces few.
-        """
+        """`(tensor id, channel of value at each position)`, copying where needed;
+        `ordered` asks for the model's channel order, else pieces stay few."""
         tid = self.whole(value)
         if tid is not None:
             at = [self.position(tid, k) for _, k in value]
@@ -188,8 +169,7 @@ class _Walk:
                 parts.append(ChannelSlice(first, last + 1, name=f"route_slice_{self.slices}")(
                     self.tensor[tid]))
         while len(parts) > 1:
-            # XNNPACK runs a concatenation of at most MAX_CONCAT inputs: the first
-            # ones (the smallest, for a free order) are gathered first.
+            # At most MAX_CONCAT inputs per concatenation: the first (smallest) go first.
             count = len(parts) - MAX_CONCAT + 1 if len(parts) > MAX_CONCAT else len(parts)
             count = min(count, MAX_CONCAT)
             self.moved += sum(sizes[:count]) * spatial
@@ -200,8 +180,6 @@ class _Walk:
             sizes = [sum(sizes[:count]), *sizes[count:]]
         tensor = parts[0] if self.build else None
         return self.new(tensor, (1, spatial, len(entries)))
-
-    # -- layers ----------------------------------------------------------------------------
 
     def clone(self, layer):
         if layer.name not in self.layers:
@@ -225,15 +203,10 @@ class _Walk:
         layer = node.operation
         tid, channels = self.gather(value, ordered=False)
         weights = None
-        if layer.weights:
-            # Weights indexed by channel move to the positions of their channels.
+        if layer.weights:  # weights move to the positions of their channels
             order = np.asarray(channels)
-            weights = []
-            for w in layer.get_weights():
-                if _kind(layer) == "DepthwiseConv2D" and w.ndim == 4:
-                    weights.append(w[:, :, order, :])
-                else:
-                    weights.append(w[order])
+            weights = [w[:, :, order, :] if _kind(layer) == "DepthwiseConv2D" and w.ndim == 4
+                       else w[order] for w in layer.get_weights()]
         y = self.apply(layer, [self.tensor[tid]], node, weights)
         out = self.new(y and y[0], node.outputs[0].shape, group=self.group[tid])
         return tuple((out, k) for k in self._keys_by_channel(tid, channels))
@@ -271,8 +244,6 @@ class _Walk:
         outs = self.apply(node.operation, inputs, node) or [None] * len(node.outputs)
         return [self.identity(self.new(t, s.shape)) for t, s in zip(outs, node.outputs,
                                                                     strict=True)]
-
-    # -- the walk -------------------------------------------------------------------------
 
     def run(self):
         (source,) = graph.functional(self.model).inputs
@@ -339,9 +310,7 @@ def routed(model, max_moved=MAX_MOVED):
     nodes = graph.nodes(model)
     if not any(_kind(node.operation) == "ChannelShuffle" for node in nodes):
         return model
-    # A grouped Conv2D reads its channels in the model's order, so each one gathers them
-    # back with SLICEs and a CONCATENATION: ShuffleNet V1 g3 native ran 2x slower routed
-    # (224 px: float32 10.5 vs 5.5 ms, int8 8.8 vs 4.4 ms).
+    # A grouped Conv2D reads channels in the model's order: gathering them back is slower.
     if any(_kind(node.operation) == "Conv2D" and node.operation.groups > 1 for node in nodes):
         return model
     positions, moved, own = plan(model)

@@ -17,21 +17,10 @@ from keras_lightnets._utils import check
 POOLINGS = (None, "avg", "max")
 # Upper bounds, so that an absurd value is refused here instead of exhausting
 # memory or overflowing inside TensorFlow while the model is built or run.
-# Width multiplier of the families that scale freely (MobileNet V1/V2/V3,
-# MnasNet): well past the widest published width (1.4), while the widest of
-# them stays of the size of the large ImageNet CNNs; parameters grow with the
-# square of alpha, so past it a model soon outgrows memory.
-MAX_ALPHA = 4.0
-# Classifier outputs: covers ImageNet-21k (21,841 classes) and the other large
-# public label sets with room to spare; a larger head (face identities, say)
-# belongs on top of `include_top=False`, not in a dense softmax layer.
-MAX_CLASSES = 100_000
-# Rows and columns: room above the largest images these networks are run on
-# (dense prediction on 2048-pixel frames); beyond it one image's first feature
-# maps alone outgrow the memory of a phone or a typical GPU.
-MAX_INPUT_SIZE = 4096
-# Input channels: room for multispectral and hyperspectral images.
-MAX_CHANNELS = 1024
+MAX_ALPHA = 4.0  # well past the widest published width multiplier
+MAX_CLASSES = 100_000  # ImageNet-21k with room; larger heads go on a no-top model
+MAX_INPUT_SIZE = 4096  # rows and columns, above the largest frames these nets run on
+MAX_CHANNELS = 1024  # room for multispectral and hyperspectral images
 
 
 def is_number(value):
@@ -42,32 +31,23 @@ def is_number(value):
 
 
 def check_positive(name, value, integer=False, upper=None):
-    """Checks `0 < value <= upper`; returns it as a Python int or float.
-
-    The conversion matters: some Keras layers refuse numpy integers.
-    """
+    """Checks `0 < value <= upper`; returns it as a Python int or float (some Keras
+    layers refuse numpy integers)."""
     kind = numbers.Integral if integer else numbers.Real
     ok = isinstance(value, kind) and is_number(value) and value > 0
-    if ok and upper is not None:
-        ok = value <= upper
+    ok = ok and (upper is None or value <= upper)
     bound = f" no larger than {upper}" if upper is not None else ""
     what = "integer" if integer else "number"
     check(ok, f"`{name}` must be a positive {what}{bound}.", **{name: value})
     return int(value) if integer else float(value)
 
 
-def _same_choice(value, choice):
-    # Typed, so that neither `1+0j == 1.0` nor an array's elementwise `==` lets
-    # a value through.
-    if is_number(choice):
-        return is_number(value) and value == choice
-    return type(value) is type(choice) and value == choice
-
-
 def check_choice(name, value, choices):
     """Checks that `value` is one of `choices`; returns that choice."""
     for choice in choices:
-        if _same_choice(value, choice):
+        # Typed: neither `1+0j == 1.0` nor an array's elementwise `==` lets a value in.
+        same = is_number(value) if is_number(choice) else type(value) is type(choice)
+        if same and value == choice:
             return choice
     check(False, f"`{name}` must be one of {list(choices)}.", **{name: value})
 
@@ -77,11 +57,8 @@ def check_bool(name, value):
 
 
 def check_fraction(name, value):
-    check(
-        is_number(value) and 0 <= value < 1,
-        f"`{name}` must be a number in [0, 1).",
-        **{name: value},
-    )
+    check(is_number(value) and 0 <= value < 1, f"`{name}` must be a number in [0, 1).",
+          **{name: value})
 
 
 def _check_size(arg, shape, value, min_size):
@@ -103,72 +80,54 @@ def check_common(args, min_size=32):
     include_preprocessing, name = args.get("include_preprocessing", True), args.get("name")
     check_bool("include_top", include_top)
     check_bool("include_preprocessing", include_preprocessing)
-    check(
-        weights is None or isinstance(weights, (str, os.PathLike)),
-        "The `weights` argument should be either `None` (random initialization), "
-        "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
-        "loaded.",
-        weights=weights,
-    )
+    check(weights is None or isinstance(weights, (str, os.PathLike)),
+          "The `weights` argument should be either `None` (random initialization), "
+          "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
+          "loaded.", weights=weights)
     # A directory or a missing file would otherwise fail only once the model is built.
     check(weights is None or weights == "imagenet" or os.path.isfile(weights),
           "`weights` must be None, 'imagenet' or the path to an existing weights file "
           "(not a directory).", weights=weights)
     check_choice("pooling", pooling, POOLINGS)
     classes = check_positive("classes", classes, integer=True, upper=MAX_CLASSES)
-    if weights == "imagenet" and include_top:
-        check(
-            classes == 1000,
-            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.",
-            classes=classes,
-        )
+    check(weights != "imagenet" or not include_top or classes == 1000,
+          "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.",
+          classes=classes)
     try:
         activation = keras.activations.get(classifier_activation)
     except (ValueError, TypeError):
         activation = None
         check(False, "Unknown `classifier_activation`.",
               classifier_activation=classifier_activation)
-    if weights is not None and include_top:
-        check(
-            activation in (keras.activations.get("softmax"), keras.activations.get(None)),
-            "Only `None` and `softmax` activations are allowed for the "
-            "`classifier_activation` argument when using pretrained weights, with "
-            "`include_top=True`;",
-            classifier_activation=classifier_activation,
-        )
+    check(weights is None or not include_top
+          or activation in (keras.activations.get("softmax"), keras.activations.get(None)),
+          "Only `None` and `softmax` activations are allowed for the "
+          "`classifier_activation` argument when using pretrained weights, with "
+          "`include_top=True`;", classifier_activation=classifier_activation)
     # Keras refuses "/" in a name, but only once the whole model is built.
     check(name is None or (isinstance(name, str) and "/" not in name),
           "`name` must be a string without '/'.", name=name)
-    check(
-        keras.config.image_data_format() == "channels_last",
-        "keras_lightnets builds channels-last models only; set "
-        "`keras.config.set_image_data_format('channels_last')`.",
-        image_data_format=keras.config.image_data_format(),
-    )
+    check(keras.config.image_data_format() == "channels_last",
+          "keras_lightnets builds channels-last models only; set "
+          "`keras.config.set_image_data_format('channels_last')`.",
+          image_data_format=keras.config.image_data_format())
     if input_tensor is not None:
-        check(
-            keras.backend.is_keras_tensor(input_tensor) and len(input_tensor.shape) == 4,
-            "`input_tensor` must be a 4-D Keras tensor (the output of `keras.Input` "
-            "or of a layer).",
-            input_tensor=input_tensor,
-        )
+        check(keras.backend.is_keras_tensor(input_tensor) and len(input_tensor.shape) == 4,
+              "`input_tensor` must be a 4-D Keras tensor (the output of `keras.Input` "
+              "or of a layer).", input_tensor=input_tensor)
         _check_channels("input_tensor", tuple(input_tensor.shape[1:]), input_tensor, weights)
         _check_size("input_tensor", tuple(input_tensor.shape[1:]), input_tensor, min_size)
     if input_shape is not None:
-        ok = isinstance(input_shape, (tuple, list)) and len(input_shape) == 3 and all(
+        check(isinstance(input_shape, (tuple, list)) and len(input_shape) == 3 and all(
             d is None or (isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0)
-            for d in input_shape
-        )
-        check(ok, "`input_shape` must be a tuple of three positive integers or None.",
-              input_shape=input_shape)
+            for d in input_shape),
+            "`input_shape` must be a tuple of three positive integers or None.",
+            input_shape=input_shape)
         _check_channels("input_shape", input_shape, input_shape, weights)
         _check_size("input_shape", input_shape, input_shape, min_size)
-        if input_tensor is not None:
-            check(
-                tuple(input_tensor.shape[1:]) == tuple(input_shape),
-                "`input_shape` must equal the shape of `input_tensor` (without the batch).",
-                input_shape=input_shape,
-            )
+        check(input_tensor is None or tuple(input_tensor.shape[1:]) == tuple(input_shape),
+              "`input_shape` must equal the shape of `input_tensor` (without the batch).",
+              input_shape=input_shape)
     return classes
 
 
@@ -228,12 +187,8 @@ def globally_pool(x, pooling, names=("avg_pool", "max_pool")):
 
 
 def normalization(mean, std, name="normalization"):
-    """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels.
-
-    The package's `Rescaling` with per-channel scale and offset: no weights,
-    one 1x1 convolution in exported files (`export.passes`), and a
-    raw-pixel input for phones.
-    """
+    """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels
+    (the package's `Rescaling`: no weights)."""
     scale = [float(1.0 / (255.0 * s)) for s in std]
     offset = [float(-m / s) for m, s in zip(mean, std, strict=True)]
     return kl.Rescaling(scale=scale, offset=offset, name=name)
@@ -243,9 +198,7 @@ def warn_default_size(rows, cols, sizes):
     if rows != cols or rows not in sizes:
         warnings.warn(
             f"`input_shape` is undefined or non-square, or `rows` is not in {list(sizes)}. "
-            f"Weights for input shape (224, 224) will be loaded as the default.",
-            stacklevel=3,
-        )
+            f"Weights for input shape (224, 224) will be loaded as the default.", stacklevel=3)
 
 
 def check_published(family, variant):

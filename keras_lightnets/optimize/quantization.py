@@ -1,37 +1,10 @@
 """Quantization-aware training with TF-MOT, on the tf_keras twin of a model.
 
-TF-MOT's default 8-bit scheme knows the standard layers; this module adds a
-`QuantizeConfig` for everything else a keras_lightnets graph holds:
-
-- `HardSigmoid`, the squeeze-excite `Multiply`, the embedded
-  preprocessing (`Rescaling`) and the package's `AveragePooling2D` (a
-  depthwise convolution in the int8 file): output quantized;
-- `HardSwish`: its gate (in [0, 1]) and its output quantized, so that the
-  int8 graph is an ADD/MUL chain that LiteRT's XNNPACK runs, not the fused
-  int8 HARD_SWISH op it leaves to a kernel slower than float32;
-- `ChannelSplit`, `ChannelShuffle`: nothing (they move int8 values as they
-  are, so they keep their input's scale);
-- a `BatchNormalization` that does not follow a convolution: output
-  quantized. (The twin of a Keras 3 model has none after ShuffleNet V1's
-  split grouped convolutions: it is built from a copy with those batch
-  norms, and the ReLUs after them, moved into each group's convolution, as
-  the TFLite export does; see `keras_lightnets.export.fold_concatenated`.)
-
-Conv/DepthwiseConv + BN (+ ReLU) chains are left to TF-MOT's transforms: no
-fake quantization between them, so the TFLite converter folds BN into the
-convolution. Where TF-MOT 0.8.1 falls short of what the int8 kernels do, it
-is corrected here, each time with the measured reason next to the code:
-
-- depthwise kernels are quantized per channel (`DepthwiseKernelQuantizer`),
-  not with one range per kernel;
-- a Conv2D/Dense feeding a ReLU keeps its kernel quantizer, and a conv
-  feeding a concat keeps the scheme's config (`preserve_sparsity` held
-  nowhere else), see `_scheme`;
-- a concat and its inputs share one scale (`_share_concat_ranges`), so the
-  int8 file has no requantizing ops;
-- kernel ranges are set from the weights at once, and `representative_data`
-  calibrates activation ranges and corrects biases as post-training
-  quantization does (`calibrate`).
+TF-MOT's default 8-bit scheme plus a `QuantizeConfig` for every other layer of
+a keras_lightnets graph (`quantize_config_for`), with TF-MOT 0.8.1's shortfalls
+against the int8 kernels corrected: per-channel depthwise kernels, fixed ReLU and
+concat transforms (`_scheme`), shared concat scales (`_share_concat_ranges`) and
+calibration with bias correction (`calibrate`).
 """
 
 import collections
@@ -63,9 +36,7 @@ def quantize_scope():
 def quantize_config_for(layer, follows_conv=True):
     """The `QuantizeConfig` for a tf_keras layer; None leaves it to TF-MOT.
 
-    `follows_conv`: whether the layer is a BN that TF-MOT's Conv+BN
-    transforms will take care of (it directly follows a linear convolution
-    that feeds nothing else).
+    `follows_conv`: the layer is a BN that TF-MOT's Conv+BN transforms fold.
     """
     from keras_lightnets.optimize.quantize_configs import QUANTIZE_CONFIGS, OutputQuantizeConfig
 
@@ -88,10 +59,8 @@ def quantize_config_for(layer, follows_conv=True):
 
 
 def _config_graph(model):
-    """`({layer name: names of the layers it takes}, {layer name: names of the
-    layers that take it})`, one entry per use, read from tf_keras `model`'s own
-    config, not from the layers' nodes, which other models built on the same
-    layers add to."""
+    """`(inbound, consumers)` layer names, from `model`'s config: a layer's nodes
+    also hold the other models built on it."""
     inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node]
                for c in model.get_config()["layers"]}
     consumers = collections.defaultdict(list)
@@ -141,6 +110,10 @@ def _scheme(preserve_sparsity):
 
     from keras_lightnets.optimize import quantize_configs
 
+    def _no_op_activation():
+        return quantize_utils.serialize_activation(
+            quantize_aware_activation.NoOpActivation(), use_legacy_format=True)
+
     class LayerReLUQuantize(transforms.LayerReLUQuantize):
         """Layer -> ReLU: no fake quantization between them, kernels still quantized."""
 
@@ -149,12 +122,8 @@ def _scheme(preserve_sparsity):
             config = producer.layer["config"]
             if producer.layer["class_name"] == "Add":
                 producer.metadata["quantize_config"] = configs.NoOpQuantizeConfig()
-            elif config.get("activation") == "linear":
-                # What TF-MOT's Conv+BN transform does to the conv: the registry's
-                # config still quantizes the kernel, the no-op activation skips
-                # the output.
-                config["activation"] = quantize_utils.serialize_activation(
-                    quantize_aware_activation.NoOpActivation(), use_legacy_format=True)
+            elif config.get("activation") == "linear":  # as TF-MOT's Conv+BN transform
+                config["activation"] = _no_op_activation()
             return match_layer
 
         def custom_objects(self):
@@ -166,11 +135,8 @@ def _scheme(preserve_sparsity):
             return transforms.LayerReluActivationQuantize.pattern(self)
 
     class ConcatFix:
-        """TF-MOT's concat transforms give a conv feeding a concat the *default*
-        registry's config (no output quantizer), bypassing the scheme's registry:
-        under `preserve_sparsity` its kernel lost its zeros (ShuffleNet V1's split
-        grouped convolutions). Here such a conv keeps the scheme's config and
-        skips its output through a no-op activation instead."""
+        """A conv feeding a concat keeps the scheme's config (TF-MOT gives it the
+        default registry's, which drops `preserve_sparsity`), its output skipped."""
 
         def replacement(self, match_layer):
             convs = [node for node in match_layer.input_layers
@@ -181,8 +147,7 @@ def _scheme(preserve_sparsity):
             for node in convs:
                 if node.metadata.get("quantize_config") is not None:  # set just now
                     node.metadata["quantize_config"] = None
-                    node.layer["config"]["activation"] = quantize_utils.serialize_activation(
-                        quantize_aware_activation.NoOpActivation(), use_legacy_format=True)
+                    node.layer["config"]["activation"] = _no_op_activation()
             return result
 
         def custom_objects(self):
@@ -254,26 +219,11 @@ def _scheme(preserve_sparsity):
 def quantize_aware(model, preserve_sparsity=False, representative_data=None):
     """A quantization-aware (QAT) tf_keras model for int8 deployment (TF-MOT).
 
-    The model is translated to its tf_keras twin and every layer is annotated
-    with TF-MOT's default 8-bit scheme plus the package's `QuantizeConfig`s
-    (see the module docstring); BN is folded into the preceding convolution
-    at conversion. A Keras 3 ShuffleNet V2 is first routed as `to_tflite`
-    routes it (its shuffles resolved into the weights, channels read through
-    `ChannelSlice` layers): the same function, and the graph the int8 file
-    runs. Embedded preprocessing stays in the graph, so the int8
-    TFLite file of a `include_preprocessing=True` model still takes raw
-    pixels (`io_dtype="uint8"` takes the image bytes as they are).
-
-    TF-MOT starts every activation range at [-6, 6] and moves it by a 0.999
-    moving average, which a short fine-tune never gets away from: pass
-    `representative_data` to start from the ranges measured on real images
-    and from bias-corrected weights, as post-training quantization does
-    (`calibrate`). Then even an untrained QAT model exports as well as
-    post-training quantization, and a short fine-tune starts from there.
-
-    Train and export in the same process: a few of the corrections (shared
-    concat ranges) live in the wrappers, not in their configs, so a QAT model
-    saved and reloaded still exports correctly but with requantizing ops.
+    A Keras 3 model is folded and routed as `to_tflite` exports it, translated
+    to its tf_keras twin and annotated (see the module docstring). Embedded
+    preprocessing stays in the graph. Pass `representative_data` so activation
+    ranges start from measured ones rather than TF-MOT's [-6, 6]. Train and
+    export in the same process: shared concat ranges live in the wrappers.
 
     Args:
         model: a Keras 3 model (keras_lightnets model, or a backbone with
@@ -294,12 +244,8 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
                                   preserve_sparsity=preserve_sparsity))
     tf_keras = twin_lib.tf_keras_module()
     if graph.is_tf_keras(model):
-        # Shared layers are fine: `quantize_apply` works on a copy with the weights.
         source, base = twin_lib.source_of(model), model
-    else:
-        # TF-MOT folds batch norm only into the convolution right before it.
-        # The channel shuffles resolved into the weights, as `to_tflite` exports a Keras 3
-        # model: the QAT graph is the one the int8 file runs.
+    else:  # the graph the int8 file of a Keras 3 model runs
         source = model
         base = twin_lib.to_tf_keras(export.routed(export.fold_concatenated(model)))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
@@ -332,14 +278,8 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
 
 
 def _inference_mode_batch_norms(model, tf_keras):
-    """Marks non-trainable the BN layers `model` always calls with `training=False`.
-
-    A backbone called with `training=False` (the fine-tuning recipe) keeps
-    that argument in the twin, but TF-MOT's transforms rebuild the graph
-    without call arguments. A non-trainable tf_keras BN runs in inference
-    mode whatever `training` says, so that is what the QAT model keeps.
-    Returns the layers changed, to be restored on `model`.
-    """
+    """Marks non-trainable (returns) the BNs always called with `training=False`:
+    TF-MOT's transforms drop call arguments."""
     changed = []
     for layer in model.layers:
         if not isinstance(layer, tf_keras.layers.BatchNormalization) or not layer.trainable:
@@ -356,12 +296,8 @@ _RANGE_PREFIXES = ("output", "post_activation")
 
 
 def _range_variables(qat):
-    """`{float layer name: (min_var, max_var)}` of every calibrated tensor.
-
-    A wrapper `quant_{name}` quantizes the output of layer `{name}` (range
-    variables `output_*`, or `post_activation_*` for a layer's fused
-    activation); a `QuantizeLayer` (`{its name}_*`) quantizes the model input.
-    """
+    """`{float layer name: (min_var, max_var)}` of every calibrated tensor
+    (wrapper `output_*` or `post_activation_*`, `QuantizeLayer` `{name}_*`)."""
     found = {}
     for layer in qat.layers:
         if type(layer).__name__ == "QuantizeLayer":
@@ -388,20 +324,10 @@ def _range_variables(qat):
 
 
 def _share_concat_ranges(qat):
-    """One int8 scale per concat: its inputs take its range instead of their own.
-
-    TF-MOT's concat transform does that, but not when an input comes from a
-    multi-output layer (ShuffleNet V2's ChannelSplit). Otherwise every such
-    concat (and the split before it) gets requantizing QUANTIZE ops, which
-    XNNPACK leaves out: ShuffleNet V2 QAT int8 ran at 0.8x float32 against
-    0.4x for post-training quantization, which shares scales along concats.
-
-    Here, for each concat: an input that comes, through layers that pass
-    int8 values unchanged (split, shuffle, padding, max pooling), from
-    another quantized tensor lends the concat its range variables (shared:
-    the moving averages then cover both); other inputs that feed only this
-    concat lose their own output quantizer and take the concat's scale.
-    """
+    """One int8 scale per concat, so the file has no requantizing ops (TF-MOT
+    misses inputs from multi-output layers): an input passed unchanged from a
+    quantized tensor lends the concat its range variables; other inputs that
+    feed only the concat lose their own output quantizer."""
     by_name = {layer.name: layer for layer in qat.layers}
     inbound, consumers = _config_graph(qat)
 
@@ -461,13 +387,8 @@ def _batches(data, batch_size=16):
 
 
 def _init_weight_ranges(qat):
-    """Sets every weight quantizer's range from its weights (in place).
-
-    TF-MOT starts them at [-6, 6] and sets them on the first training step
-    only, so a QAT model that has not trained yet would run (and export) with
-    kernels quantized on that range. A last-value quantizer called in
-    training mode records the current weights' range, nothing else.
-    """
+    """Sets every weight quantizer's range from its weights (TF-MOT waits for the
+    first training step); a quantizer called in training mode records it."""
     for layer in qat.layers:
         for weight, quantizer, variables in getattr(layer, "_weight_vars", ()):
             quantizer(weight, True, variables)
@@ -481,12 +402,8 @@ def _output_in(model, layer):
 
 
 def _corrections(qat, float_model):
-    """`{layer name: (float input tensor, delta_kernel, target)}` for bias correction.
-
-    For every layer whose kernel the QAT model quantizes: the quantization
-    error of its kernel, and where the matching bias goes: the layer's own
-    bias, or the moving mean of the BatchNormalization right after it.
-    """
+    """`{layer name: (float input, kernel error, (kind, bias or BN moving mean), layer)}`
+    for bias correction of every layer whose kernel the QAT model quantizes."""
     _, consumers = _config_graph(float_model)
     found = {}
     for wrapper in qat.layers:
@@ -532,16 +449,9 @@ def _shift(delta, mean, layer):
 def calibrate(qat, float_model, data):
     """Calibrates a QAT model on images, as post-training quantization does (in place).
 
-    - Each activation range becomes [min, max] (always holding 0) of the
-      matching tensor of `float_model` (the float tf_keras model `qat` was
-      made from) over `data`. TF-MOT's moving averages carry on from there
-      during training.
-    - Bias correction: rounding a kernel to int8 shifts the mean of its
-      outputs by `sum(delta_kernel * E[input])` per channel; that shift is
-      taken out of the layer's bias (or of the moving mean of the batch norm
-      that follows, which folds into that bias), as TFLite's post-training
-      quantizer does. Without it a short fine-tune ends a few points below
-      post-training quantization.
+    Activation ranges become the [min, max] (holding 0) of `float_model`'s
+    tensors over `data`, and each quantized kernel's mean output shift is
+    taken out of its bias or the following BN's moving mean.
 
     Returns:
         `qat`.

@@ -1,11 +1,5 @@
-"""tf_keras twins of the package's registered layers.
-
-TF-MOT only accepts tf_keras (Keras 2) models, so the twin of a keras_lightnets
-model is built from these layers. They compute what the Keras 3 layers of
-`keras_lightnets.layers` compute, carry the same class names and configs, and
-are registered with tf_keras' own serialization (package "keras_lightnets"),
-which TF-MOT's clone and quantize passes go through. A twin may name its
-`QuantizeConfig` (of `quantize_configs.QUANTIZE_CONFIGS`) in `quantize_config`.
+"""tf_keras twins of `keras_lightnets.layers` (same class names, configs and values),
+registered with tf_keras for TF-MOT; `quantize_config` names a twin's `QuantizeConfig`.
 """
 
 import tensorflow as tf
@@ -15,10 +9,7 @@ from keras_lightnets.export import forms
 from keras_lightnets.layers import shuffle_channels
 
 PACKAGE = "keras_lightnets"
-
-
-# The twins by class name, filled by `_register`.
-CUSTOM_LAYERS = {}
+CUSTOM_LAYERS = {}  # the twins by class name, filled by `_register`
 
 
 def _register(cls):
@@ -41,16 +32,8 @@ class HardSigmoid(tf_keras.layers.Layer):
 
 @_register
 class HardSwish(tf_keras.layers.Layer):
-    """Hard swish, `x * gate(relu6(x + 3) / 6)`, `gate` the identity.
-
-    `gate` is a real (linear) activation so that QAT can quantize the gate
-    with TF-MOT's activation mechanism: the int8 graph is then ADD (fused
-    RELU6), MUL, MUL, which LiteRT's XNNPACK runs in int8, instead of the
-    fused HARD_SWISH op, which it leaves to a reference int8 kernel ~40x
-    slower than the float one (what makes keras.applications'
-    MobileNetV3 slower in int8 than in float32). Float graphs still fuse into
-    one HARD_SWISH.
-    """
+    """Hard swish, `x * gate(relu6(x + 3) / 6)`, `gate` the identity: a real
+    activation so QAT quantizes the gate and int8 avoids the slow fused op."""
 
     quantize_config = "HardSwishQuantizeConfig"
 
@@ -69,13 +52,8 @@ class HardSwish(tf_keras.layers.Layer):
 
 @_register
 class Rescaling(tf_keras.layers.Rescaling):
-    """`x * scale + offset`, per channel as one 1x1 convolution (as `export.forms` exports it).
-
-    The plain tf_keras layer becomes MUL and ADD by 3-element constants, which
-    LiteRT runs a pixel at a time; in a QAT int8 file that took 0.2-0.4 ms
-    of ShuffleNet V2's 3.3 ms. The convolution's output is quantized
-    (`OutputQuantizeConfig`); the converter quantizes its constant kernel.
-    """
+    """`x * scale + offset`, per channel as one 1x1 convolution (as `export.forms`
+    exports it: faster than per-pixel MUL and ADD)."""
 
     def call(self, inputs):
         conv = forms.rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
@@ -118,7 +96,6 @@ class ChannelSlice(tf_keras.layers.Layer):
         self.start, self.stop = int(start), int(stop)
 
     def call(self, inputs):
-        # SLICE with static sizes, as the Keras 3 export layer traces (XNNPACK takes it).
         sizes = [-1 if d is None else int(d) for d in inputs.shape[:-1]]
         return tf.slice(inputs, [0] * len(sizes) + [self.start],
                         sizes + [self.stop - self.start])
@@ -151,11 +128,7 @@ class ChannelShuffle(tf_keras.layers.Layer):
 
 @_register
 class AveragePooling2D(tf_keras.layers.AveragePooling2D):
-    """`AveragePooling2D`; in an int8 export, a depthwise convolution (`export.forms`).
-
-    Its output is quantized (`OutputQuantizeConfig`, what TF-MOT does for the
-    plain pool); the converter quantizes the constant kernel.
-    """
+    """`AveragePooling2D`; in an int8 export, a depthwise convolution (`export.forms`)."""
 
     def call(self, inputs):
         kernel = forms.average_kernel(self.pool_size, self.padding, self.data_format,

@@ -1,18 +1,8 @@
 """The tf_keras twin of a Keras 3 model, and weights moved between the two.
 
-TF-MOT only takes tf_keras (Keras 2) models, and a Keras 3 config does not
-deserialize in tf_keras (nor the reverse), so the twin is rebuilt layer by
-layer from each Keras 3 layer's attributes:
-
-- `to_tf_keras(model)` walks any Keras 3 functional graph (nested functional
-  and Sequential models are inlined) and translates each layer explicitly;
-- `build_tf_keras(name_or_factory, ...)` builds a registered architecture
-  in Keras 3 and translates it with `to_tf_keras`;
-- `to_keras3(tf_keras_model, like=model)` copies weights back, by layer name,
-  into a fresh clone of the Keras 3 model `like`.
-
-Weights always move by layer name, which is why every layer of a
-keras_lightnets model has a deterministic name.
+TF-MOT only takes tf_keras models and configs do not carry between Keras 3 and
+tf_keras, so the twin is rebuilt layer by layer from attributes; weights move by
+layer name, which is why every keras_lightnets layer name is deterministic.
 """
 
 import weakref
@@ -24,8 +14,7 @@ from keras_lightnets import layers as package_layers
 from keras_lightnets._utils import received
 from keras_lightnets.graph import is_tf_keras
 
-# The Keras 3 model each twin came from, so `strip` can go back to it without
-# setting an attribute on the tf_keras model (which it would track).
+# The Keras 3 model each twin came from (an attribute would be tracked by tf_keras).
 _SOURCES = weakref.WeakKeyDictionary()
 
 
@@ -55,18 +44,12 @@ def source_of(twin):
 def build_tf_keras(model, **kwargs):
     """Builds a registered architecture as a tf_keras model.
 
-    The Keras 3 model is built by its factory and translated by
-    `to_tf_keras`, weights included.
-
     Args:
-        model: a registry name (`"mobilenet_v3_small_100"`) or a factory
-            (`keras_lightnets.MobileNetV3Small`).
-        **kwargs: factory arguments. Weights (`"imagenet"` or a file) are
-            loaded into the Keras 3 model and copied over by layer name.
+        model: a registry name (`"mobilenet_v3_small_100"`) or a factory.
+        **kwargs: factory arguments, weights included.
 
     Returns:
-        The tf_keras model; `strip` and `to_keras3` go back to the Keras 3
-        model built from the same arguments.
+        The tf_keras twin of the Keras 3 model the factory builds.
     """
     from keras_lightnets import registry
 
@@ -88,19 +71,8 @@ def build_tf_keras(model, **kwargs):
 def to_tf_keras(model):
     """The tf_keras twin of a Keras 3 functional (or Sequential) model.
 
-    Walks the graph in order and translates each layer from its attributes
-    (never through `get_config`, which does not carry between Keras 3 and
-    tf_keras); nested models are inlined, shared layers stay shared, and call
-    arguments (`training=False` on a frozen backbone) are kept. Weights are
-    then copied by layer name, so the twin computes what `model` computes
-    (to float32 rounding).
-
-    Supported layers: InputLayer, Conv2D (with `groups`), DepthwiseConv2D,
-    Dense, BatchNormalization, ReLU, Activation, Softmax, Add, Subtract,
-    Multiply, Average, Maximum, Minimum, Concatenate, ZeroPadding2D,
-    GlobalAverage/MaxPooling2D, Average/MaxPooling2D, Dropout, Reshape,
-    Flatten, Permute, Identity, Rescaling, and every layer of
-    `keras_lightnets.layers` (as its tf_keras twin of the same name).
+    Nested models are inlined, shared layers stay shared, call arguments are
+    kept. Supported layers: those of `TRANSLATIONS` and `keras_lightnets.layers`.
 
     Args:
         model: a built Keras 3 `keras.Model`. A tf_keras model is returned
@@ -136,11 +108,7 @@ def to_tf_keras(model):
 
 
 def to_keras3(model, like):
-    """The Keras 3 model `like` with the weights of the tf_keras `model`.
-
-    `like` is cloned (`keras.models.clone_model`) and every weighted layer of
-    the clone takes the weights of the layer of `model` with its name
-    (TF-MOT wrappers are looked through).
+    """A clone of the Keras 3 model `like` with the weights of tf_keras `model`.
 
     Args:
         model: a tf_keras model with `like`'s layer names (a twin, a stripped
@@ -176,15 +144,8 @@ def leaf_layers(model):
 
 
 def copy_weights(source, target):
-    """Copies weights layer by layer, by name, from `source` into `target`.
-
-    Either model may be Keras 3 or tf_keras. Every weighted layer of
-    `target` must have a same-named layer in `source` with weights of the
-    same shapes.
-
-    Returns:
-        `target`.
-    """
+    """Copies weights by layer name from `source` into `target` (Keras 3 or
+    tf_keras, either way); returns `target`."""
     by_name = {layer.name: layer for layer in leaf_layers(source) if layer.weights}
     staged = []
     for layer in leaf_layers(target):
@@ -288,9 +249,7 @@ class _Translator:
         return getattr(self.tfk.regularizers, kind)(**reg.get_config())
 
 
-# Fused activations that compute the same in both (name in Keras 3 -> tf_keras).
-# Not here: hard_sigmoid (tf_keras has 0.2x + 0.5), gelu (the default
-# approximation differs), hard_silu and relu6 (tf_keras has none).
+# Fused activations that compute the same in both (Keras 3 name -> tf_keras name).
 _SAME_ACTIVATIONS = {
     name: name for name in ("linear", "relu", "sigmoid", "softmax", "tanh", "elu", "selu",
                             "softplus", "softsign", "exponential", "swish")
@@ -309,56 +268,36 @@ def _activation_layer(t, layer):
     return t.tfk.layers.Activation(t.activation(layer.activation, layer), name=layer.name)
 
 
+def _weighted(t, layer, kernel="kernel"):
+    """Arguments every weighted layer takes: activation, bias, regularizers, name."""
+    return {"activation": t.activation(layer.activation, layer), "use_bias": layer.use_bias,
+            f"{kernel}_regularizer": t.regularizer(getattr(layer, f"{kernel}_regularizer"), layer),
+            "bias_regularizer": t.regularizer(layer.bias_regularizer, layer), "name": layer.name}
+
+
 def _conv(t, layer):
     return t.tfk.layers.Conv2D(
         layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
         data_format=layer.data_format, dilation_rate=layer.dilation_rate, groups=layer.groups,
-        activation=t.activation(layer.activation, layer), use_bias=layer.use_bias,
-        kernel_regularizer=t.regularizer(layer.kernel_regularizer, layer),
-        bias_regularizer=t.regularizer(layer.bias_regularizer, layer), name=layer.name)
+        **_weighted(t, layer))
 
 
 def _depthwise(t, layer):
     return t.tfk.layers.DepthwiseConv2D(
         layer.kernel_size, strides=layer.strides, padding=layer.padding,
         depth_multiplier=layer.depth_multiplier, data_format=layer.data_format,
-        dilation_rate=layer.dilation_rate, activation=t.activation(layer.activation, layer),
-        use_bias=layer.use_bias,
-        depthwise_regularizer=t.regularizer(layer.depthwise_regularizer, layer),
-        bias_regularizer=t.regularizer(layer.bias_regularizer, layer), name=layer.name)
+        dilation_rate=layer.dilation_rate, **_weighted(t, layer, "depthwise"))
 
 
 def _dense(t, layer):
-    return t.tfk.layers.Dense(
-        layer.units, activation=t.activation(layer.activation, layer), use_bias=layer.use_bias,
-        kernel_regularizer=t.regularizer(layer.kernel_regularizer, layer),
-        bias_regularizer=t.regularizer(layer.bias_regularizer, layer), name=layer.name)
+    return t.tfk.layers.Dense(layer.units, **_weighted(t, layer))
 
 
-def _batch_norm(t, layer):
-    return t.tfk.layers.BatchNormalization(
-        axis=layer.axis, momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center,
-        scale=layer.scale, name=layer.name)
-
-
-def _pool(cls_name):
+def _same(cls_name, *attrs):
+    """Builds tf_keras `cls_name` from the layer's `attrs`, passed by keyword."""
     def make(t, layer):
         return getattr(t.tfk.layers, cls_name)(
-            layer.pool_size, strides=layer.strides, padding=layer.padding,
-            data_format=layer.data_format, name=layer.name)
-    return make
-
-
-def _global_pool(cls_name):
-    def make(t, layer):
-        return getattr(t.tfk.layers, cls_name)(
-            data_format=layer.data_format, keepdims=layer.keepdims, name=layer.name)
-    return make
-
-
-def _plain(cls_name):
-    def make(t, layer):
-        return getattr(t.tfk.layers, cls_name)(name=layer.name)
+            **{a: getattr(layer, a) for a in attrs}, name=layer.name)
     return make
 
 
@@ -367,46 +306,37 @@ _KERAS3_ONLY = ("dtype", "autocast", "activity_regularizer")
 
 
 def _package_twin(t, layer):
-    """The tf_keras twin of a `keras_lightnets.layers` layer: the twin class of its
-    name, with its config's arguments (their values read from the layer)."""
+    """The twin class of the same name, its config's arguments read from the layer."""
     config = {key: getattr(layer, key, value) for key, value in layer.get_config().items()
               if key not in _KERAS3_ONLY}
     return t.twins.CUSTOM_LAYERS[type(layer).__name__](**config)
 
 
 L = keras.layers
+_POOL = ("pool_size", "strides", "padding", "data_format")
 # Keras 3 layer class -> its tf_keras twin, built from the layer's attributes.
 TRANSLATIONS = {
     L.Conv2D: _conv,
     L.DepthwiseConv2D: _depthwise,
     L.Dense: _dense,
-    L.BatchNormalization: _batch_norm,
-    L.ReLU: lambda t, layer: t.tfk.layers.ReLU(
-        layer.max_value, negative_slope=layer.negative_slope, threshold=layer.threshold,
-        name=layer.name),
+    L.BatchNormalization: _same("BatchNormalization", "axis", "momentum", "epsilon", "center",
+                                "scale"),
+    L.ReLU: _same("ReLU", "max_value", "negative_slope", "threshold"),
     L.Activation: _activation_layer,
-    L.Softmax: lambda t, layer: t.tfk.layers.Softmax(axis=layer.axis, name=layer.name),
-    L.Add: _plain("Add"),
-    L.Subtract: _plain("Subtract"),
-    L.Multiply: _plain("Multiply"),
-    L.Average: _plain("Average"),
-    L.Maximum: _plain("Maximum"),
-    L.Minimum: _plain("Minimum"),
-    L.Concatenate: lambda t, layer: t.tfk.layers.Concatenate(axis=layer.axis, name=layer.name),
-    L.ZeroPadding2D: lambda t, layer: t.tfk.layers.ZeroPadding2D(
-        layer.padding, data_format=layer.data_format, name=layer.name),
-    L.GlobalAveragePooling2D: _global_pool("GlobalAveragePooling2D"),
-    L.GlobalMaxPooling2D: _global_pool("GlobalMaxPooling2D"),
-    L.AveragePooling2D: _pool("AveragePooling2D"),
-    L.MaxPooling2D: _pool("MaxPooling2D"),
-    L.Dropout: lambda t, layer: t.tfk.layers.Dropout(
-        layer.rate, noise_shape=layer.noise_shape, seed=layer.seed, name=layer.name),
-    L.Reshape: lambda t, layer: t.tfk.layers.Reshape(layer.target_shape, name=layer.name),
-    L.Flatten: lambda t, layer: t.tfk.layers.Flatten(data_format=layer.data_format,
-                                                     name=layer.name),
-    L.Permute: lambda t, layer: t.tfk.layers.Permute(layer.dims, name=layer.name),
+    L.Softmax: _same("Softmax", "axis"),
+    **{getattr(L, kind): _same(kind) for kind in (
+        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")},
+    L.Concatenate: _same("Concatenate", "axis"),
+    L.ZeroPadding2D: _same("ZeroPadding2D", "padding", "data_format"),
+    L.GlobalAveragePooling2D: _same("GlobalAveragePooling2D", "data_format", "keepdims"),
+    L.GlobalMaxPooling2D: _same("GlobalMaxPooling2D", "data_format", "keepdims"),
+    L.AveragePooling2D: _same("AveragePooling2D", *_POOL),
+    L.MaxPooling2D: _same("MaxPooling2D", *_POOL),
+    L.Dropout: _same("Dropout", "rate", "noise_shape", "seed"),
+    L.Reshape: _same("Reshape", "target_shape"),
+    L.Flatten: _same("Flatten", "data_format"),
+    L.Permute: _same("Permute", "dims"),
     L.Identity: lambda t, layer: t.tfk.layers.Activation("linear", name=layer.name),
-    L.Rescaling: lambda t, layer: t.tfk.layers.Rescaling(layer.scale, offset=layer.offset,
-                                                         name=layer.name),
+    L.Rescaling: _same("Rescaling", "scale", "offset"),
 }
 del L

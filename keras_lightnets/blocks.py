@@ -1,8 +1,5 @@
-"""Block builders shared by the model families.
-
-Layer names derive from a `prefix` and a `names` mapping of suffixes, so one
-builder serves families whose published weights use different names.
-"""
+"""Block builders shared by the model families; layer names come from a `prefix` and a
+`names` mapping of suffixes, so one builder serves families with different weight names."""
 
 from keras import layers
 
@@ -30,8 +27,7 @@ def correct_pad(input_size, kernel_size):
 
 
 def activation(kind, name=None):
-    """The layer for activation `kind` (relu, relu6, hard_swish, hard_sigmoid, swish,
-    sigmoid); None gives None."""
+    """The layer for `kind` (relu, relu6, hard_swish, hard_sigmoid, swish, sigmoid) or None."""
     if kind is None:
         return None
     if kind == "relu":
@@ -87,9 +83,8 @@ def conv_bn_act(x, filters, kernel_size, strides=1, act="relu", prefix="conv", n
                 use_bias=False, pad_mode="same"):
     """Conv2D, BatchNormalization, activation.
 
-    `names` maps "conv", "bn", "act" and "pad" to full layer names (default
-    `{prefix}`, `{prefix}_bn`, `{prefix}_{act}`, `{prefix}_pad`). `pad_mode`
-    "same" uses TF padding; other modes are those of `pad_for_stride`.
+    `names` maps "conv", "bn", "act", "pad" to layer names (default `{prefix}`, `{prefix}_bn`,
+    `{prefix}_{act}`, `{prefix}_pad`); `pad_mode` is "same" or one of `pad_for_stride`'s.
     """
     names = {"conv": prefix, "bn": f"{prefix}_bn", "act": f"{prefix}_{act}",
              "pad": f"{prefix}_pad", **(names or {})}
@@ -105,9 +100,8 @@ def depthwise_separable(x, filters, strides=1, depth_multiplier=1, kernel_size=3
                         block_id=1, names=None, bn=None, pad_mode="bottom_right"):
     """Depthwise 3x3 + BN + act, pointwise 1x1 + BN + act (MobileNet V1).
 
-    Default names follow keras.applications: `conv_pad_{i}`, `conv_dw_{i}`,
-    `conv_dw_{i}_bn`, `conv_dw_{i}_relu`, `conv_pw_{i}`, `conv_pw_{i}_bn`,
-    `conv_pw_{i}_relu`.
+    Default names follow keras.applications: `conv_pad_{i}`, `conv_dw_{i}`, `conv_dw_{i}_bn`,
+    `conv_dw_{i}_relu`, `conv_pw_{i}`, `conv_pw_{i}_bn`, `conv_pw_{i}_relu`.
     """
     n = {
         "pad": "conv_pad_{}", "dw": "conv_dw_{}", "dw_bn": "conv_dw_{}_bn",
@@ -122,14 +116,11 @@ def depthwise_separable(x, filters, strides=1, depth_multiplier=1, kernel_size=3
     return _pointwise(x, filters, n["pw"], n["pw_bn"], bn, act, n["pw_act"])
 
 
-def squeeze_excite(
-    x, se_filters, gate="hard_sigmoid", act="relu", prefix="se_", names=None
-):
+def squeeze_excite(x, se_filters, gate="hard_sigmoid", act="relu", prefix="se_", names=None):
     """Squeeze-and-excitation: pool, 1x1 reduce + act, 1x1 expand + gate, scale.
 
-    Default names follow keras.applications' MobileNetV3
-    (`{prefix}squeeze_excite_avg_pool`, `..._conv`, `..._relu`, `..._conv_1`,
-    `..._mul`).
+    Default names follow keras.applications' MobileNetV3 (`{prefix}squeeze_excite_avg_pool`,
+    `..._conv`, `..._relu`, `..._conv_1`, `..._mul`).
     """
     n = {
         "pool": "squeeze_excite_avg_pool", "reduce": "squeeze_excite_conv",
@@ -157,19 +148,15 @@ IR_NAMES_KERAS_V2 = {
 def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act="relu6",
                       se_filters=None, se=None, prefix="block_", names=IR_NAMES_KERAS_V2, bn=None,
                       pad_mode="keras", residual=True):
-    """Inverted residual (MobileNetV2/V3, MnasNet).
-
-    1x1 expansion (skipped when `expand_filters` is None), depthwise conv,
-    optional squeeze-and-excitation, linear 1x1 projection and, when shapes
-    allow and `residual` is set, an identity shortcut.
+    """Inverted residual (MobileNetV2/V3, MnasNet): 1x1 expansion, depthwise conv, optional
+    squeeze-and-excitation, linear 1x1 projection, identity shortcut when shapes allow.
 
     Args:
         filters: output channels.
         expand_filters: channels after expansion, or None for no expansion.
         se_filters: channels of the SE bottleneck, or None for no SE.
         se: keyword arguments for `squeeze_excite` (gate, act, names).
-        names: layer-name suffixes after `prefix` (`{act}` is replaced by the
-            activation kind).
+        names: layer-name suffixes after `prefix` (`{act}`: the activation kind).
         pad_mode: padding of the depthwise conv, see `pad_for_stride`.
     """
     n = {k: prefix + v.format(act=act) for k, v in names.items()}
@@ -190,11 +177,8 @@ def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act=
 
 
 def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
-    """Max pooling with PyTorch's `ceil_mode=True` on a non-negative (post-ReLU) map.
-
-    The partial last window comes from zero padding after the map (`{name}_pad`,
-    when any is missing), then a 'valid' pool `{name}`.
-    """
+    """Max pooling with PyTorch's `ceil_mode=True` on a non-negative (post-ReLU) map:
+    zero padding after the map (`{name}_pad`, if needed), then a 'valid' pool `{name}`."""
     if pool_size < strides:
         raise ValueError(f"Ceil-mode pooling needs `pool_size >= strides`. "
                          f"Received: pool_size={pool_size}")
@@ -207,11 +191,8 @@ def max_pool_ceil(x, pool_size=3, strides=2, name="pool"):
 
 def fire(x, squeeze_filters, expand1x1_filters, expand3x3_filters, bypass=False, prefix="fire",
          names=None):
-    """Fire module (SqueezeNet): 1x1 squeeze + ReLU, then 1x1 and 3x3 expand
-    convs + ReLU, concatenated; with `bypass`, the input is added to the output.
-
-    `names` maps suffixes after `{prefix}_`; defaults are torchvision's `Fire`.
-    """
+    """Fire module (SqueezeNet): 1x1 squeeze + ReLU, 1x1 and 3x3 expand + ReLU concatenated,
+    plus the input with `bypass`. `names`: suffixes after `{prefix}_` (torchvision's)."""
     n = {
         "squeeze": "squeeze", "squeeze_act": "squeeze_activation",
         "expand1x1": "expand1x1", "expand1x1_act": "expand1x1_activation",
@@ -240,9 +221,8 @@ def fire(x, squeeze_filters, expand1x1_filters, expand3x3_filters, bypass=False,
 def torch_pool(x, kind="max", pool_size=3, strides=2, name="pool", nonnegative=False):
     """PyTorch's `MaxPool2d` / `AvgPool2d(pool_size, strides, padding=pool_size // 2)`.
 
-    "max" on a `nonnegative` map pads with zeros (`{name}_pad`, `{name}`); else a
-    stride-1 'same' pool `{name}` then a 1x1 pool `{name}_subsample`. "avg" counts
-    the zero padding in the mean (`count_include_pad=True`).
+    "max" on a `nonnegative` map pads with zeros (`{name}_pad`, `{name}`), else runs a 'same'
+    pool `{name}` then a 1x1 `{name}_subsample`; "avg" counts the padding (`count_include_pad`).
     """
     if kind == "max" and nonnegative:
         half = pool_size // 2
@@ -281,21 +261,17 @@ def shufflenet_v1_unit(x, filters, groups, strides=1, pw_groups=None, mode="spli
                        prefix="stage2_unit1", bn=None):
     """ShuffleNet V1 unit (paper Fig. 2b/2c).
 
-    Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3
-    depthwise (at `strides`) + BN, grouped 1x1 + BN, then an identity
-    shortcut added (stride 1) or a 3x3/2 average-pool shortcut concatenated
-    before the branch (stride 2; the branch then makes `filters - in`
-    channels), and ReLU (on the branch before the concatenation: the same
-    function, as the pooled shortcut is never negative).
+    Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3 depthwise + BN, grouped
+    1x1 + BN, then an identity shortcut added and ReLU (stride 1), or ReLU and a 3x3/2
+    average-pool shortcut concatenated first (stride 2; the branch makes `filters - in`).
 
     Args:
-        pw_groups: groups of the first 1x1 (default `groups`; the paper uses
-            1 on the very first unit of stage 2, whose input is narrow).
+        pw_groups: groups of the first 1x1 (default `groups`; the paper uses 1 on the
+            first unit of stage 2, whose input is narrow).
         mode: grouped 1x1 convolutions, see `grouped_pointwise`.
 
-    Layers: `{prefix}_gconv1`, `_bn1`, `_relu1`, `_shuffle`, `_dw_pad`,
-    `_dw`, `_dw_bn`, `_gconv2`, `_bn2`, `_pool_pad`, `_pool`, `_concat` or
-    `_add`, `_relu`.
+    Layers: `{prefix}_gconv1`, `_bn1`, `_relu1`, `_shuffle`, `_dw_pad`, `_dw`, `_dw_bn`,
+    `_gconv2`, `_bn2`, `_pool_pad`, `_pool`, `_concat` or `_add`, `_relu`.
     """
     bn = bn or {}
     in_filters = x.shape[-1]
@@ -336,16 +312,13 @@ def shufflenet_v2_unit(x, filters, strides=1, act="relu", prefix="stage2_0_",
                        names=SHUFFLE_V2_NAMES_TORCH, bn=None):
     """ShuffleNet V2 unit (paper Fig. 3c/3d), in torchvision's channel order.
 
-    Stride 1: the input's first half passes through, the second half goes
-    through 1x1 + BN + act, 3x3 depthwise + BN, 1x1 + BN + act. Stride 2:
-    branch 1 (3x3/2 depthwise + BN, 1x1 + BN + act) and branch 2 both see the
-    whole input. The halves are concatenated (branch 1 or the passed half
-    first) and shuffled with 2 groups.
+    Stride 1: the first half passes, the second goes through 1x1 + BN + act, 3x3 depthwise +
+    BN, 1x1 + BN + act. Stride 2: branch 1 (3x3/2 depthwise + BN, 1x1 + BN + act) and branch 2
+    both see the whole input. The halves are concatenated and shuffled with 2 groups.
 
     Args:
         filters: output channels (even); each branch makes half.
-        names: layer-name suffixes after `prefix` (`{act}` is replaced by the
-            activation kind).
+        names: layer-name suffixes after `prefix` (`{act}`: the activation kind).
     """
     bn = bn or {}
     n = {k: prefix + v.format(act=act) for k, v in names.items()}

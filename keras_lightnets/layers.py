@@ -1,6 +1,5 @@
-"""Registered layers used by keras_lightnets models: every op is a real, serializable
-layer (no `Lambda`), so safe-mode loading works and quantization and export see it.
-"""
+"""Registered layers of keras_lightnets models: real, serializable layers (no `Lambda`), so
+safe-mode loading works and quantization and export see every op."""
 
 import keras
 from keras import ops
@@ -56,8 +55,7 @@ class HardSwish(keras.layers.Layer):
 
 @_register
 class Rescaling(keras.layers.Rescaling):
-    """`keras.layers.Rescaling` (`x * scale + offset`): the embedded preprocessing,
-    marked so export can swap in its own form."""
+    """`keras.layers.Rescaling`, marked so export can swap in its own form."""
 
     traits = ()
 
@@ -113,8 +111,8 @@ def shuffle_channels(inputs, groups, backend):
 class ChannelShuffle(keras.layers.Layer):
     """Channel shuffle of ShuffleNet on a channels-last tensor.
 
-    Channel `g * (C // groups) + i` moves to position `i * groups + g`, as in
-    the reference implementations, by reshape-transpose-reshape, never above 4-D.
+    Channel `g * (C // groups) + i` moves to position `i * groups + g`, as in the reference
+    implementations, by reshape-transpose-reshape, never above 4-D.
 
     Args:
         groups: number of channel groups to interleave.
@@ -150,8 +148,7 @@ def group_conv(x, filters, kernel_size, groups, strides=1, padding="same", use_b
         kernel_size: convolution kernel size.
         groups: number of groups; must divide the input channels.
         strides, padding, use_bias: as in `Conv2D`.
-        name: base name: layers are `{name}_split`, `{name}_g{i}`,
-            `{name}_concat`.
+        name: base name: layers are `{name}_split`, `{name}_g{i}`, `{name}_concat`.
 
     Returns:
         The output tensor.
@@ -174,8 +171,7 @@ def group_conv(x, filters, kernel_size, groups, strides=1, padding="same", use_b
 
 @_register
 class AveragePooling2D(keras.layers.AveragePooling2D):
-    """`keras.layers.AveragePooling2D` (ShuffleNet V1's shortcut pools), marked so
-    export can swap in its own form."""
+    """`keras.layers.AveragePooling2D`, marked so export can swap in its own form."""
 
     traits = ("per_channel",)
 

@@ -15,8 +15,7 @@ from keras_lightnets import layers as kl
 from keras_lightnets._utils import check
 
 POOLINGS = (None, "avg", "max")
-# Upper bounds, so that an absurd value is refused here instead of exhausting
-# memory or overflowing inside TensorFlow while the model is built or run.
+# Upper bounds: an absurd value is refused here, not by exhausting memory in TensorFlow.
 MAX_ALPHA = 4.0  # well past the widest published width multiplier
 MAX_CLASSES = 100_000  # ImageNet-21k with room; larger heads go on a no-top model
 MAX_INPUT_SIZE = 4096  # rows and columns, above the largest frames these nets run on
@@ -70,10 +69,7 @@ def _check_size(arg, shape, value, min_size):
 
 
 def check_common(args, min_size=32):
-    """Checks the arguments every factory takes; returns `classes` as an int.
-
-    `args` is the factory's `locals()` (before anything else is bound).
-    """
+    """Checks the arguments every factory takes (`args`: its `locals()`); returns `classes`."""
     include_top, weights, input_tensor, input_shape, pooling, classes = (args[k] for k in (
         "include_top", "weights", "input_tensor", "input_shape", "pooling", "classes"))
     classifier_activation = args["classifier_activation"]
@@ -141,12 +137,8 @@ def _check_channels(arg, shape, value, weights):
 
 def resolve_input_shape(input_shape, input_tensor, include_top, default_size=224,
                         static_top=False, weights=None, channels=3, min_size=32):
-    """The (rows, cols, channels) the model is built for.
-
-    `static_top` families (MobileNet V1/V2, as in keras.applications) default
-    to `default_size` and need a static size with the top; the others default
-    to `(None, None, 3)`.
-    """
+    """The (rows, cols, channels) the model is built for: `static_top` families (MobileNet
+    V1/V2) default to `default_size` and need it static with the top, others to any size."""
     if input_tensor is not None:
         shape = tuple(input_tensor.shape[1:])
     elif input_shape is not None:

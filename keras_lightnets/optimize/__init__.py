@@ -1,8 +1,7 @@
 """Pruning and quantization-aware training with TF-MOT, for every family.
 
-TF-MOT only takes tf_keras (Keras 2) models, so each function works on the
-model's tf_keras twin, rebuilt layer by layer (`to_tf_keras`), and comes back
-to Keras 3 by layer name (`strip`, `to_keras3`).
+TF-MOT only takes tf_keras (Keras 2) models, so each function works on the model's
+tf_keras twin (`to_tf_keras`) and comes back to Keras 3 by layer name (`strip`, `to_keras3`).
 
 ```python
 from keras_lightnets import export, optimize
@@ -18,10 +17,8 @@ qat.fit(dataset, epochs=1)
 export.to_tflite(qat, "model_int8.tflite", "int8")
 ```
 
-Needs `pip install keras-lightnets[optimize]` (tf_keras and TF-MOT). TF-MOT
-is imported on first use only, and in a way that leaves TensorFlow's own
-`keras` attribute pointing at Keras 3 (a plain import would switch it to
-tf_keras for the whole process).
+Needs `pip install keras-lightnets[optimize]` (tf_keras and TF-MOT). TF-MOT is imported on
+first use, leaving TensorFlow's `keras` attribute at Keras 3 (a plain import switches it).
 """
 
 import importlib

@@ -55,36 +55,24 @@ def frequency_for(span):
 def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="polynomial"):
     """Wraps a model's Conv2D and Dense layers for magnitude pruning (TF-MOT).
 
-    On the model's tf_keras twin (TF-MOT takes only tf_keras), every `Conv2D` and
-    `Dense` is wrapped with `prune_low_magnitude` (depthwise kernels stay dense). Train
-    it with `fit` and the returned callbacks, then `strip` it back to Keras 3.
+    On the model's tf_keras twin, every `Conv2D` and `Dense` is wrapped with
+    `prune_low_magnitude` (depthwise kernels stay dense). Train it with `fit` and the
+    returned callbacks, then `strip` it back to Keras 3 (example: the module docstring).
 
     Args:
-        model: a Keras 3 model (any functional model: a keras_lightnets
-            model, or a backbone with your own head), or a tf_keras model.
-        target_sparsity: fraction of each kernel's weights set to zero at
-            `end_step`, in (0, 1).
+        model: a Keras 3 functional model (a keras_lightnets model, or a backbone with
+            your own head), or a tf_keras model.
+        target_sparsity: fraction of each kernel's weights zero at `end_step`, in (0, 1).
         begin_step: training step at which pruning starts.
-        end_step: training step at which `target_sparsity` is reached.
-            `None` (default): the last step of the first `fit` call (epochs
-            times steps per epoch, which `fit` must know).
-        schedule: `"polynomial"` (sparsity rises from 0 at `begin_step` to
-            the target at `end_step`, TF-MOT's `PolynomialDecay`) or
-            `"constant"` (the target from `begin_step` on, masks updated
-            every step until `end_step` or, when it is None, throughout).
+        end_step: training step at which `target_sparsity` is reached. `None` (default):
+            the last step of the first `fit` call (which must know its step count).
+        schedule: `"polynomial"` (sparsity rises from 0 at `begin_step` to the target at
+            `end_step`, TF-MOT's `PolynomialDecay`) or `"constant"` (the target from
+            `begin_step` on, masks updated every step until `end_step`, if any).
 
     Returns:
-        `(pruned_model, callbacks)`: the tf_keras model to compile and fit,
-        and the callbacks to pass to `fit`.
-
-    Example:
-
-    ```python
-    pruned, callbacks = optimize.prune(model, target_sparsity=0.5)
-    pruned.compile("adam", "sparse_categorical_crossentropy")
-    pruned.fit(dataset, epochs=2, callbacks=callbacks)
-    sparse = optimize.strip(pruned)  # a Keras 3 model
-    ```
+        `(pruned_model, callbacks)`: the tf_keras model to compile and fit, and the
+        callbacks to pass to `fit`.
     """
     check(isinstance(target_sparsity, numbers.Real) and not isinstance(target_sparsity, bool)
           and 0 < target_sparsity < 1, "`target_sparsity` must be a number in (0, 1).",
@@ -100,8 +88,7 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
     tf_keras = twin_lib.tf_keras_module()
     source = model if not twin_lib.is_tf_keras(model) else twin_lib.source_of(model)
 
-    # end_step=None is settled by the callback once `fit` tells the step count;
-    # a placeholder of one step keeps TF-MOT's argument checks happy until then.
+    # end_step=None: a one-step placeholder for TF-MOT's checks until the callback settles it.
     end = begin_step + 1 if end_step is None else end_step
     span = end - begin_step
     if schedule == "polynomial":
@@ -127,8 +114,7 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
 
 
 def _clone_with(model, transform, tf_keras):
-    """A tf_keras model of fresh layers (weights copied by name), each through `transform`,
-    so training it leaves the caller's model alone."""
+    """A tf_keras model of fresh layers through `transform`, so training leaves `model` alone."""
     if not twin_lib.is_tf_keras(model):
         twin = twin_lib.to_tf_keras(model)
         return tf_keras.models.clone_model(twin, clone_function=transform)
@@ -174,15 +160,14 @@ def _callback_class(sparsity):
 def strip(model, like=None):
     """Removes the pruning wrappers; returns a sparse Keras 3 model.
 
-    The weights go by layer name into a fresh clone of the model `prune` was given,
-    pruned weights exactly zero; once the schedule has reached its target, every kernel
-    holds at least that fraction of zeros (ties at TF-MOT's threshold are broken here).
+    The weights go by layer name into a clone of the model `prune` was given, pruned ones
+    exactly zero; once the schedule is over, every kernel holds at least its target
+    fraction of zeros (ties at TF-MOT's threshold are broken here).
 
     Args:
         model: the tf_keras model returned by `prune`, after training.
-        like: the Keras 3 model to clone; defaults to the one given to
-            `prune` (required when `prune` was given a tf_keras model built
-            without `build_tf_keras`).
+        like: the Keras 3 model to clone; defaults to the one given to `prune` (required
+            when `prune` was given a tf_keras model built without `build_tf_keras`).
 
     Returns:
         A Keras 3 model with the sparse weights.

@@ -61,11 +61,8 @@ class NoOpQuantizeConfig(OutputQuantizeConfig):
 
 
 class DepthwiseKernelQuantizer(qkeras.quantizers.LastValueQuantizer):
-    """Per-channel int8 quantizer of a depthwise kernel `(kh, kw, C, M)`.
-
-    TF-MOT's is per last axis, the depth multiplier: one range for the whole kernel. Here
-    the kernel is viewed as `(kh, kw, 1, C * M)` (TFLite's layout), one range per channel.
-    """
+    """Per-channel int8 quantizer of a depthwise kernel `(kh, kw, C, M)`, viewed as TFLite's
+    `(kh, kw, 1, C * M)` (TF-MOT's is per last axis: one range for the whole kernel)."""
 
     def __init__(self):
         super().__init__(num_bits=8, per_axis=True, symmetric=True, narrow_range=True)

@@ -1,6 +1,5 @@
-"""tf_keras twins of `keras_lightnets.layers` (same class names, configs and values),
-registered with tf_keras for TF-MOT; `quantize_config` names a twin's `QuantizeConfig`.
-"""
+"""tf_keras twins of `keras_lightnets.layers` (same names, configs and values) for TF-MOT;
+`quantize_config` names a twin's `QuantizeConfig`."""
 
 import tensorflow as tf
 import tf_keras
@@ -52,8 +51,7 @@ class HardSwish(tf_keras.layers.Layer):
 
 @_register
 class Rescaling(tf_keras.layers.Rescaling):
-    """`x * scale + offset`, per channel as one 1x1 convolution (as `export.forms`
-    exports it: faster than per-pixel MUL and ADD)."""
+    """`x * scale + offset`, per channel as one 1x1 convolution (as `export.forms` has it)."""
 
     def call(self, inputs):
         conv = forms.rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])

@@ -1,8 +1,7 @@
 """The tf_keras twin of a Keras 3 model, and weights moved between the two.
 
-TF-MOT only takes tf_keras models and configs do not carry between Keras 3 and
-tf_keras, so the twin is rebuilt layer by layer from attributes; weights move by
-layer name, which is why every keras_lightnets layer name is deterministic.
+Configs do not carry between Keras 3 and tf_keras, so the twin is rebuilt layer by layer
+from attributes; weights move by layer name (hence deterministic layer names).
 """
 
 import weakref
@@ -75,15 +74,13 @@ def to_tf_keras(model):
     kept. Supported layers: those of `TRANSLATIONS` and `keras_lightnets.layers`.
 
     Args:
-        model: a built Keras 3 `keras.Model`. A tf_keras model is returned
-            as it is.
+        model: a built Keras 3 `keras.Model` (a tf_keras model is returned as it is).
 
     Returns:
         A `tf_keras.Model` with the same layer names and weights.
 
     Raises:
-        ValueError: for a layer with no tf_keras translation, or nested
-            models whose layer names collide.
+        ValueError: for a layer with no tf_keras translation, or colliding layer names.
     """
     if is_tf_keras(model):
         return model
@@ -111,8 +108,7 @@ def to_keras3(model, like):
     """A clone of the Keras 3 model `like` with the weights of tf_keras `model`.
 
     Args:
-        model: a tf_keras model with `like`'s layer names (a twin, a stripped
-            pruned model, ...).
+        model: a tf_keras model with `like`'s layer names (a twin, a pruned model, ...).
         like: the Keras 3 model it was made from.
 
     Returns:
@@ -224,8 +220,6 @@ class _Translator:
             twin.trainable = layer.trainable
             self.layers[id(layer)] = twin
         return twin
-
-    # Helpers for the translation table.
 
     def activation(self, fn, layer):
         name = getattr(fn, "__name__", None)

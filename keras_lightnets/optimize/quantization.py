@@ -1,10 +1,8 @@
 """Quantization-aware training with TF-MOT, on the tf_keras twin of a model.
 
-TF-MOT's default 8-bit scheme plus a `QuantizeConfig` for every other layer of
-a keras_lightnets graph (`quantize_config_for`), with TF-MOT 0.8.1's shortfalls
-against the int8 kernels corrected: per-channel depthwise kernels, fixed ReLU and
-concat transforms (`_scheme`), shared concat scales (`_share_concat_ranges`) and
-calibration with bias correction (`calibrate`).
+TF-MOT's 8-bit scheme plus a `QuantizeConfig` for every other layer (`quantize_config_for`),
+with TF-MOT 0.8.1's gaps to the int8 kernels closed: per-channel depthwise kernels, fixed ReLU
+and concat transforms (`_scheme`), shared concat scales, calibration with bias correction.
 """
 
 import collections
@@ -34,10 +32,8 @@ def quantize_scope():
 
 
 def quantize_config_for(layer, follows_conv=True):
-    """The `QuantizeConfig` for a tf_keras layer; None leaves it to TF-MOT.
-
-    `follows_conv`: the layer is a BN that TF-MOT's Conv+BN transforms fold.
-    """
+    """The `QuantizeConfig` for a tf_keras layer (None: TF-MOT's); `follows_conv`: a BN that
+    TF-MOT's Conv+BN transforms fold."""
     from keras_lightnets.optimize.quantize_configs import QUANTIZE_CONFIGS, OutputQuantizeConfig
 
     name = type(layer).__name__
@@ -46,8 +42,7 @@ def quantize_config_for(layer, follows_conv=True):
         declared = "NoOpQuantizeConfig" if name in tf_keras_layers.CUSTOM_LAYERS else None
     if declared is not None:
         return QUANTIZE_CONFIGS[declared]()
-    # By name: TF-MOT's clone turns a plain Rescaling or AveragePooling2D into the
-    # package's (same class name), which its registry does not know.
+    # By name: TF-MOT's clone turns plain Rescaling/AveragePooling2D into the package's.
     if name in ("Multiply", "Subtract", "Average", "Maximum", "Minimum", "Rescaling",
                 "AveragePooling2D"):
         return OutputQuantizeConfig()
@@ -59,8 +54,7 @@ def quantize_config_for(layer, follows_conv=True):
 
 
 def _config_graph(model):
-    """`(inbound, consumers)` layer names, from `model`'s config: a layer's nodes
-    also hold the other models built on it."""
+    """`(inbound, consumers)` layer names from the config (a layer's nodes hold other models)."""
     inbound = {c["name"]: [n[0] for node in c["inbound_nodes"] for n in node]
                for c in model.get_config()["layers"]}
     consumers = collections.defaultdict(list)
@@ -219,21 +213,18 @@ def _scheme(preserve_sparsity):
 def quantize_aware(model, preserve_sparsity=False, representative_data=None):
     """A quantization-aware (QAT) tf_keras model for int8 deployment (TF-MOT).
 
-    A Keras 3 model is folded and routed as `to_tflite` exports it, translated
-    to its tf_keras twin and annotated (see the module docstring). Embedded
-    preprocessing stays in the graph. Pass `representative_data` so activation
-    ranges start from measured ones rather than TF-MOT's [-6, 6]. Train and
+    A Keras 3 model is folded and routed as `to_tflite` exports it, translated to its
+    tf_keras twin and annotated. Embedded preprocessing stays in the graph. Train and
     export in the same process: shared concat ranges live in the wrappers.
 
     Args:
-        model: a Keras 3 model (keras_lightnets model, or a backbone with
-            your own head) or a tf_keras model (e.g. the one `prune` gave).
-        preserve_sparsity: keep the zeros of a pruned model through QAT
-            (TF-MOT's prune-preserving 8-bit scheme): use on the model `strip`
-            returned after `prune`.
-        representative_data: optional images in the model's input domain
-            (array `(n, rows, cols, 3)`, a `tf.data.Dataset` or an iterable
-            of batches or `(x, y)` pairs) to calibrate on.
+        model: a Keras 3 model (keras_lightnets model, or a backbone with your own head)
+            or a tf_keras model (e.g. the one `prune` gave).
+        preserve_sparsity: keep the zeros of a pruned model through QAT (TF-MOT's
+            prune-preserving scheme): use on the model `strip` returned.
+        representative_data: optional images in the model's input domain (array, a
+            `tf.data.Dataset` or an iterable of batches or `(x, y)` pairs) to calibrate
+            activation ranges on instead of TF-MOT's [-6, 6].
 
     Returns:
         The QAT tf_keras model: compile and `fit` it, then export it with
@@ -278,8 +269,7 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
 
 
 def _inference_mode_batch_norms(model, tf_keras):
-    """Marks non-trainable (returns) the BNs always called with `training=False`:
-    TF-MOT's transforms drop call arguments."""
+    """Freezes (returns) BNs always called with `training=False`: TF-MOT drops call args."""
     changed = []
     for layer in model.layers:
         if not isinstance(layer, tf_keras.layers.BatchNormalization) or not layer.trainable:
@@ -296,8 +286,7 @@ _RANGE_PREFIXES = ("output", "post_activation")
 
 
 def _range_variables(qat):
-    """`{float layer name: (min_var, max_var)}` of every calibrated tensor
-    (wrapper `output_*` or `post_activation_*`, `QuantizeLayer` `{name}_*`)."""
+    """`{float layer name: (min_var, max_var)}` of every calibrated tensor."""
     found = {}
     for layer in qat.layers:
         if type(layer).__name__ == "QuantizeLayer":
@@ -324,10 +313,8 @@ def _range_variables(qat):
 
 
 def _share_concat_ranges(qat):
-    """One int8 scale per concat, so the file has no requantizing ops (TF-MOT
-    misses inputs from multi-output layers): an input passed unchanged from a
-    quantized tensor lends the concat its range variables; other inputs that
-    feed only the concat lose their own output quantizer."""
+    """One int8 scale per concat, so the file has no requantizing ops (TF-MOT misses inputs
+    from multi-output layers); inputs feeding only the concat lose their own quantizer."""
     by_name = {layer.name: layer for layer in qat.layers}
     inbound, consumers = _config_graph(qat)
 
@@ -387,8 +374,7 @@ def _batches(data, batch_size=16):
 
 
 def _init_weight_ranges(qat):
-    """Sets every weight quantizer's range from its weights (TF-MOT waits for the
-    first training step); a quantizer called in training mode records it."""
+    """Sets weight ranges now, not at the first training step: a training-mode call records."""
     for layer in qat.layers:
         for weight, quantizer, variables in getattr(layer, "_weight_vars", ()):
             quantizer(weight, True, variables)
@@ -402,8 +388,7 @@ def _output_in(model, layer):
 
 
 def _corrections(qat, float_model):
-    """`{layer name: (float input, kernel error, (kind, bias or BN moving mean), layer)}`
-    for bias correction of every layer whose kernel the QAT model quantizes."""
+    """`{layer name: (float input, kernel error, (kind, bias or BN mean), layer)}` to correct."""
     _, consumers = _config_graph(float_model)
     found = {}
     for wrapper in qat.layers:
@@ -449,9 +434,8 @@ def _shift(delta, mean, layer):
 def calibrate(qat, float_model, data):
     """Calibrates a QAT model on images, as post-training quantization does (in place).
 
-    Activation ranges become the [min, max] (holding 0) of `float_model`'s
-    tensors over `data`, and each quantized kernel's mean output shift is
-    taken out of its bias or the following BN's moving mean.
+    Activation ranges become the [min, max] (holding 0) of `float_model`'s tensors over
+    `data`; each quantized kernel's mean output shift leaves its bias or next BN's mean.
 
     Returns:
         `qat`.

@@ -14,11 +14,7 @@ NCHW_TO_NHWC = [0, 2, 3, 1]
 
 @contextlib.contextmanager
 def fixed_transpose_optimizer():
-    """Lets tf2onnx's transpose optimizer push a transpose through `Add(x, scalar)`.
-
-    Its `Add` handler raises on a scalar constant (hard-swish's `+ 3`) and tf2onnx then
-    drops the whole transpose pass; a scalar broadcasts the same in either layout.
-    """
+    """Lets tf2onnx's transpose optimizer pass `Add(x, scalar)`, whose handler raises."""
     from tf2onnx.optimizer import transpose_optimizer
 
     cls = transpose_optimizer.TransposeOptimizer
@@ -170,9 +166,8 @@ def _hard_sigmoid_of(g, node):
 
 
 def fuse_hard_activations(graph, swish=True):
-    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish and `clip(x + 3, 0, 6) / 6` -> HardSigmoid,
-    which ONNX Runtime fuses into the convolution before them; `swish=False` (opset < 14)
-    fuses the gates only. Returns the number fused."""
+    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish, `clip(x + 3, 0, 6) / 6` -> HardSigmoid (only the
+    latter with `swish=False`: opset < 14). Returns the number fused."""
     from onnx import helper
 
     g = _Graph(graph)
@@ -198,11 +193,7 @@ def fuse_hard_activations(graph, swish=True):
 
 
 def _nhwc_shuffle_at(g, head):
-    """`(groups, (H, W, C), nodes)` if tf2onnx's ChannelShuffle starts at `head`, else None.
-
-    `Transpose(NCHW->NHWC) -> Reshape(-1, groups, C/groups) -> Transpose(0, 2, 1)
-    -> Reshape(-1, H, W, C)`.
-    """
+    """`(groups, (H, W, C), nodes)` if tf2onnx's ChannelShuffle starts at `head`, else None."""
     if not _is_transpose(head, NCHW_TO_NHWC):
         return None
     nodes = [head]
@@ -224,9 +215,8 @@ def _nhwc_shuffle_at(g, head):
 
 
 def nchw_channel_shuffle(graph):
-    """ChannelShuffle (and the ChannelSplit after it) in NCHW: one 5-D transpose between
-    two reshapes, as torchvision writes it, without tf2onnx's layout transposes around the
-    NHWC form. Returns the number of rewritten shuffles."""
+    """ChannelShuffle (and the split after it) in NCHW, as torchvision writes it, without
+    tf2onnx's layout transposes. Returns the number of rewritten shuffles."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -254,9 +244,8 @@ def _is_channel_split(g, node, nhwc):
 
 
 def nchw_channel_splits(graph):
-    """`Transpose(to NHWC) -> Split(channels) -> Transposes(to NCHW)` -> one NCHW Split
-    (tf2onnx leaves them around ShuffleNet V1's split grouped convolutions), where no
-    transpose is added. Returns the number of rewritten splits."""
+    """`Transpose(to NHWC) -> Split(channels) -> Transposes(to NCHW)` -> one NCHW Split,
+    where no transpose is added. Returns the number of rewritten splits."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -278,8 +267,7 @@ def nchw_channel_splits(graph):
 
 
 def _retarget_nhwc_users(g, nhwc, y):
-    """Feeds the readers of NHWC `nhwc` from its NCHW twin `y`: Transposes to NCHW are
-    bypassed, channel Splits split `y`, others read `y` transposed back to NHWC."""
+    """Feeds the readers of NHWC `nhwc` from its NCHW twin `y`."""
     def feed(old, new):
         readers = list(g.consumers.get(old, []))
         for reader in readers:
@@ -325,8 +313,7 @@ def _rename_output(g, old, new):
 
 
 def transposed_pads(graph):
-    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one Pad with its pads permuted, which
-    ONNX Runtime folds into the convolution after it. Returns the number rewritten."""
+    """`Transpose(p) -> Pad -> Transpose(p^-1)` -> one permuted Pad; returns the number."""
     g = _Graph(graph)
     rewritten = 0
     for head in list(graph.node):
@@ -367,9 +354,8 @@ def _non_negative(g, name):
 
 
 def zero_pads_into_max_pool(graph):
-    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads` (the same max),
-    saving ONNX Runtime a separate Pad and its layout reorders. Returns the number of folds.
-    """
+    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads` (the same max).
+    Returns the number of folds."""
     g = _Graph(graph)
     folded = 0
     for pad in list(graph.node):
@@ -412,9 +398,8 @@ def _diagonal_scale(g, conv):
 
 
 def channel_affine(graph):
-    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel, which
-    ONNX Runtime runs without the blocked-layout reorder of a 3-channel convolution (the
-    Mul usually goes into `affine_into_conv`). Returns the number rewritten."""
+    """A diagonal 1x1 convolution (per-channel Rescaling) -> Mul and Add per channel (for
+    `affine_into_conv`). Returns the number rewritten."""
     g = _Graph(graph)
     rewritten = 0
     for conv in list(graph.node):
@@ -461,9 +446,8 @@ def _is_input_image(g, name):
 
 
 def affine_into_conv(graph):
-    """`Conv(x * s + b)` -> `Conv'(x + b / s)`, `s` folded into the kernel (a padded zero
-    stays zero), on the graph input (ONNX Runtime folds the others itself), through the
-    layout Transpose for scalars only. Returns the number of folds."""
+    """`Conv(x * s + b)` -> `Conv'(x + b / s)`, `s` in the kernel (a padded zero stays zero),
+    on the graph input, through its Transpose for scalars only. Returns the number folded."""
     g = _Graph(graph)
     folded = 0
     for mul in list(graph.node):
@@ -506,11 +490,8 @@ def affine_into_conv(graph):
 
 
 def identity_reshapes(graph):
-    """Removes Reshapes to the shape their input already has.
-
-    tf2onnx keeps the squeeze-excite `[N, C, 1, 1]` reshape of Keras' keepdims mean,
-    which costs ONNX Runtime a layout reorder on each side. Returns the number removed.
-    """
+    """Removes Reshapes to the shape their input has (tf2onnx's after a keepdims mean).
+    Returns the number removed."""
     g = _Graph(graph)
     removed = 0
     for node in list(graph.node):
@@ -529,8 +510,7 @@ def identity_reshapes(graph):
     return removed
 
 
-# Steps of a kernel on an int8 grid: at most this far from integers (rounding of the
-# batch-norm scale folded in after fake quantization).
+# How far from integers a kernel's int8 steps may be (the BN scale folded in after QAT).
 GRID_TOLERANCE = 1e-3
 _INT8_STEPS = np.arange(127, 0, -1, dtype=np.float64)
 
@@ -541,8 +521,7 @@ def _int8_grid(values):
     top = float(np.max(np.abs(flat))) if flat.size else 0.0
     if top == 0:
         return np.zeros(values.shape, np.int8), 1.0
-    # The largest value sits on step K <= 127; candidates are weeded out a slice at a
-    # time (a float kernel leaves none after the first).
+    # The largest value sits on step K <= 127; K are weeded out a slice at a time.
     steps = _INT8_STEPS
     for start in range(0, flat.size, 256):
         ratios = flat[None, start:start + 256] * (steps[:, None] / top)
@@ -566,9 +545,8 @@ def _int8_kernel(kernel, axis):
 
 
 def quantized_kernels(graph):
-    """Float kernels on an int8 grid (per tensor or output channel) -> int8 kernels behind
-    a DequantizeLinear, in QDQ graphs: ONNX Runtime would requantize a float one per tensor,
-    far coarser than the QAT grid. Returns the number of kernels stored as int8."""
+    """Float kernels on an int8 grid -> int8 kernels behind a DequantizeLinear, in QDQ graphs:
+    ONNX Runtime would requantize a float one per tensor. Returns the number stored."""
     if not any(node.op_type == "DequantizeLinear" for node in graph.node):
         return 0
     g = _Graph(graph)
@@ -629,11 +607,8 @@ def topological_sort(graph):
 
 
 def optimize(proto, passes=None):
-    """`(new ModelProto, {pass: rewrites})` after the `passes.ONNX` named in `passes` (None: all).
-
-    Graphs with subgraphs (If, Loop) or without the default ONNX domain are returned as
-    they are.
-    """
+    """`(new ModelProto, {pass: rewrites})` after the `passes.ONNX` named in `passes` (None:
+    all); graphs with subgraphs or without the default domain are returned as they are."""
     import onnx
 
     from keras_lightnets.export import passes as passes_lib

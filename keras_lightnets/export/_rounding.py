@@ -1,13 +1,10 @@
 """Int8 weight rounding chosen on calibration images, for full-integer TFLite.
 
-The converter rounds each weight to the nearest step of its channel's int8 grid;
-in thin networks those errors add up. Here each fitted layer's weights are put on
-that grid first, fitted to the float outputs from the inputs the int8 file really
-gives it (the layers run side by side, float and int8: sequential correction):
-a ridge least-squares target, or bias correction where positions are few (Nagel et
-al., ICCV 2019), rounded one input at a time with the error spread over the rest
-(GPTQ: Frantar et al., ICLR 2023). A copy with batch norm folded is converted,
-each channel keeping one weight at 127 steps so the converter finds the same grid.
+Rounding to nearest adds up errors in thin networks, so each fitted layer's weights (batch
+norm folded) are fitted on the int8 grid to the float outputs from the inputs the int8 file
+gives it (float and int8 run side by side): a ridge least-squares target, or bias correction
+where positions are few (Nagel et al., ICCV 2019), rounded as GPTQ does (Frantar et al.,
+ICLR 2023). One weight per channel stays at 127 steps, so the converter finds the same grid.
 """
 
 import keras
@@ -16,12 +13,10 @@ import numpy as np
 from keras_lightnets import graph
 from keras_lightnets.export import _fold
 
-# Positions (pixels of the layer's output) sampled per fitted input, at most MAX_SAMPLES
-# per layer: random with a fixed seed.
+# Output positions sampled per fitted input (at most MAX_SAMPLES per layer), fixed seed.
 SAMPLES_PER_INPUT = 256
 MAX_SAMPLES = 16384
-# The least-squares target needs this many positions per input; with fewer only the
-# bias moves.
+# Positions per input the least-squares fit needs; with fewer only the bias moves.
 FIT_SAMPLES_PER_INPUT = 16
 # Ridge (and GPTQ dampening) relative to the mean input energy.
 DAMPING = 0.1
@@ -76,8 +71,7 @@ def _same_pad(size, kernel, stride, dilation):
 
 
 def _patches(layer, pair, inputs, rng):
-    """Inputs of `layer` at random output positions, float and int8: two arrays
-    (rows, inputs, groups), one group per input channel for DepthwiseConv2D."""
+    """Inputs of `layer` at random output positions, float and int8: (rows, inputs, groups)."""
     halves = [np.asarray(pair.float), np.asarray(pair.int)]
     samples = min(MAX_SAMPLES, SAMPLES_PER_INPUT * (inputs + 1))
     if type(layer).__name__ == "Dense":
@@ -113,9 +107,7 @@ def _sample(count, size, rng):
 
 
 def _moments(x_int, x_float):
-    """Per group, `x_int`'s Gram matrix and its cross moments with `x_float`
-    (arrays (rows, inputs, groups)), with a column of ones appended to both
-    (for the bias), in float64."""
+    """Per group, `x_int`'s Gram matrix and cross moments with `x_float`, bias column added."""
     import tensorflow as tf
 
     rows, _, groups = x_int.shape
@@ -136,14 +128,12 @@ def fit(x_float, x_int, weights, bias):
     """Int8-grid weights and a bias for one layer.
 
     Args:
-        x_float, x_int: (rows, inputs, groups) inputs of the float layer and the
-            inputs the int8 file gives it.
+        x_float, x_int: (rows, inputs, groups) inputs of the float and the int8 layer.
         weights: (groups, inputs, outputs) float weights; bias (groups, outputs).
 
     Returns:
-        `(weights, bias)`: weights on each output's int8 grid with one weight
-        at +-127 steps, and the bias, fitting `x_int @ weights + bias` to
-        `x_float @ weights_float + bias_float`.
+        `(weights, bias)`, weights on each output's int8 grid (one at +-127 steps), fitting
+        `x_int @ weights + bias` to `x_float @ weights_float + bias_float`.
     """
     import tensorflow as tf  # its linear algebra: see _moments
 
@@ -173,14 +163,12 @@ def _nearest(w):
 
 
 def _gptq(w, hessian, block=128):
-    """Rounds rows `:-1` of `w` (groups, inputs + 1, outputs; the last is the bias)
-    one at a time, each error spread over the rows after it, in blocks."""
+    """Rounds the rows of `w` but the last (the bias) one at a time, errors spread after."""
     w = w.copy()
     inputs = w.shape[1] - 1
     limit = np.max(np.abs(w[:, :inputs]), axis=1)  # (groups, outputs)
     scale = np.where(limit > 0, limit / 127.0, 1.0)
-    # Each output keeps its largest weight at +-127 steps: the converter, which
-    # derives the scale from the largest weight, then finds this very grid.
+    # Each output's largest weight at +-127 steps: the converter's scale then gives this grid.
     pinned = np.argmax(np.abs(w[:, :inputs]), axis=1)
     sign = np.where(np.take_along_axis(w, pinned[:, None], 1)[:, 0] < 0, -1.0, 1.0)
     import tensorflow as tf  # its linear algebra: see _moments

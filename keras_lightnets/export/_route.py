@@ -1,11 +1,9 @@
 """Channel shuffles resolved into the weights, on a copy of a Keras 3 model.
 
-A 1x1 convolution reads its input channels in any order (the order lives in its
-kernel), so ShuffleNet's concat-shuffle-split copies are paid once, where a
-convolution reads from several tensors (slices and one CONCATENATION). Each
-convolution writes its outputs in the order its readers want; per-channel layers
-keep their input's order, weights permuted; other layers get the model's order.
-The copy computes the same function exactly; the model is not changed.
+A 1x1 convolution reads its input channels in any order (kept in its kernel), so the
+shuffle copies are paid once, where a convolution reads several tensors. Each convolution
+writes its outputs in the order its readers want; per-channel layers keep their input's
+order; other layers get the model's order. The copy computes the same function exactly.
 """
 
 import collections
@@ -18,8 +16,7 @@ from keras_lightnets.layers import ChannelSlice
 
 # The most inputs of a CONCATENATION that LiteRT's XNNPACK delegate takes.
 MAX_CONCAT = 5
-# The copy is made where it moves at most this part of the elements the model's own
-# routing layers move: many small pieces cost more per element than a few large ones.
+# At most this part of what the model's routing moves (small pieces cost more per element).
 MAX_MOVED = 0.5
 
 
@@ -58,12 +55,8 @@ def _routing(layer, node):
 
 
 class _Walk:
-    """One pass over the graph, tracking where each channel lives.
-
-    A value is one `(tensor id, channel key)` per channel, in the model's order;
-    a tensor stores key k at `positions[group][k]` (group: the convolution whose
-    output it carries, or itself). The first pass records readers; `build` builds.
-    """
+    """One pass over the graph, tracking where each channel lives: a value is one `(tensor
+    id, channel key)` per channel; a tensor stores key k at `positions[group][k]`."""
 
     def __init__(self, model, positions=None, build=False):
         self.model = model
@@ -127,8 +120,7 @@ class _Walk:
                 return tid, by_position
         channels = list(range(len(value)))
         if not ordered:
-            # Pieces of consecutive positions, the smallest first: those are the
-            # ones a concatenation of more than MAX_CONCAT inputs gathers in advance.
+            # Runs of positions, smallest first (gathered first past MAX_CONCAT inputs).
             channels.sort(key=lambda c: (value[c][0], self.position(*value[c])))
             pieces = sorted(self.pieces([value[c] for c in channels], channels),
                             key=lambda piece: len(piece[3]))
@@ -139,8 +131,7 @@ class _Walk:
         return self.gathers[key], channels
 
     def pieces(self, entries, payloads):
-        """`[tid, first position, last position, payloads]` per run of consecutive
-        positions of one tensor in `entries` (`(tid, key)` pairs)."""
+        """`[tid, first, last position, payloads]` per run of positions in `entries`."""
         runs = []
         for (tid, k), payload in zip(entries, payloads, strict=True):
             at = self.position(tid, k)
@@ -273,8 +264,7 @@ class _Walk:
 
 
 def route(node, values):
-    """The values after a routing node: channels change places, no data moves.
-    The layer itself, run on the index of each channel, says where each goes."""
+    """The values after a routing node, from the layer run on each channel's index."""
     flat = [entry for value in values for entry in value]
     starts = np.cumsum([0, *map(len, values[:-1])])
     indices = {id(t): np.arange(start, start + len(value), dtype="float32").reshape(
@@ -285,8 +275,7 @@ def route(node, values):
 
 
 def _positions(walk):
-    """For every convolution, the position of each output channel: channels read
-    by the same readers next to each other, in the order they are read."""
+    """Per convolution, each output channel's position: those read together side by side."""
     reads = collections.defaultdict(dict)
     for (group, key), readers in walk.readers.items():
         if isinstance(group, str):  # a convolution's output (see `_Walk.mixing`)
@@ -300,10 +289,8 @@ def _positions(walk):
 
 
 def routed(model, max_moved=MAX_MOVED):
-    """A copy of `model` with its channel shuffles resolved (see the module
-    docstring), or `model` itself when it has none, or when the copy would
-    move more than `max_moved` times the elements the model's own routing
-    layers move (None: any)."""
+    """A copy of `model` with its channel shuffles resolved, or `model` itself when it has
+    none or the copy would move over `max_moved` times what its routing moves (None: any)."""
     functional = graph.functional(model)
     if functional is None or isinstance(model, keras.Sequential) or len(functional.inputs) != 1:
         return model

@@ -1,15 +1,12 @@
 """Export-time forms of the package's layers, swapped in by `passes` (export graphs only).
 
-- `UnfusedHardSwish`: `x * (relu6(x + 3) * c)`, `c` one float32 step above 1/6 (far
-  below an int8 step), so the converter keeps the ADD/MUL chain XNNPACK runs in int8
-  rather than fusing HARD_SWISH, which XNNPACK runs in float only.
-- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise convolution with a
-  constant kernel, exact in int8: XNNPACK takes float AVERAGE_POOL_2D only.
-- `ConvRescaling`: a per-channel `x * scale + offset` as one 1x1 convolution with a
-  diagonal kernel (exact), not a MUL and ADD that run a pixel at a time.
+- `UnfusedHardSwish`: `x * (relu6(x + 3) * c)`, `c` one float32 step above 1/6, so the
+  converter keeps the ADD/MUL chain XNNPACK runs in int8, not HARD_SWISH (float only there).
+- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise convolution (exact):
+  XNNPACK takes float AVERAGE_POOL_2D only.
+- `ConvRescaling`: a per-channel `x * scale + offset` as one diagonal 1x1 convolution.
 
-The tf_keras twins (`keras_lightnets.optimize`) take the same forms while `active(name)`,
-which the TFLite export sets around tracing.
+The tf_keras twins take the same forms while `active(name)`, set by the TFLite export.
 """
 
 import contextlib

@@ -33,25 +33,21 @@ def to_onnx(
 ):
     """Exports a Keras 3 or tf_keras image model to ONNX with tf2onnx.
 
-    The graph takes float32 `input` in the model's input domain, `(batch, rows, cols, 3)`
-    (or channels first with `input_layout="NCHW"`), the batch static or named `batch`, and
-    returns `output` (`output_0`, ... for several). It runs channels-first inside, as a
-    native PyTorch export does. `group_conv="native"` models are refused (tf2onnx cannot
-    convert `Conv2D(groups>1)`): build them with `group_conv="split"`, same weights.
+    The graph takes float32 `input` in the model's input domain (NHWC, or NCHW), the batch
+    static or named `batch`, and returns `output` (`output_0`, ... for several); it runs
+    channels-first inside. `group_conv="native"` models are refused (tf2onnx cannot convert
+    `Conv2D(groups>1)`): build them with `group_conv="split"`, same weights.
 
-    A quantization-aware model (`optimize.quantize_aware`) becomes a QDQ graph with int8
-    kernels, verified as written (onnxruntime's graph optimizations off) and as an int8
-    artifact, by cosine; with labelled `verify_data`, by top-1 agreement too.
+    A QAT model becomes a QDQ graph with int8 kernels, verified as written (graph
+    optimizations off) by cosine; with labelled `verify_data`, by top-1 agreement too.
 
     Args:
         model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
         path: the `.onnx` file to write (atomically).
         opset: the ONNX opset (13 to 18).
         batch_size: a static batch size, or `None` (default) for a dynamic one.
-        input_size: rows and cols (int or pair) for a model whose spatial size is
-            `None`; defaults to 224.
-        input_layout: `"NHWC"` (the Keras model's) or `"NCHW"` (PyTorch-style; saves
-            the input transpose).
+        input_size: rows and cols (int or pair) if the model's are `None`; default 224.
+        input_layout: `"NHWC"` (the Keras model's) or `"NCHW"` (PyTorch-style).
         verify: run the file with onnxruntime (CPU) and compare it with the model first.
         verify_data: NHWC inputs to verify on, or an `(inputs, labels)` pair.
         tolerance: max relative difference (default 1e-4); for a QAT model, min mean
@@ -110,8 +106,7 @@ def to_onnx(
             verify_lib.apply(report, verify_lib.measure(reference, actual, labels))
             if qdq:
                 _check_kernels(proto, report)
-            # A QDQ graph is a rounding step here and there (ties, summation order) from
-            # TF's fake quantization, which a deep network carries on: checked as int8.
+            # A QDQ graph rounds a step off TF's fake quantization here and there: int8 bounds.
             verify_lib.check(report, "int8" if qdq else "float32", tolerance,
                              labelled=qdq and labels is not None)
     return report
@@ -165,8 +160,7 @@ def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
 
 
 def _by_value(fn, spec):
-    """`fn` with captured tensors made constants: tf2onnx would make each a graph input
-    (TF-MOT's prune-preserving quantizers capture their masks that way)."""
+    """`fn` with captured tensors (pruning masks) as constants, not tf2onnx graph inputs."""
     import tensorflow as tf
     from tensorflow.python.framework import convert_to_constants
 
@@ -178,8 +172,7 @@ def _by_value(fn, spec):
 
 
 def _check_kernels(proto, report):
-    """Raises when a kernel of a QDQ graph is float: onnxruntime would quantize it per
-    tensor, which the verification run (graph optimizations off) cannot see."""
+    """Raises for a float kernel in a QDQ graph, which onnxruntime quantizes per tensor."""
     constants = {t.name for t in proto.graph.initializer if t.data_type == t.FLOAT}
     floats = [n.name for n in proto.graph.node
               if n.op_type in KERNEL_OPS and n.input[1] in constants]

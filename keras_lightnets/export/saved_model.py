@@ -20,17 +20,14 @@ def to_saved_model(
 ):
     """Exports a Keras 3 or tf_keras image model as a TensorFlow SavedModel.
 
-    One `serving_default` signature takes float32 `input` `(batch, rows, cols, 3)` in the
-    model's input domain and returns `{"output": ...}` (`output_0`, ... for several); the
-    SavedModel holds the weights and the inference graph, not the Keras model.
+    One `serving_default` signature takes float32 `input` in the model's input domain and
+    returns `{"output": ...}` (`output_0`, ...); it holds the inference graph only.
 
     Args:
         model: a `keras.Model` (TensorFlow backend) or a `tf_keras.Model`.
-        path: the directory to write (atomically); a SavedModel or empty directory
-            there is replaced.
+        path: the directory to write (atomically), replacing a SavedModel or empty one.
         batch_size: a static batch size, or `None` (default) for any batch.
-        input_size: rows and cols (int or pair) to fix for a model whose spatial size
-            is `None`; by default such sizes stay dynamic (verified at 224).
+        input_size: rows and cols (int or pair) to fix if the model's are `None` (else dynamic).
         verify: reload the SavedModel and compare it with the Keras model.
         verify_data: inputs to verify on, or an `(inputs, labels)` pair.
         tolerance: max relative difference (default 1e-4).

@@ -1,8 +1,7 @@
 """TFLite (LiteRT) export for phones: static batch, TFLite builtin ops only.
 
-A static shape (batch 1 by default) keeps `Reshape` free of the SHAPE/STRIDED_SLICE/PACK
-chains that slow phones and trip delegates; frozen variables let batch norm fold and give
-the file its `serving_default` signature; builtin ops only (no Flex) run on plain LiteRT.
+A static shape keeps `Reshape` free of SHAPE/STRIDED_SLICE/PACK chains that trip delegates;
+frozen variables let batch norm fold and give the file its signature; builtins run anywhere.
 """
 
 import contextlib
@@ -58,17 +57,14 @@ def to_tflite(
         path: the `.tflite` file to write (atomically, once complete and verified).
         quantization: `None` (float32), `"float16"` (float16 weights), `"dynamic"`
             (int8 weights) or `"int8"` (int8 weights, activations, input and output).
-        representative_data: for `"int8"` (QAT models too), the calibration images in
-            the model's input domain: an array `(n, rows, cols, 3)`, an iterable of such
-            batches or of single images, or a callable returning one.
+        representative_data: for `"int8"`, calibration images in the model's input domain:
+            an array, an iterable of batches or images, or a callable returning one.
         batch_size: the static batch of the file; `None` gives a dynamic batch.
         io_dtype: `"int8"` (default) or `"uint8"` input and output for `"int8"`.
-        input_size: rows and cols (int or pair) for a model whose spatial size is
-            `None`; defaults to 224.
+        input_size: rows and cols (int or pair) if the model's are `None`; default 224.
         calibration_steps: at most this many calibration images.
-        adaptive_rounding: for `"int8"`, fit the int8 rounding of every kernel and
-            bias on the first 64 calibration images so each layer reproduces its float
-            output (GPTQ-style, the `rounding` pass; Keras 3 models only).
+        adaptive_rounding: for `"int8"`, fit the rounding of the weights on the first 64
+            calibration images (the `rounding` pass; Keras 3 models only).
         verify: run the file with ai-edge-litert and compare it with the model first.
         verify_data: inputs to verify on, or an `(inputs, labels)` pair (adds the
             top-1 agreement check). Defaults to calibration images for `"int8"`,
@@ -162,11 +158,8 @@ def default_verify_inputs(model, shape, quantization, calibration=None):
 
 
 class Calibration:
-    """The representative dataset: batches of the traced shape, with progress.
-
-    Keeps the first images, to fit the int8 rounding on and to verify the file on data
-    inside its calibrated ranges.
-    """
+    """The representative dataset: batches of the traced shape, with progress; keeps the
+    first images to fit the rounding on and to verify the file within its ranges."""
 
     def __init__(self, data, shape, limit=None, progress=True):
         self.data, self.shape, self.limit, self.progress = data, shape, limit, progress
@@ -242,9 +235,8 @@ class Calibration:
 
 
 def _frozen_function(model, shape):
-    """The traced model with variables as constants (the converter keeps Keras 3 variables
-    as VAR_HANDLE ops), without custom-gradient markers (swish's `tf.nn.silu`), which
-    silently cost the file its signature."""
+    """The traced model with variables as constants (not VAR_HANDLE ops), without
+    custom-gradient markers (swish's), which silently cost the file its signature."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,

@@ -1,10 +1,8 @@
 """Numerical verification of exported artifacts against the Keras model.
 
-An artifact is judged as a user would: float32 files must give the model's outputs;
-float16 and dynamic-range files, which change every number, must keep what the model
-says on photo-like inputs, compared on logits (a softmax output's centred
-log-probabilities: probabilities of unsure inputs reorder under any rounding) and, for
-classifiers, by the top class; int8 files by cosine on their calibration images.
+Float32 files must give the model's outputs; float16 and dynamic-range files must keep
+what it says on photo-like inputs, on logits (probabilities of unsure inputs reorder
+under any rounding) and the top class; int8 files by cosine on calibration images.
 """
 
 import dataclasses
@@ -21,8 +19,7 @@ from keras_lightnets.export import _model
 TOLERANCES = {"float32": ("rel", 1e-4), "float16": ("logit_rel", 0.1),
               "dynamic": ("logit_cosine", 0.85), "int8": ("cosine", 0.95)}
 MIN_TOP1_AGREEMENT = {"float32": 0.95, "float16": 0.95, "dynamic": 0.7, "int8": 0.95}
-# Float16 and dynamic-range classifiers: least fraction of inputs whose top class is
-# among the model's top TOP_K.
+# Float16 and dynamic-range: least share of inputs with the top class in the model's TOP_K.
 MIN_TOP1_IN_TOPK = 0.75
 TOP_K = 5
 TOPK_KINDS = ("float16", "dynamic")

@@ -11,21 +11,16 @@ export.to_onnx(model, "v3s.onnx")                          # dynamic batch
 export.to_saved_model(model, "v3s_savedmodel")
 ```
 
-Every exporter works on Keras 3 models (TensorFlow backend) and on tf_keras
-models (the pruned and quantization-aware models of
-`keras_lightnets.optimize`), writes atomically, and by default runs the
-artifact (ai-edge-litert, onnxruntime, TensorFlow) and compares it with the
-Keras model, raising `ExportVerificationError` when the difference exceeds
-the tolerance. Each returns an `ExportReport`.
+Every exporter takes Keras 3 models (TensorFlow backend) and tf_keras models (those of
+`keras_lightnets.optimize`), writes atomically and by default runs the artifact and
+compares it with the Keras model, raising `ExportVerificationError` beyond the tolerance.
+Each returns an `ExportReport`.
 
-The graph passes that make the files fast (batch norms folded, shuffles
-resolved into weights, int8 forms XNNPACK runs, ...) are listed in order in
-`keras_lightnets.export.passes`; `passes=` switches them, and the report says
-which changed the graph.
+The graph passes that make the files fast are listed in order in `export.passes`;
+`passes=` switches them, and the report says which changed the graph.
 
-Artifacts take what the Keras model takes: raw `[0, 255]` RGB pixels for
-models with embedded preprocessing (`expects_raw_pixels(model)`), the output
-of the family's `preprocess_input` for the others.
+Artifacts take what the Keras model takes: raw `[0, 255]` RGB pixels with embedded
+preprocessing (`expects_raw_pixels(model)`), else the family's `preprocess_input` output.
 """
 
 from keras_lightnets.export._fold import fold_concatenated

@@ -1,8 +1,7 @@
 """Atomic publication of export artifacts.
 
-An artifact is written and verified under a hidden temporary name next to it, then
-renamed over the final name, so a crash or a failed verification never leaves a partial
-or unverified file there; the next export into the folder removes what a killed one left.
+An artifact is written and verified under a hidden temporary name next to it, then renamed
+over the final name, so a crash or failed verification never leaves a partial file there.
 """
 
 import contextlib
@@ -15,8 +14,7 @@ import tempfile
 from keras_lightnets import _files
 from keras_lightnets._utils import check
 
-# `.<name>.tmp-<pid>-<random>` (`.old-` for a SavedModel being replaced); without a pid,
-# removed only by age.
+# `.<name>.tmp-<pid>-<random>` (`.old-`: a replaced SavedModel); without a pid, by age.
 _STAGED = re.compile(r"^\..+\.(?:tmp|old)-(?:(\d+)-)?[a-z0-9_]{8}$")
 STALE_SECONDS = _files.STALE_SECONDS
 
@@ -106,8 +104,7 @@ def publish(tmp, path):
     if not os.path.lexists(path):
         os.replace(tmp, path)
         return
-    # A directory cannot replace a non-empty one in one rename: move the old
-    # one aside first, so `path` is missing for an instant but never partial.
+    # No rename replaces a non-empty directory: the old one moves aside first, never partial.
     old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-{os.getpid()}-",
                            dir=os.path.dirname(path))
     os.rmdir(old)

@@ -1,5 +1,4 @@
-"""Captures the converters' native log (C++ lines on fd 2): noise when a conversion
-works, the only explanation when it fails, so it is attached to the error."""
+"""Captures the converters' native log (fd 2), the only explanation of a failed conversion."""
 
 import contextlib
 import os

@@ -1,8 +1,7 @@
 """Batch norm folded into the layers before it, on a copy of a Keras 3 model.
 
-The converter leaves a batch norm after a concatenation of convolutions (split
-grouped convolutions) as MUL + ADD and its ReLU as a slow op of its own; here
-both move into each convolution. The model is not changed.
+The converter leaves a batch norm after a concatenation of convolutions as MUL + ADD and
+its ReLU as an op of its own; here both move into each convolution.
 """
 
 import collections
@@ -34,15 +33,13 @@ def _foldable_bn(node, calls):
             and layer.axis in (-1, len(node.outputs[0].shape) - 1))
 
 
-# A batch norm folded into a fitted layer: its name, the layer's channels in it, and
-# the ReLU after the batch norm moved into the layer, if any.
+# A batch norm folded into a layer: its name, the layer's channels in it, the ReLU moved.
 Fold = collections.namedtuple("Fold", "bn start end relu")
 
 
 def fold_plan(model):
-    """`{fitted layer name: Fold or None}`: a batch norm folds into the layer that
-    alone feeds it or, split by channel with its ReLU, into every layer of a
-    concatenation of fitted layers."""
+    """`{fitted layer name: Fold or None}`: a batch norm folds into the layer alone feeding
+    it or, split by channel with its ReLU, into every layer of a concatenation of them."""
     graph_nodes = nodes(model)
     calls = collections.Counter(id(node.operation) for node in graph_nodes)
     takers = consumers(graph_nodes)

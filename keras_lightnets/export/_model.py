@@ -1,6 +1,4 @@
-"""What the exporters need to know about a model, Keras 3 or tf_keras (the twins of
-`keras_lightnets.optimize`; never imported here: the caller has imported it).
-"""
+"""What the exporters need to know about a Keras 3 or tf_keras model (tf_keras unimported)."""
 
 import numbers
 import os
@@ -45,11 +43,8 @@ def _positive_int(value):
 
 
 def input_shape(model, batch_size, input_size=None, keep_dynamic=False):
-    """The (batch, rows, cols, channels) shape the export is traced at.
-
-    `input_size` (int or (rows, cols), default 224) sets a None spatial size and
-    must match a static one; `keep_dynamic` keeps None sizes when it is None.
-    """
+    """The (batch, rows, cols, channels) shape the export is traced at: `input_size` (default
+    224) sets a None size and must match a static one; `keep_dynamic` keeps None sizes."""
     _check_positive_int("batch_size", batch_size, allow_none=True)
     _, rows, cols, channels = (None if d is None else int(d) for d in model.inputs[0].shape)
     if input_size is not None:
@@ -75,11 +70,8 @@ def tensor_spec(shape):
 
 
 def serving_fn(model, named=True):
-    """A tf.function running `model` for inference.
-
-    With `named`, outputs are a dict `{"output": y}` (or `output_0`, ... for
-    several outputs), which names them in SavedModel and ONNX graphs.
-    """
+    """A tf.function running `model` for inference; `named` outputs `{"output": y}` (or
+    `output_0`, ...), which names them in SavedModel and ONNX graphs."""
     import tensorflow as tf
 
     def serve(x):
@@ -170,9 +162,8 @@ def _upsampled(grid, rows, cols):
 
 
 def synthetic_images(model, shape, count, seed=0):
-    """`count` deterministic photo-like images in the model's input domain: smooth
-    colour fields with sharp discs and boxes, on which (unlike uniform noise) a
-    classifier's ranking is confident enough to compare files by."""
+    """`count` deterministic photo-like images in the model's input domain, on which (unlike
+    noise) a classifier's ranking is confident enough to compare files by."""
     rng = np.random.default_rng(seed)
     rows, cols, channels = shape[1:]
     y, x = np.mgrid[0:rows, 0:cols]

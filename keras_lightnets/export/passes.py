@@ -30,12 +30,10 @@ from keras_lightnets.export import _fold, _model, _onnx_passes, _route, forms
 
 APPLIED, NOT_APPLICABLE, OFF = "applied", "not applicable", "off"
 
-# `run(model, export)` returns the new model (`model` itself: nothing to do), or
-# `substitute(layer, input channels, export)` returns the class of the layer's export
-# form (same config) or None; substitutions come last and share one `graph.rebuild`.
+# `run(model, export)` returns the new model (or `model`), or `substitute(layer, channels,
+# export)` the class of the layer's export form or None (all in one `graph.rebuild`, last).
 Pass = collections.namedtuple("Pass", "name run substitute", defaults=(None, None))
-# What the passes know of the export: its quantization and, for `rounding`, a callable
-# giving calibration images (or None).
+# The export's quantization and, for `rounding`, a callable giving calibration images.
 Export = collections.namedtuple("Export", "quantization rounding_images")
 
 
@@ -95,8 +93,7 @@ ONNX_KERAS = tuple(p for p in KERAS if p.name == "rescaling_conv")
 # tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
 TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
 
-# `run(graph, opset)` returns the number of rewrites. Looked up in `_onnx_passes` at
-# each call.
+# `run(graph, opset)` returns the number of rewrites (looked up in `_onnx_passes` per call).
 ONNX = (
     Pass("hard_activations", lambda g, opset: _onnx_passes.fuse_hard_activations(
         g, swish=opset >= 14)),

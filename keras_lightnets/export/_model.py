@@ -203,8 +203,7 @@ def as_array(data, shape, name):
 
 
 def chunks(x, step):
-    """`(batch, n)` pairs covering `x` in batches of exactly `step` (the last
-    one padded by repeating its last image; only its first `n` rows count)."""
+    """`(batch, n)` pairs covering `x` in batches of `step` (the last padded; `n` rows count)."""
     step = step or len(x)
     for start in range(0, len(x), step):
         chunk = x[start:start + step]

@@ -354,8 +354,7 @@ def _non_negative(g, name):
 
 
 def zero_pads_into_max_pool(graph):
-    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads` (the same max).
-    Returns the number of folds."""
+    """`Pad(0) -> MaxPool` on a non-negative tensor -> MaxPool with `pads`; returns the number."""
     g = _Graph(graph)
     folded = 0
     for pad in list(graph.node):
@@ -490,8 +489,7 @@ def affine_into_conv(graph):
 
 
 def identity_reshapes(graph):
-    """Removes Reshapes to the shape their input has (tf2onnx's after a keepdims mean).
-    Returns the number removed."""
+    """Removes Reshapes to their input's shape (after keepdims means); returns the number."""
     g = _Graph(graph)
     removed = 0
     for node in list(graph.node):

@@ -307,8 +307,7 @@ def routed(model, max_moved=MAX_MOVED):
 
 
 def plan(model):
-    """`(positions, elements the copy moves, elements the model's own routing layers
-    move)` for a functional `model` with one input."""
+    """`(positions, elements the copy moves, elements the model's own routing moves)`."""
     first = _Walk(model)
     first.run()
     positions = _positions(first)

@@ -132,8 +132,7 @@ def _collect_errors():
 
 
 def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
-    """`(ONNX ModelProto, {pass: rewrites})` of `model` traced at `shape` (NHWC), taking
-    `input_layout`, after the ONNX `passes` (None: all)."""
+    """`(ONNX ModelProto, {pass: rewrites})` of `model` traced at NHWC `shape`, after `passes`."""
     import tf2onnx
 
     fn = _by_value(_model.serving_fn(model), _model.tensor_spec(shape))
@@ -191,8 +190,7 @@ def _value_info(value):
 
 
 def run(path, x, names=None, batch_size=None, optimized=True):
-    """The outputs of an ONNX file run by onnxruntime (CPU) on `x`; `optimized=False` runs
-    a QDQ graph in float, op by op, as written."""
+    """The outputs of an ONNX file run by onnxruntime (CPU); `optimized=False`: as written."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -66,12 +66,10 @@ def to_tflite(
         adaptive_rounding: for `"int8"`, fit the rounding of the weights on the first 64
             calibration images (the `rounding` pass; Keras 3 models only).
         verify: run the file with ai-edge-litert and compare it with the model first.
-        verify_data: inputs to verify on, or an `(inputs, labels)` pair (adds the
-            top-1 agreement check). Defaults to calibration images for `"int8"`,
-            photo-like synthetic images for `"float16"` and `"dynamic"`, else random.
+        verify_data: inputs to verify on, or an `(inputs, labels)` pair (adds the top-1
+            check); default calibration (int8), synthetic (float16, dynamic) or random.
         tolerance: overrides the default bound of `verify.TOLERANCES`.
-        min_top1_agreement: with labels, the least top-1 agreement with the model
-            (default `verify.MIN_TOP1_AGREEMENT`).
+        min_top1_agreement: least top-1 agreement, with labels (`verify.MIN_TOP1_AGREEMENT`).
         progress: show a progress bar during calibration.
         passes: names of `export.passes.KERAS` to run; None runs all that apply.
 
@@ -359,8 +357,7 @@ def _dequantize(y, detail):
 
 
 def run(content, x):
-    """The float32 outputs of a TFLite file (bytes or path) on float inputs `x`, quantized
-    with the file's own parameters and run in its static batch."""
+    """The float32 outputs of a TFLite file (bytes or path) on float inputs `x`."""
     runner = interpreter(content).get_signature_runner()
     (input_name, in_detail), = runner.get_input_details().items()
     out_details = _ordered(runner.get_output_details())

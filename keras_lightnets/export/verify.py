@@ -51,8 +51,7 @@ class ExportReport:
     Attributes:
         path, format, size_bytes: the artifact, "saved_model", "tflite" or "onnx", its size.
         ops: its sorted op names; quantization: None, "float16", "dynamic" or "int8".
-        inputs, outputs: per tensor `{"name", "shape", "dtype"}` (and `"scale"`,
-            `"zero_point"` when quantized).
+        inputs, outputs: per tensor `{"name", "shape", "dtype"}` (quantized: `"scale"`, ...).
         verified, samples, verify_inputs: whether it was compared with the model, on how
             many inputs and which ("synthetic images", "random inputs", ...).
         max_abs_diff, max_rel_diff: largest absolute difference from the model's outputs,
@@ -67,8 +66,7 @@ class ExportReport:
             counting every tied class (reported, not checked).
         top1_accuracy, reference_top1_accuracy: with labels, the artifact's and model's.
         tolerance: the check applied, e.g. `"max_rel_diff <= 0.0001"`.
-        gpu_compatible, max_tensor_rank: TFLite only, the analyzer's GPU delegate verdict
-            and the largest tensor rank.
+        gpu_compatible, max_tensor_rank: TFLite only, the GPU analyzer's verdict, max rank.
         passes: `{pass name: "applied" | "not applicable" | "off"}` (`export.passes`).
     """
 

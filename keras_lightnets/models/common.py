@@ -30,8 +30,7 @@ def is_number(value):
 
 
 def check_positive(name, value, integer=False, upper=None):
-    """Checks `0 < value <= upper`; returns it as a Python int or float (some Keras
-    layers refuse numpy integers)."""
+    """Checks `0 < value <= upper`; returns a Python int or float (Keras refuses numpy ints)."""
     kind = numbers.Integral if integer else numbers.Real
     ok = isinstance(value, kind) and is_number(value) and value > 0
     ok = ok and (upper is None or value <= upper)
@@ -179,8 +178,7 @@ def globally_pool(x, pooling, names=("avg_pool", "max_pool")):
 
 
 def normalization(mean, std, name="normalization"):
-    """Embedded preprocessing `(x - mean) / std` per RGB channel, on [0, 255] pixels
-    (the package's `Rescaling`: no weights)."""
+    """Embedded preprocessing `(x - mean) / std` per channel on [0, 255] pixels (no weights)."""
     scale = [float(1.0 / (255.0 * s)) for s in std]
     offset = [float(-m / s) for m, s in zip(mean, std, strict=True)]
     return kl.Rescaling(scale=scale, offset=offset, name=name)

@@ -43,8 +43,7 @@ class OutputQuantizeConfig(qkeras.QuantizeConfig):
 
 
 class HardSwishQuantizeConfig(OutputQuantizeConfig):
-    """Quantizes `HardSwish`'s gate (in [0, 1]) and its output: the converter then keeps
-    the ADD/MUL chain XNNPACK runs in int8 (see `export.forms`)."""
+    """Quantizes `HardSwish`'s gate and output, so int8 keeps the ADD/MUL chain (`forms`)."""
 
     def get_activations_and_quantizers(self, layer):
         return [(layer.gate, _output_quantizer())]

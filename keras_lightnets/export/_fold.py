@@ -123,8 +123,7 @@ def fold(model, plan=None):
 
 
 def folded_weights(layer, bn=None, part=slice(None)):
-    """`(kernel, bias)` of a fitted `layer` in float64 (a bias even where it has none),
-    with the channels `part` of batch norm `bn` folded in."""
+    """`(kernel, bias)` of `layer` in float64, channels `part` of batch norm `bn` folded in."""
     f64 = lambda w: np.asarray(w, "float64")  # noqa: E731
     kernel = f64(layer.kernel)
     bias = f64(layer.bias) if layer.use_bias else np.zeros(out_channels(layer))
@@ -149,8 +148,7 @@ def out_channels(layer):
 
 
 def fold_concatenated(model):
-    """`model` with only the batch norms after concatenations folded (the converter
-    folds the others), or `model` itself when it has none."""
+    """`model` with the batch norms after concatenations folded (the converter folds others)."""
     if graph(model) is None or isinstance(model, keras.Sequential):
         return model
     plan = fold_plan(model)

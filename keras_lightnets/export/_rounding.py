@@ -218,8 +218,7 @@ def _images_for(nodes, images):
 
 
 def rounded(model, images, seed=0):
-    """A copy of `model` whose fitted weights are on the int8 grid TFLite uses,
-    or `model` itself when it has nothing to fit."""
+    """A copy of `model` with its fitted weights on TFLite's int8 grid (or `model`: none)."""
     if graph.functional(model) is None or not len(images):
         return model
     plan = _fold.fold_plan(model)

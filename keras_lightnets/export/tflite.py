@@ -371,8 +371,7 @@ def run(content, x):
 
 
 def latency(content, runs=50, warmup=5, num_threads=1):
-    """`{median_ms, p10_ms, p90_ms, runs}` of single inferences of a TFLite file on random
-    inputs, with ai-edge-litert's default CPU delegate (XNNPACK)."""
+    """`{median_ms, p10_ms, p90_ms, runs}` of single inferences on LiteRT's default delegate."""
     for name, value in (("runs", runs), ("num_threads", num_threads)):
         _model._check_positive_int(name, value)
     check(isinstance(warmup, numbers.Integral) and warmup >= 0,

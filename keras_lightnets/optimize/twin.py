@@ -140,8 +140,7 @@ def leaf_layers(model):
 
 
 def copy_weights(source, target):
-    """Copies weights by layer name from `source` into `target` (Keras 3 or
-    tf_keras, either way); returns `target`."""
+    """Copies weights by layer name from `source` into `target` (either Keras); returns it."""
     by_name = {layer.name: layer for layer in leaf_layers(source) if layer.weights}
     staged = []
     for layer in leaf_layers(target):

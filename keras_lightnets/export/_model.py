@@ -1,4 +1,4 @@
-"""What the exporters need to know about a Keras 3 or tf_keras model (tf_keras unimported)."""
+"""What the exporters need to know about a Keras 3 or tf_keras model (never importing tf_keras)."""
 
 import numbers
 import os

@@ -166,8 +166,8 @@ def _hard_sigmoid_of(g, node):
 
 
 def fuse_hard_activations(graph, swish=True):
-    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish, `clip(x + 3, 0, 6) / 6` -> HardSigmoid (only the
-    latter with `swish=False`: opset < 14). Returns the number fused."""
+    """`x * clip(x + 3, 0, 6) / 6` -> HardSwish, `clip(x + 3, 0, 6) / 6` -> HardSigmoid
+    (HardSigmoid only with `swish=False`, for opset < 14). Returns the number fused."""
     from onnx import helper
 
     g = _Graph(graph)

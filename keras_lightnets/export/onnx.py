@@ -33,7 +33,7 @@ def to_onnx(
 ):
     """Exports a Keras 3 or tf_keras image model to ONNX with tf2onnx.
 
-    The graph takes float32 `input` in the model's input domain (NHWC, or NCHW), the batch
+    The graph takes float32 `input` in the model's input domain (`input_layout`), the batch
     static or named `batch`, and returns `output` (`output_0`, ... for several); it runs
     channels-first inside. `group_conv="native"` models are refused (tf2onnx cannot convert
     `Conv2D(groups>1)`): build them with `group_conv="split"`, same weights.

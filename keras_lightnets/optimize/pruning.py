@@ -65,7 +65,7 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
         target_sparsity: fraction of each kernel's weights zero at `end_step`, in (0, 1).
         begin_step: training step at which pruning starts.
         end_step: training step at which `target_sparsity` is reached. `None` (default):
-            the last step of the first `fit` call (which must know its step count).
+            the last step of the first `fit` call (`fit` must know its step count).
         schedule: `"polynomial"` (sparsity rises from 0 at `begin_step` to the target at
             `end_step`, TF-MOT's `PolynomialDecay`) or `"constant"` (the target from
             `begin_step` on, masks updated every step until `end_step`, if any).

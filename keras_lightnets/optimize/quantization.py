@@ -313,8 +313,8 @@ def _range_variables(qat):
 
 
 def _share_concat_ranges(qat):
-    """One int8 scale per concat, so the file has no requantizing ops (TF-MOT misses inputs
-    from multi-output layers); inputs feeding only the concat lose their own quantizer."""
+    """One int8 scale per concat (TF-MOT misses inputs from multi-output layers): a quantized
+    input passed unchanged lends it its ranges; inputs feeding only it lose their quantizer."""
     by_name = {layer.name: layer for layer in qat.layers}
     inbound, consumers = _config_graph(qat)
 

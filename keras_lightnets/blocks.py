@@ -60,11 +60,8 @@ def _pointwise(x, filters, name, bn_name, bn, act=None, act_name=None, padding="
 
 
 def pad_for_stride(x, kernel_size, stride, mode, name):
-    """Explicit padding before a strided 'valid' conv; returns (x, padding).
-
-    Modes: "keras" (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric"
-    (PyTorch: `kernel_size // 2` on every side, at every stride).
-    """
+    """Explicit padding before a strided 'valid' conv; returns (x, padding). Modes: "keras"
+    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch: `k // 2`, any stride)."""
     if mode == "symmetric":
         half = kernel_size // 2
         if half == 0:

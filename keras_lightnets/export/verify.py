@@ -62,8 +62,7 @@ class ExportReport:
             the artifact's, and of samples whose top class is in the model's top 5.
         constant_outputs: samples on which either output is near-constant.
         top1_agreement, top1_ties, top1_agreement_with_ties: share of samples with the
-            model's arg-max, samples with classes tied at the top, and the agreement
-            counting every tied class (reported, not checked).
+            model's arg-max, samples tied at the top, agreement counting ties (unchecked).
         top1_accuracy, reference_top1_accuracy: with labels, the artifact's and model's.
         tolerance: the check applied, e.g. `"max_rel_diff <= 0.0001"`.
         gpu_compatible, max_tensor_rank: TFLite only, the GPU analyzer's verdict, max rank.

@@ -32,8 +32,7 @@ def quantize_scope():
 
 
 def quantize_config_for(layer, follows_conv=True):
-    """The `QuantizeConfig` for a tf_keras layer (None: TF-MOT's); `follows_conv`: a BN that
-    TF-MOT's Conv+BN transforms fold."""
+    """The `QuantizeConfig` of a tf_keras layer (None: TF-MOT's); `follows_conv`: a folded BN."""
     from keras_lightnets.optimize.quantize_configs import QUANTIZE_CONFIGS, OutputQuantizeConfig
 
     name = type(layer).__name__

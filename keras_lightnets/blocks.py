@@ -61,7 +61,7 @@ def _pointwise(x, filters, name, bn_name, bn, act=None, act_name=None, padding="
 
 def pad_for_stride(x, kernel_size, stride, mode, name):
     """Explicit padding before a strided 'valid' conv; returns (x, padding). Modes: "keras"
-    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch: `k // 2`, any stride)."""
+    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch's, any stride)."""
     if mode == "symmetric":
         half = kernel_size // 2
         if half == 0:
@@ -146,7 +146,7 @@ def inverted_residual(x, filters, expand_filters, kernel_size=3, strides=1, act=
                       se_filters=None, se=None, prefix="block_", names=IR_NAMES_KERAS_V2, bn=None,
                       pad_mode="keras", residual=True):
     """Inverted residual (MobileNetV2/V3, MnasNet): 1x1 expansion, depthwise conv, optional
-    squeeze-and-excitation, linear 1x1 projection, identity shortcut when shapes allow.
+    squeeze-and-excitation, linear 1x1 projection, identity shortcut if `residual` and shapes allow.
 
     Args:
         filters: output channels.

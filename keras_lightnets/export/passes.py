@@ -127,8 +127,7 @@ def run_keras(model, chosen, export, pipeline=KERAS):
     """`(model after the chosen passes of `pipeline`, {name: outcome})`."""
     outcomes = {}
     if _model.is_tf_keras(model):
-        kinds = {type(getattr(layer, "layer", layer)).__name__
-                 for layer in _model.all_layers(model)}
+        kinds = {graph.kind(layer) for layer in _model.all_layers(model)}
         for p in pipeline:
             twin = p.name in TWIN_FORMS and export.quantization == "int8" \
                 and TWIN_FORMS[p.name] in kinds

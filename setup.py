@@ -61,6 +61,7 @@ setup(
         "numpy",
         "h5py",
         "pillow",
+        "safetensors",  # timm's weight files
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["keras-lightnets=keras_lightnets_cli:main"]},

@@ -18,7 +18,7 @@ import os
 import re
 
 from keras_lightnets import imagenet
-from keras_lightnets.weights import pth
+from keras_lightnets.weights import pth, safetensors_file
 
 # SE gate formulas. keras and torchvision: `HardSigmoid`; PaddleClas's gate is
 # `HardSigmoid` after scaling the SE's second conv by 1.2.
@@ -167,8 +167,14 @@ PAPER = Source(
     flavours={"ShuffleNetV1": _replace(TORCH, source="paper")},
 )
 
+# timm's hub files (`model.safetensors`); families and flavours are added with their models.
+TIMM = Source(
+    name="timm", formats=("timm-safetensors",), suffixes=(".safetensors",),
+    reader=safetensors_file.load_state_dict, flavours={}, name_maps={},
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 

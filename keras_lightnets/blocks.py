@@ -333,3 +333,88 @@ def shufflenet_v2_unit(x, filters, strides=1, act="relu", prefix="stage2_0_",
     x2 = _pointwise(x2, branch, n["b2_pw2"], n["b2_pw2_bn"], bn, act, n["b2_act2"], "valid")
     x = layers.Concatenate(axis=-1, name=n["concat"])([x1, x2])
     return kl.ChannelShuffle(2, name=n["shuffle"])(x)
+
+
+def _depthwise_bn(x, kernel_size, strides, pad_mode, n, key, bn, act=None):
+    """Depthwise conv (explicit `pad_mode` padding when strided, else "same"), batch norm,
+    `act`; layers `n[key]` and `n[key + suffix]` for suffixes "_pad", "_bn", "_act"."""
+    padding = "same"
+    if strides > 1:
+        x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n[f"{key}_pad"])
+    x = layers.DepthwiseConv2D(kernel_size, strides=strides, padding=padding, use_bias=False,
+                               name=n[key])(x)
+    return _bn_act(x, n[f"{key}_bn"], bn, act, n.get(f"{key}_act"))
+
+
+# Layer-name suffixes of the universal inverted residual: timm's module paths
+# (`blocks.2.0.dw_start.conv` -> `blocks_2_0_dw_start_conv`) for weighted layers.
+UIR_NAMES_TIMM = {
+    "start": "dw_start_conv", "start_bn": "dw_start_bn", "start_pad": "dw_start_pad",
+    "expand": "pw_exp_conv", "expand_bn": "pw_exp_bn", "expand_act": "pw_exp_{act}",
+    "dw": "dw_mid_conv", "dw_bn": "dw_mid_bn", "dw_act": "dw_mid_{act}", "dw_pad": "dw_mid_pad",
+    "project": "pw_proj_conv", "project_bn": "pw_proj_bn", "add": "add",
+}
+
+
+def universal_inverted_residual(x, filters, expand_filters, start_kernel=0, mid_kernel=3,
+                                strides=1, act="relu", prefix="blocks_0_0_",
+                                names=UIR_NAMES_TIMM, bn=None, pad_mode="symmetric"):
+    """Universal inverted residual (MobileNetV4's UIB): optional depthwise conv + BN
+    (`start_kernel`, 0 for none), 1x1 expansion + BN + act, optional depthwise conv + BN +
+    act (`mid_kernel`), linear 1x1 projection + BN, identity shortcut when shapes allow.
+
+    Both kernels set: ExtraDW; mid only: the inverted residual; start only: ConvNeXt-like;
+    neither: FFN. The stride goes to the middle depthwise conv, else to the start one.
+
+    Args:
+        filters: output channels.
+        expand_filters: channels after the expansion.
+        names: layer-name suffixes after `prefix` (`{act}`: the activation kind).
+        pad_mode: padding of strided depthwise convs, see `pad_for_stride`.
+    """
+    if strides > 1 and not (start_kernel or mid_kernel):
+        raise ValueError(f"A strided universal inverted residual needs a depthwise conv. "
+                         f"Received: start_kernel={start_kernel}, mid_kernel={mid_kernel}")
+    n = {k: prefix + v.format(act=act) for k, v in names.items()}
+    shortcut = x
+    in_filters = x.shape[-1]
+    if start_kernel:
+        x = _depthwise_bn(x, start_kernel, 1 if mid_kernel else strides, pad_mode, n, "start", bn)
+    x = _pointwise(x, expand_filters, n["expand"], n["expand_bn"], bn, act, n["expand_act"])
+    if mid_kernel:
+        x = _depthwise_bn(x, mid_kernel, strides, pad_mode, n, "dw", bn, act)
+    x = _pointwise(x, filters, n["project"], n["project_bn"], bn)
+    if strides == 1 and in_filters == filters:
+        x = layers.Add(name=n["add"])([shortcut, x])
+    return x
+
+
+# Layer-name suffixes of the edge residual (fused inverted residual): timm's module paths.
+ER_NAMES_TIMM = {
+    "pad": "conv_exp_pad", "expand": "conv_exp", "expand_bn": "bn1", "expand_act": "bn1_{act}",
+    "project": "conv_pwl", "project_bn": "bn2", "add": "add",
+}
+
+
+def edge_residual(x, filters, expand_filters, kernel_size=3, strides=1, act="relu",
+                  prefix="blocks_0_0_", names=ER_NAMES_TIMM, bn=None, pad_mode="symmetric"):
+    """Edge residual (FusedIB, EfficientNet-EdgeTPU): `kernel_size` conv to `expand_filters`
+    + BN + act, linear 1x1 projection + BN, identity shortcut when shapes allow.
+
+    Args:
+        names: layer-name suffixes after `prefix` (`{act}`: the activation kind).
+        pad_mode: padding of the strided conv, see `pad_for_stride`.
+    """
+    n = {k: prefix + v.format(act=act) for k, v in names.items()}
+    shortcut = x
+    in_filters = x.shape[-1]
+    padding = "same"
+    if strides > 1:
+        x, padding = pad_for_stride(x, kernel_size, strides, pad_mode, n["pad"])
+    x = layers.Conv2D(expand_filters, kernel_size, strides=strides, padding=padding,
+                      use_bias=False, name=n["expand"])(x)
+    x = _bn_act(x, n["expand_bn"], bn, act, n["expand_act"])
+    x = _pointwise(x, filters, n["project"], n["project_bn"], bn)
+    if strides == 1 and in_filters == filters:
+        x = layers.Add(name=n["add"])([shortcut, x])
+    return x

@@ -13,7 +13,10 @@ import weakref
 from keras_lightnets import blocks
 
 # kind: "conv" (conv + BN + act), "ir" (inverted residual: no expansion conv
-#   when `expand` is 1) or "ds" (depthwise separable: no expansion, no skip).
+#   when `expand` is 1), "ds" (depthwise separable: no expansion, no skip),
+#   "uir" (universal inverted residual; `kernel` is its (start, middle)
+#   depthwise kernels, 0 for none) or "er" (edge residual: a full `kernel`
+#   conv expands).
 # filters: output channels at alpha 1; None on a conv row for `expand` times
 #   its input channels.
 # expand: expansion ratio. se: squeeze-excite channels as a fraction of the
@@ -21,7 +24,8 @@ from keras_lightnets import blocks
 # scale: "alpha" (scaled and rounded), "fixed", or "up" (scaled above 1 only).
 # tap: the last row at its resolution, a feature map for `feature_extractor`.
 # name: a conv row's "conv bn act" layer names; an inverted residual's prefix
-#   (default: the family's), `{b}` the block index, `{i}` the repeat.
+#   (default: the family's), `{b}` the block index, `{i}` the repeat, `{j}`
+#   the block's index among the rows of the same name (a timm stage).
 Block = collections.namedtuple(
     "Block", "kind kernel stride filters expand se act repeats scale tap name",
     defaults=(1, 0, None, 1, "alpha", False, None),
@@ -46,8 +50,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
-        names: layer-name suffixes of the inverted residual
-            (see `blocks.IR_NAMES_KERAS_V2`).
+        names: layer-name suffixes of the block rows
+            (see `blocks.IR_NAMES_KERAS_V2`), or a dict of them by row kind.
         prefix: default name prefix of the inverted residuals.
         bn: BatchNormalization keyword arguments.
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
@@ -60,6 +64,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         that block downsamples).
     """
     taps, scale, block = {}, 1, 0
+    stage_index = collections.Counter()
     for row in table:
         for i in range(row.repeats):
             stride = row.stride if i == 0 else 1
@@ -77,18 +82,30 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
             else:
                 filters = width(row.filters, alpha, row.scale, truncate)
                 expand = None
-                if row.kind == "ir" and row.expand != 1:
+                if row.kind in ("uir", "er") or row.kind == "ir" and row.expand != 1:
                     expand = blocks.make_divisible(in_filters * row.expand)
-                p = (prefix if row.name is None else row.name).format(b=block, i=i)
-                if stride > 1 and expand and scale in taps:
-                    taps[scale] = p + names["expand_act"].format(act=row.act)
-                se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
-                x = blocks.inverted_residual(
-                    x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
-                    names, bn, pad, residual=row.kind == "ir",
-                )
-                skip = row.kind == "ir" and stride == 1 and in_filters == filters
-                last = p + names["add" if skip else "project_bn"]
+                suffixes = names.get(row.kind, names)
+                template = prefix if row.name is None else row.name
+                p = template.format(b=block, i=i, j=stage_index[template])
+                stage_index[template] += 1
+                # The expansion runs at the previous resolution when a later conv strides.
+                if (stride > 1 and expand and scale in taps
+                        and (row.kind == "ir" or row.kind == "uir" and row.kernel[1])):
+                    taps[scale] = p + suffixes["expand_act"].format(act=row.act)
+                if row.kind == "uir":
+                    x = blocks.universal_inverted_residual(
+                        x, filters, expand, *row.kernel, stride, row.act, p, suffixes, bn, pad)
+                elif row.kind == "er":
+                    x = blocks.edge_residual(x, filters, expand, row.kernel, stride, row.act, p,
+                                             suffixes, bn, pad)
+                else:
+                    se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
+                    x = blocks.inverted_residual(
+                        x, filters, expand, row.kernel, stride, row.act, se_filters or None, se,
+                        p, suffixes, bn, pad, residual=row.kind == "ir",
+                    )
+                skip = row.kind != "ds" and stride == 1 and in_filters == filters
+                last = p + suffixes["add" if skip else "project_bn"]
                 block += 1
             scale *= stride
         if row.tap:

@@ -4,6 +4,11 @@ from keras_lightnets.models.mnasnet import MnasNet
 from keras_lightnets.models.mobilenet import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
 from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from keras_lightnets.models.mobilenet_v4 import (
+    MobileNetV4ConvLarge,
+    MobileNetV4ConvMedium,
+    MobileNetV4ConvSmall,
+)
 from keras_lightnets.models.shufflenet_v1 import ShuffleNetV1
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
@@ -45,5 +50,17 @@ SQUEEZENETS = [
 for _name, _kwargs, _default in SQUEEZENETS:
     register(_name, "SqueezeNet", SqueezeNet, default=_default, **_kwargs)
 
+# MobileNetV4: timm's widths of Conv-Small; Medium and Large have one width.
+# Columns: name, family, factory, variant kwargs, default.
+MOBILENET_V4 = [
+    *[(f"mobilenet_v4_conv_small_{width_tag(a)}", "MobileNetV4ConvSmall", MobileNetV4ConvSmall,
+       {"alpha": a}, a == 1.0) for a in (0.35, 0.5, 1.0)],
+    ("mobilenet_v4_conv_medium_100", "MobileNetV4ConvMedium", MobileNetV4ConvMedium, {}, True),
+    ("mobilenet_v4_conv_large_100", "MobileNetV4ConvLarge", MobileNetV4ConvLarge, {}, True),
+]
+for _name, _family, _factory, _kwargs, _default in MOBILENET_V4:
+    register(_name, _family, _factory, default=_default, **_kwargs)
+
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
+           "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall",
            "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]

@@ -173,6 +173,18 @@ TIMM = Source(
     reader=safetensors_file.load_state_dict, flavours={}, name_maps={},
 )
 
+# MobileNetV4 (timm's own architecture): PyTorch numerics and timm's ImageNet mean/std
+# (the default tags' `pretrained_cfg`); Keras layer names are timm's module paths.
+_TIMM_MOBILENET_V4 = _replace(TORCH, source="timm")
+_TIMM_MOBILENET_V4_NAMES = (
+    (r"(conv_stem|bn1|conv_head|norm_head|classifier)", r"\1"),
+    (r"blocks_(\d+)_(\d+)_(conv|bn1|conv_exp|conv_pwl|bn2)", r"blocks.\1.\2.\3"),
+    (r"blocks_(\d+)_(\d+)_(dw_start|pw_exp|dw_mid|pw_proj)_(conv|bn)", r"blocks.\1.\2.\3.\4"),
+)
+for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
+    TIMM.flavours[_family] = _TIMM_MOBILENET_V4
+    TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_NAMES
+
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.

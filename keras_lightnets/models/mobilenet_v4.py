@@ -1,0 +1,252 @@
+"""MobileNetV4 Conv-Small, Conv-Medium and Conv-Large, numerically identical to timm's.
+
+Reference:
+- [MobileNetV4: Universal Models for the Mobile Ecosystem](
+  https://arxiv.org/abs/2404.10518) (ECCV 2024)
+
+Weighted layers are named after timm's module paths (`blocks.2.0.dw_start.conv`
+-> `blocks_2_0_dw_start_conv`), so timm's `.safetensors` files load through
+`weights=<path>`.
+"""
+
+from keras import layers
+
+from keras_lightnets import blocks, imagenet, spec
+from keras_lightnets import layers as kl
+from keras_lightnets.models import common
+from keras_lightnets.spec import Block
+from keras_lightnets.weights import sources
+
+# timm's `_gen_mobilenet_v4` arch_def (the paper's Tables 10-12), stem and the
+# last 1x1 conv included. Columns: kind, kernel ((start, middle) depthwise
+# kernels of a "uir" row, 0 for none), stride, filters, expansion; repeats.
+# Stage s's blocks are `blocks_{s}_{j}_`. The stem does not shrink below alpha 1
+# (timm's `fix_stem`).
+STEM = "conv_stem bn1 bn1_{act}"
+
+
+def _conv(stage, index, kernel, stride, filters, tap=False):
+    """timm's `ConvBnAct` block `blocks.{stage}.{index}`."""
+    p = f"blocks_{stage}_{index}_"
+    return Block("conv", kernel, stride, filters, act="relu", tap=tap,
+                 name=f"{p}conv {p}bn1 {p}bn1_{{act}}")
+
+
+def _uir(stage, start, mid, stride, filters, expand, repeats=1, tap=False):
+    return Block("uir", (start, mid), stride, filters, expand, act="relu", repeats=repeats,
+                 tap=tap, name=f"blocks_{stage}_{{j}}_")
+
+
+SMALL = [
+    Block("conv", 3, 2, 32, act="relu", scale="up", tap=True, name=STEM),
+    _conv(0, 0, 3, 2, 32),
+    _conv(0, 1, 1, 1, 32, tap=True),
+    _conv(1, 0, 3, 2, 96),
+    _conv(1, 1, 1, 1, 64, tap=True),
+    _uir(2, 5, 5, 2, 96, 3),
+    _uir(2, 0, 3, 1, 96, 2, repeats=4),
+    _uir(2, 3, 0, 1, 96, 4, tap=True),
+    _uir(3, 3, 3, 2, 128, 6),
+    _uir(3, 5, 5, 1, 128, 4),
+    _uir(3, 0, 5, 1, 128, 4),
+    _uir(3, 0, 5, 1, 128, 3),
+    _uir(3, 0, 3, 1, 128, 4, repeats=2),
+    _conv(4, 0, 1, 1, 960, tap=True),
+]
+MEDIUM = [
+    Block("conv", 3, 2, 32, act="relu", scale="up", tap=True, name=STEM),
+    Block("er", 3, 2, 48, 4, act="relu", tap=True, name="blocks_0_{j}_"),
+    _uir(1, 3, 5, 2, 80, 4),
+    _uir(1, 3, 3, 1, 80, 2, tap=True),
+    _uir(2, 3, 5, 2, 160, 6),
+    _uir(2, 3, 3, 1, 160, 4, repeats=2),
+    _uir(2, 3, 5, 1, 160, 4),
+    _uir(2, 3, 3, 1, 160, 4),
+    _uir(2, 3, 0, 1, 160, 4),
+    _uir(2, 0, 0, 1, 160, 2),
+    _uir(2, 3, 0, 1, 160, 4, tap=True),
+    _uir(3, 5, 5, 2, 256, 6),
+    _uir(3, 5, 5, 1, 256, 4),
+    _uir(3, 3, 5, 1, 256, 4, repeats=2),
+    _uir(3, 0, 0, 1, 256, 4),
+    _uir(3, 3, 0, 1, 256, 4),
+    _uir(3, 3, 5, 1, 256, 2),
+    _uir(3, 5, 5, 1, 256, 4),
+    _uir(3, 0, 0, 1, 256, 4, repeats=2),
+    _uir(3, 5, 0, 1, 256, 2),
+    _conv(4, 0, 1, 1, 960, tap=True),
+]
+LARGE = [
+    Block("conv", 3, 2, 24, act="relu", scale="up", tap=True, name=STEM),
+    Block("er", 3, 2, 48, 4, act="relu", tap=True, name="blocks_0_{j}_"),
+    _uir(1, 3, 5, 2, 96, 4),
+    _uir(1, 3, 3, 1, 96, 4, tap=True),
+    _uir(2, 3, 5, 2, 192, 4),
+    _uir(2, 3, 3, 1, 192, 4, repeats=3),
+    _uir(2, 3, 5, 1, 192, 4),
+    _uir(2, 5, 3, 1, 192, 4, repeats=5),
+    _uir(2, 3, 0, 1, 192, 4, tap=True),
+    _uir(3, 5, 5, 2, 512, 4, repeats=4),
+    _uir(3, 5, 0, 1, 512, 4),
+    _uir(3, 5, 3, 1, 512, 4),
+    _uir(3, 5, 0, 1, 512, 4, repeats=2),
+    _uir(3, 5, 3, 1, 512, 4),
+    _uir(3, 5, 5, 1, 512, 4),
+    _uir(3, 5, 0, 1, 512, 4, repeats=3),
+    _conv(4, 0, 1, 1, 960, tap=True),
+]
+# Per family: block table, model name prefix.
+SPECS = {
+    "MobileNetV4ConvSmall": (SMALL, "mobilenet_v4_conv_small"),
+    "MobileNetV4ConvMedium": (MEDIUM, "mobilenet_v4_conv_medium"),
+    "MobileNetV4ConvLarge": (LARGE, "mobilenet_v4_conv_large"),
+}
+# Channels of the head's 1x1 conv on the pooled map (not scaled by alpha).
+HEAD_FILTERS = 1280
+NAMES = {"uir": blocks.UIR_NAMES_TIMM, "er": blocks.ER_NAMES_TIMM}
+
+
+def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor, pooling,
+                  classes, dropout_rate, classifier_activation, include_preprocessing, name):
+    args = {k: v for k, v in locals().items() if k != "family"}
+    classes = common.check_common(args)
+    flavour = sources.flavour_for(family, weights)
+    alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
+    common.check_fraction("dropout_rate", dropout_rate)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
+    variant = {"alpha": alpha} if family == "MobileNetV4ConvSmall" else {}
+    if weights == "imagenet":
+        common.check_published(family, variant)
+
+    table, prefix = SPECS[family]
+    img_input, inputs = common.make_input(shape, input_tensor)
+    x = img_input
+    if include_preprocessing and flavour.normalization.embedded:
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="normalization")(x)
+    x, taps = spec.build(x, table, alpha, names=NAMES, prefix="", bn=flavour.bn,
+                         pad=flavour.padding)
+    if include_top:
+        # timm's head: pool, 1x1 conv + BN + act on the pooled map, linear classifier.
+        x = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")(x)
+        x = blocks.conv_bn_act(x, HEAD_FILTERS, 1, act="relu", bn=flavour.bn,
+                               names={"conv": "conv_head", "bn": "norm_head",
+                                      "act": "norm_head_relu"})
+        x = layers.Flatten(name="flatten")(x)
+        if dropout_rate > 0:
+            x = layers.Dropout(dropout_rate, name="dropout")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="classifier")(x)
+    else:
+        x = common.globally_pool(x, pooling)
+    default_name = prefix + (f"_{int(round(alpha * 100)):03d}" if variant else "")
+    model = common.finish(inputs, x, name or default_name, weights, family, variant,
+                          include_top)
+    return spec.remember_taps(model, taps, img_input, inputs)
+
+
+DOCSTRING = """Instantiates the MobileNetV4 {size} architecture.
+
+    Reference:
+    - [MobileNetV4: Universal Models for the Mobile Ecosystem](
+      https://arxiv.org/abs/2404.10518) (ECCV 2024)
+
+    Computes exactly what timm's `{timm}` computes (PyTorch's symmetric
+    padding included); weighted layers carry timm's module paths, and
+    `weights=<path>` loads timm's `.safetensors` files. With
+    `include_preprocessing=True` (default) the model takes float RGB pixels
+    in `[0, 255]` and embeds timm's mean/std normalization, and
+    `preprocess_input` is the identity; without it, pixels normalised as
+    `imagenet.preprocess_input(x, mode="torch")` does.
+
+    Args:
+        input_shape: optional `(rows, cols, channels)`; defaults to
+            `(None, None, 3)`.{alpha}
+        include_top: whether to include the classifier.
+        weights: `None`, `"imagenet"` or the path to a weights file.
+        input_tensor: optional Keras tensor to use as the model input.
+        pooling: `None`, `"avg"` or `"max"` global pooling when
+            `include_top=False`.
+        classes: number of classes with the top.
+        dropout_rate: dropout rate before the classifier.
+        classifier_activation: activation of the top layer (`None` for
+            logits).
+        include_preprocessing: whether to embed the input normalization.
+        name: model name.
+
+    Returns:
+        A `keras.Model`.
+    """
+ALPHA_DOC = """
+        alpha: width multiplier, at most 4 (timm builds 0.35, 0.5 and 1.0;
+            1.0 has ImageNet weights here)."""
+
+
+def MobileNetV4ConvSmall(
+    input_shape=None,
+    alpha=1.0,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    dropout_rate=0.2,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+):
+    return _mobilenet_v4("MobileNetV4ConvSmall", input_shape, alpha, include_top, weights,
+                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
+                         include_preprocessing, name)
+
+
+def MobileNetV4ConvMedium(
+    input_shape=None,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    dropout_rate=0.2,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+):
+    return _mobilenet_v4("MobileNetV4ConvMedium", input_shape, 1.0, include_top, weights,
+                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
+                         include_preprocessing, name)
+
+
+def MobileNetV4ConvLarge(
+    input_shape=None,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    dropout_rate=0.2,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+):
+    return _mobilenet_v4("MobileNetV4ConvLarge", input_shape, 1.0, include_top, weights,
+                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
+                         include_preprocessing, name)
+
+
+MobileNetV4ConvSmall.__doc__ = DOCSTRING.format(size="Conv-Small", timm="mobilenetv4_conv_small",
+                                                alpha=ALPHA_DOC)
+MobileNetV4ConvMedium.__doc__ = DOCSTRING.format(size="Conv-Medium",
+                                                 timm="mobilenetv4_conv_medium", alpha="")
+MobileNetV4ConvLarge.__doc__ = DOCSTRING.format(size="Conv-Large", timm="mobilenetv4_conv_large",
+                                                alpha="")
+
+
+def preprocess_input(x, data_format=None):
+    """Identity: MobileNetV4 models embed their preprocessing."""
+    return x
+
+
+def decode_predictions(preds, top=5):
+    return imagenet.decode_predictions(preds, top=top)
+
+
+decode_predictions.__doc__ = "Decodes ImageNet predictions; see `imagenet.decode_predictions`."

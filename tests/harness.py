@@ -258,6 +258,8 @@ FAMILY_HOOKS = {
     "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
     "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
+    **{f"MobileNetV4Conv{size}": {"expected": "test_mobilenet_v4:expected_params"}
+       for size in ("Small", "Medium", "Large")},
 }
 
 

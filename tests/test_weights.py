@@ -92,6 +92,11 @@ def test_manifest_lists_every_published_file():
                 "preprocessing", "classes", "top1", "license", "params", "macs"}
     for e in entries:
         assert required <= set(e), e["file"]
+        if e["format"] == "timm-safetensors":
+            # Every timm hub file is `model.safetensors`: the cache name is `<model>.<tag>`.
+            model_tag = e["file"].removesuffix(".safetensors")
+            assert e["url"] == f"https://huggingface.co/timm/{model_tag}/resolve/main/model.safetensors"
+            continue
         assert e["url"].endswith("/" + e["file"])
         assert e["format"] in ("keras-h5", "torchvision-pth")
         if e["format"] == "torchvision-pth":

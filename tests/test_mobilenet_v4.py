@@ -1,0 +1,236 @@
+"""MobileNetV4 (conv) against timm's own model code, through timm's `.safetensors` files."""
+
+import sys
+import types
+
+import keras
+import numpy as np
+import pytest
+from conftest import sample_photos
+
+import keras_lightnets as kl
+from keras_lightnets import registry, spec
+from keras_lightnets import weights as wl
+from keras_lightnets.features import feature_layers
+from keras_lightnets.weights import manifest, sources
+
+TOL = 1e-4
+SIZE = 96
+LOGIT_STD = 3.0
+# Parameter counts of timm 1.0.31's models: `sum(p.numel() for p in model.parameters())`
+# (trainable), plus each batch norm's running mean and variance (total); no top: the stem
+# and blocks only. `test_counts_are_timms` recomputes them from timm.
+# Columns: registry name, timm model, total, trainable, no-top total.
+COUNTS = [
+    ("mobilenet_v4_conv_small_035", "mobilenetv4_conv_small_035", 1916072, 1905384, 199872),
+    ("mobilenet_v4_conv_small_050", "mobilenetv4_conv_small_050", 2252808, 2238952, 352288),
+    ("mobilenet_v4_conv_small_100", "mobilenetv4_conv_small", 3799112, 3774024, 1284192),
+    ("mobilenet_v4_conv_medium_100", "mobilenetv4_conv_medium", 9783416, 9715512, 7268496),
+    ("mobilenet_v4_conv_large_100", "mobilenetv4_conv_large", 32740416, 32590864, 30225496),
+]
+TIMM_NAMES = {name: timm_name for name, timm_name, *_ in COUNTS}
+# The default run: Conv-Small; the other widths and sizes under `-m heavy`.
+DEFAULT = "mobilenet_v4_conv_small_100"
+
+
+def _cases():
+    return [pytest.param(name, id=name, marks=() if name == DEFAULT else pytest.mark.heavy)
+            for name, *_ in COUNTS]
+
+
+def expected_params(entry):
+    """The harness's counts for a MobileNetV4 registry entry (see `harness.FAMILY_HOOKS`)."""
+    total, trainable, no_top = next(row[2:] for row in COUNTS if row[0] == entry.name)
+    return {"total_params": total, "trainable_params": trainable, "no_top_total_params": no_top}
+
+
+def import_timm():
+    torch = pytest.importorskip("torch", reason="torch is a dev dependency")
+    # timm imports torchvision, whose compiled ops do not match the CPU torch build.
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("stub"))
+    timm = pytest.importorskip("timm", reason="pip install timm==1.0.31")
+    torch.manual_seed(0)
+    return torch, timm
+
+
+def _torch_input(torch, x, cfg):
+    mean, std = (np.array(cfg[k], "float32") for k in ("mean", "std"))
+    return torch.from_numpy(np.ascontiguousarray(((x / 255.0 - mean) / std).transpose(0, 3, 1, 2)))
+
+
+def trained_like_timm(torch, model, x, seed=0):
+    """A timm model with trained-like batch norms and logits, in place (`harness.trained_like`).
+
+    Batch norms get gamma in [0.5, 1.5], beta 1-2 gamma and the statistics of
+    their input on `x`, measured layer by layer in one training-mode pass; the
+    classifier is rescaled so that the logits on `x` have std 3 and mean 0 per class.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            gamma = torch.rand(m.num_features, generator=gen) + 0.5
+            m.weight.copy_(gamma)
+            m.bias.copy_(gamma * (torch.rand(m.num_features, generator=gen) + 1.0))
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: one pass stores its batch's statistics
+        model.train()
+        model(x)
+        model.eval()
+        logits = model(x)
+        centre, spread = logits.mean(0), float((logits - logits.mean(0)).std())
+        head = model.classifier
+        head.weight.mul_(LOGIT_STD / spread)
+        head.bias.copy_((head.bias - centre) * LOGIT_STD / spread)
+    return model
+
+
+def write_timm_file(torch, model, path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _timm_case(name, tmp_path, size=SIZE, count=16):
+    """`(timm model, its file, photos)` for registry entry `name`: trained-like on the photos."""
+    torch, timm = import_timm()
+    model = timm.create_model(TIMM_NAMES[name], pretrained=False)
+    x, _ = sample_photos(size, count)
+    trained_like_timm(torch, model, _torch_input(torch, x, model.pretrained_cfg))
+    path = write_timm_file(torch, model, tmp_path / f"{TIMM_NAMES[name]}.safetensors")
+    return torch, model, path, x
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("name", _cases())
+def test_timm_file_gives_timms_logits(name, tmp_path):
+    """A timm state dict saved as `.safetensors` loads through `weights=<path>` (the file
+    builds the timm flavour) and gives timm's logits and features on raw 0-255 pixels."""
+    torch, model, path, x = _timm_case(name, tmp_path)
+    entry = registry.get_entry(name)
+    ours = entry.build(weights=str(path), classifier_activation=None)
+    headless = entry.build(weights=str(path), include_top=False)
+    # The flavour's normalization: timm's `pretrained_cfg` of the default tag (the narrow
+    # Conv-Small widths' own tags use another; they have no weights here).
+    norm = sources.TIMM.flavours[entry.family].normalization
+    x_torch = _torch_input(torch, x, {"mean": norm.mean, "std": norm.std})
+    with torch.no_grad():
+        ref = model(x_torch).numpy()
+        ref_features = model.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)
+    logits = np.asarray(ours(x, training=False))
+    diff = float(np.abs(logits - ref).max())
+    features = np.asarray(headless(x, training=False))
+    print(f"\n{name}: max |logit diff| {diff:.2e}, max |logit| {np.abs(ref).max():.2f}, "
+          f"logit std {ref.std():.2f}")
+    assert ref.std(0).mean() > 0.5 * ref.std(), "the logits follow the image"
+    # Relative to the largest logit, as `harness.FLOAT_REL`: with trained-like batch norms
+    # timm's own float32 logits are off its float64 ones by about 1e-4 absolute.
+    assert diff <= TOL * np.abs(ref).max()
+    assert np.abs(features - ref_features).max() <= TOL * np.abs(ref_features).max()
+    # Every timm tensor has a Keras home.
+    used = wl.load_state(ours, sources.TIMM.reader(path), sources.TIMM, entry.family)
+    assert used == sorted(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
+
+
+def test_embedded_normalization_is_timms():
+    _, timm = import_timm()
+    for family, timm_name in (("MobileNetV4ConvSmall", "mobilenetv4_conv_small"),
+                              ("MobileNetV4ConvMedium", "mobilenetv4_conv_medium"),
+                              ("MobileNetV4ConvLarge", "mobilenetv4_conv_large")):
+        cfg = timm.models.get_pretrained_cfg(timm_name).to_dict()
+        norm = sources.TIMM.flavours[family].normalization
+        assert (norm.mean, norm.std, norm.pixel_max) == (cfg["mean"], cfg["std"], 1.0), family
+
+
+@pytest.mark.torch
+def test_counts_are_timms():
+    torch, timm = import_timm()
+    for name, timm_name, total, trainable, no_top in COUNTS:
+        model = timm.create_model(timm_name, pretrained=False)
+        params = sum(p.numel() for p in model.parameters())
+        stats = sum(b.numel() for k, b in model.named_buffers() if k.endswith(("_mean", "_var")))
+        body = sum(v.numel() for k, v in model.state_dict().items()
+                   if k.startswith(("conv_stem", "bn1", "blocks"))
+                   and not k.endswith("num_batches_tracked"))
+        assert (total, trainable, no_top) == (params + stats, params, body), name
+
+
+@pytest.mark.parametrize("name", _cases())
+def test_layers_of_a_block_table(name):
+    """Every weighted layer carries a timm module path; every op is a plain Keras layer."""
+    entry = registry.get_entry(name)
+    model = entry.build(weights=None, input_shape=(64, 64, 3))
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert kinds <= {"InputLayer", "Rescaling", "Conv2D", "DepthwiseConv2D", "BatchNormalization",
+                     "ReLU", "ZeroPadding2D", "Add", "GlobalAveragePooling2D", "Flatten",
+                     "Dropout", "Dense"}, kinds
+    assert sources.family_of(model, sources.TIMM) in registry.families()
+    for layer in sources.weighted_layers(model):
+        sources.state_prefix(sources.TIMM, entry.family, layer.name)
+    # Strided convolutions pad as PyTorch does: the flavour check finds nothing amiss.
+    from keras_lightnets.weights import flavour_check
+
+    assert flavour_check.flavour_mismatch(model, sources.TIMM.flavours[entry.family]) is None
+
+
+def test_tapped_rows_are_the_traced_feature_maps():
+    model = kl.MobileNetV4ConvSmall(weights=None, include_top=False)
+    taps = spec.taps_of(model)
+    assert sorted(taps) == [2, 4, 8, 16, 32]
+    # Stride 16 ends where the first stride-32 block's expansion (before its strided
+    # depthwise conv) ends; stride 32 at the last 1x1 conv.
+    assert taps[16] == "blocks_3_0_pw_exp_relu" and taps[32] == "blocks_4_0_bn1_relu"
+    traced = keras.Model(model.inputs, model.outputs, name="traced")
+    assert feature_layers(traced, tuple(taps)) == list(taps.values())
+    for factory in (kl.MobileNetV4ConvMedium, kl.MobileNetV4ConvLarge):
+        taps = spec.taps_of(factory(weights=None, include_top=False))
+        assert sorted(taps) == [2, 4, 8, 16, 32]
+        assert taps[4] == "blocks_1_0_pw_exp_relu"  # the edge residual ends at stride 4 ...
+        assert taps[2] == "bn1_relu"  # ... and starts at the stem's output
+
+
+def test_arguments():
+    with pytest.raises(ValueError, match=r"Received: alpha=0"):
+        kl.MobileNetV4ConvSmall(alpha=0, weights=None)
+    with pytest.raises(ValueError, match=r"Received: dropout_rate=1"):
+        kl.MobileNetV4ConvMedium(dropout_rate=1, weights=None)
+    with pytest.raises(ValueError, match="No published ImageNet weights"):
+        kl.MobileNetV4ConvSmall(alpha=0.5)
+    model = kl.MobileNetV4ConvSmall(alpha=0.5, weights=None, dropout_rate=0.0, classes=10)
+    assert model.name == "mobilenet_v4_conv_small_050" and model.output.shape == (None, 10)
+    assert "dropout" not in [layer.name for layer in model.layers]
+
+
+def test_manifest_entries():
+    entries = {e["file"]: e for e in manifest.entries() if e["source"] == "timm"
+               and e["family"].startswith("MobileNetV4")}
+    assert {e["weights"] for e in entries.values()} == {
+        "timm", "timm_e1200_r224", "timm_e500_r224", "timm_e500_r256"}
+    for family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
+        defaults = [e for e in entries.values() if e["family"] == family and e["weights"] == "timm"]
+        assert len(defaults) == 1
+        # "imagenet" is the default tag.
+        variant = {"alpha": 1.0} if family == "MobileNetV4ConvSmall" else {}
+        assert manifest.find(family, variant, True) is defaults[0]
+        norm = sources.TIMM.flavours[family].normalization
+        for e in entries.values():
+            if e["family"] == family:
+                assert (tuple(e["mean"]), tuple(e["std"])) == (norm.mean, norm.std)
+
+
+@pytest.mark.torch
+def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
+    """`weights="imagenet"` fetches the default tag's file (here from a local mirror)."""
+    torch, model, path, x = _timm_case(DEFAULT, tmp_path)
+    entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True)
+    served = tmp_path / "served"
+    served.mkdir()
+    path.rename(served / entry["file"])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
+    ours = kl.MobileNetV4ConvSmall(weights="imagenet", classifier_activation=None)
+    with torch.no_grad():
+        ref = model(_torch_input(torch, x, model.pretrained_cfg)).numpy()
+    diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
+    assert diff <= TOL * np.abs(ref).max()

@@ -263,6 +263,16 @@ FAMILY_HOOKS = {
 }
 
 
+# Families whose default variant is too slow for the default run: all their registry-wide
+# checks run under `-m heavy` (MobileNetV4 Conv-Small's default covers the same code).
+HEAVY_FAMILIES = {"MobileNetV4ConvMedium", "MobileNetV4ConvLarge"}
+
+
+def in_default_run(entry):
+    """Whether the registry-wide checks run `entry` in the default run (`-m "not heavy"`)."""
+    return entry.default and entry.family not in HEAVY_FAMILIES
+
+
 def _hook(entry, kind):
     hook = FAMILY_HOOKS.get(entry.family, {}).get(kind)
     if isinstance(hook, str):

@@ -17,7 +17,8 @@ IDS = [e.name for e in ENTRIES]
 # variant; the other widths get them in the heavy subset (`-m heavy`), and the exact-params,
 # shape, no-Lambda and profile checks below in the default run.
 HARNESS_CASES = [
-    pytest.param(e, id=e.name) if e.default else pytest.param(e, id=e.name, marks=pytest.mark.heavy)
+    pytest.param(e, id=e.name) if harness.in_default_run(e)
+    else pytest.param(e, id=e.name, marks=pytest.mark.heavy)
     for e in ENTRIES
 ]
 

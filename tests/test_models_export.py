@@ -16,7 +16,8 @@ from keras_lightnets import export, registry
 
 SIZE = 96
 CASES = [
-    pytest.param(e, id=e.name) if e.default else pytest.param(e, id=e.name, marks=pytest.mark.heavy)
+    pytest.param(e, id=e.name) if harness.in_default_run(e)
+    else pytest.param(e, id=e.name, marks=pytest.mark.heavy)
     for e in registry.entries()
 ]
 

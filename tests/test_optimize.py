@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import ROOT, WEIGHTS, sample_photos, shared_file
-from harness import randomize
+from harness import in_default_run, randomize
 
 import keras_lightnets as kl
 from keras_lightnets import export, optimize, registry
@@ -35,10 +35,11 @@ def _case(entry, marks=(), **extra):
     return pytest.param(entry.name, extra, id=entry.name + suffix, marks=marks)
 
 
-DEFAULTS = [_case(e) for e in registry.entries() if e.default]
+DEFAULTS = [_case(e) for e in registry.entries() if in_default_run(e)]
 # ShuffleNet V1 in both grouped-convolution forms (split/conv/concat, and Conv2D(groups)).
 DEFAULTS.append(_case(registry.get_entry("shufflenet_v1_g3_100"), group_conv="native"))
-OTHERS = [_case(e, marks=pytest.mark.heavy) for e in registry.entries() if not e.default]
+OTHERS = [_case(e, marks=pytest.mark.heavy) for e in registry.entries()
+          if not in_default_run(e)]
 
 
 def _inputs(entry, size=SIZE, limit=PHOTOS):

@@ -31,6 +31,8 @@ def _variants(variants):
     """`alpha 0.75, 1.0, 1.0 minimalistic` for the family's distinct variant dicts."""
     keys = [k for k in variants[0] if len({repr(v.get(k)) for v in variants}) > 1]
     keys = keys or list(variants[0])[:1]
+    if not keys:  # a family of one variant (MobileNetV4 Conv-Medium)
+        return "-"
     order = sorted(variants, key=lambda v: [(str(type(v.get(k))), v.get(k)) for k in keys])
     words = []
     for variant in order:
@@ -71,8 +73,10 @@ def rows(entries, unweighted=None):
                 variants.append(e["variant"])
         at_224 = [e for e in group if e["input_size"] == 224]
         sizes = "/".join(str(s) for s in sorted({e["input_size"] for e in group}))
-        top1 = _span([e["top1"] for e in at_224], lambda t: f"{t:.1f}")
-        params = _span([e["params"] for e in at_224 if e["include_top"]], _millions, "M")
+        # No file at 224 px (MobileNetV4 Conv-Large): no top-1 in this column.
+        top1 = _span([e["top1"] for e in at_224], lambda t: f"{t:.1f}") if at_224 else "-"
+        params = _span([e["params"] for e in at_224 or group if e["include_top"]], _millions,
+                       "M")
         lines.append(f"| `{family}` | {source} | {_variants(variants)} | {sizes} | {top1} "
                      f"| {params} |")
     for family, params in (unweighted or {}).items():

@@ -84,9 +84,7 @@ def copy_from_timm(model, block):
 
 
 def main():
-    import tensorflow as tf
     import torch
-    from ai_edge_litert.interpreter import Interpreter
     from timm.models._efficientnet_blocks import MobileAttention
 
     torch.manual_seed(0)
@@ -108,40 +106,20 @@ def main():
     print(f"timm vs Keras: max |diff| {np.abs(y - ref).max():.2e} "
           f"(max |out| {np.abs(ref).max():.1f})")
 
-    fn = tf.function(lambda t: model(t), input_signature=[
-        tf.TensorSpec((1, SIZE, SIZE, CHANNELS), tf.float32)])
-    for kind in ("float32", "int8"):
-        conv = tf.lite.TFLiteConverter.from_concrete_functions(
-            [fn.get_concrete_function()], model)
-        if kind == "int8":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        else:
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        blob = conv.convert()
-        interp = Interpreter(model_content=blob)
-        interp.allocate_tensors()
-        ops_used = sorted({op["op_name"] for op in interp._get_ops_details()})
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-        outs = []
-        for image in x:
-            value = image[None]
-            if inp["dtype"] != np.float32:
-                s, z = inp["quantization"]
-                value = np.round(value / s + z).astype(inp["dtype"])
-            interp.set_tensor(inp["index"], value)
-            interp.invoke()
-            o = interp.get_tensor(out["index"]).astype("float32")
-            if out["dtype"] != np.float32:
-                s, z = out["quantization"]
-                o = (o - z) * s
-            outs.append(o)
-        got = np.concatenate(outs)
-        a, b = (got - y.mean(0)).reshape(8, -1), (y - y.mean(0)).reshape(8, -1)
-        cos = float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
-        print(f"{kind}: ops {ops_used}; max rel diff "
-              f"{np.abs(got - y).max() / np.abs(y).max():.2e}, cosine {cos:.4f}")
+    import os
+    import tempfile
+
+    from keras_lightnets import export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("float32", "int8"):
+            report = export.to_tflite(model, os.path.join(tmp, f"{kind}.tflite"),
+                                      None if kind == "float32" else "int8",
+                                      representative_data=x[:4] if kind == "int8" else None,
+                                      verify_data=x[4:], tolerance=0.01 if kind == "int8" else None,
+                                      progress=False)
+            print(f"{kind}: ops {sorted(report.ops)}; max rel diff {report.max_rel_diff:.2e}, "
+                  f"cosine {report.cosine}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import ROOT, SAMPLE, WEIGHTS, sample_photos, shared_file
-from harness import randomize, trained_like
+from harness import in_default_run, randomize, trained_like
 
 from keras_lightnets import export, imagenet, registry
 from keras_lightnets.export import _fold, _rounding, _route
@@ -24,7 +24,9 @@ from keras_lightnets.export import tflite as tflite_lib
 
 SIZE = 96
 DEFAULTS = [e for e in registry.entries() if e.default]
-DEFAULT_IDS = [e.name for e in DEFAULTS]
+# Each family's default; the slow families' under `-m heavy` (`harness.in_default_run`).
+DEFAULT_CASES = [pytest.param(e, id=e.name, marks=() if in_default_run(e) else pytest.mark.heavy)
+                 for e in DEFAULTS]
 
 _MODELS = {}
 
@@ -59,7 +61,7 @@ def assert_builtin_4d(path):
     return interp
 
 
-@pytest.mark.parametrize("entry", DEFAULTS, ids=DEFAULT_IDS)
+@pytest.mark.parametrize("entry", DEFAULT_CASES)
 def test_tflite_float16(entry, tmp_path):
     report = export.to_tflite(random_model(entry), tmp_path / "model.tflite", "float16")
     assert report.verified and report.max_rel_diff <= 1e-2, report
@@ -68,7 +70,7 @@ def test_tflite_float16(entry, tmp_path):
     assert_builtin_4d(tmp_path / "model.tflite")
 
 
-@pytest.mark.parametrize("entry", DEFAULTS, ids=DEFAULT_IDS)
+@pytest.mark.parametrize("entry", DEFAULT_CASES)
 def test_saved_model(entry, tmp_path):
     import tensorflow as tf
 

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from harness import trained_like
+from harness import in_default_run, trained_like
 
 from keras_lightnets import export, optimize, registry
 from keras_lightnets.export import _model, verify
@@ -32,7 +32,7 @@ def _cases():
     cases = []
     for i, entry in enumerate(e for e in registry.entries() if e.default):
         for preserve in (False, True):
-            marks = () if preserve == bool(i % 2) else pytest.mark.heavy
+            marks = () if preserve == bool(i % 2) and in_default_run(entry) else pytest.mark.heavy
             cases.append(pytest.param(entry.name, preserve, marks=marks,
                                       id=f"{entry.name}-{'sparse' if preserve else 'dense'}"))
     return cases

@@ -104,10 +104,15 @@ def get_entry(name):
 def split_name(name):
     """`(entry, weight set or None)` of `"model"` or `"model.set"`; ValueError for an
     unknown model or a set the model does not have, listing its sets."""
-    base, dot, weights = name.partition(".") if isinstance(name, str) else (name, "", None)
-    entry = get_entry(base)
-    if not dot:
-        return entry, None
+    if not isinstance(name, str) or "." not in name:
+        return get_entry(name), None
+    base, _, weights = name.partition(".")
+    if base not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model name.{suggest(base, list(_REGISTRY))} `list_models()` gives the "
+            f"{len(_REGISTRY)} registered names. Received: name={name!r}"
+        )
+    entry = _REGISTRY[base]
     if weights not in entry.weight_sets:
         sets = entry.weight_sets
         raise ValueError(

@@ -7,9 +7,10 @@
 One row per family and weight set (the manifest's `weights`, what `weights=` takes; "imagenet"
 first, then the other sets by name): the source of its files, the variants with files in the set,
 the input sizes the publisher has files for, the publisher's top-1 at 224 px (the manifest's
-`top1`) and the params of those variants with their classifier. A registered family without published weights gets a
-row of its own, its params from the registry's table. No figure is typed here: edit
-weights_manifest.json, then run `--write`; tests/test_readme_table.py fails on drift.
+`top1`) and the params of those variants with their classifier. A registered family without
+published weights gets a row of its own, its params from the registry's table. No figure is
+typed here: edit weights_manifest.json, then run `--write`; tests/test_readme_table.py fails on
+drift.
 """
 
 import pathlib

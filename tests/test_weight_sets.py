@@ -243,6 +243,20 @@ def test_cli_list_weights(home, monkeypatch, capsys):
     assert plain[0].split()[-1] == "ImageNet" and len(plain) == len(rows) + 2
 
 
+def test_cli_takes_name_dot_set(home, monkeypatch, published, capsys):
+    data, _ = published
+    with serve(monkeypatch, data):
+        assert cli.main(["info", "shufflenet_v2_050.testset"]) == 0
+    out = capsys.readouterr().out
+    assert "Downloading data from http://127.0.0.1:" in out  # fetched through the set
+    assert "\nshufflenet_v2_050: ShuffleNetV2 {'alpha': 0.5}\n" in out
+    assert TESTSET in models_dir(home)
+    assert cli.main(["info", "shufflenet_v2_050.testset", "--weights", "none"]) == 2
+    assert "gives the weight set 'testset' and --weights another" in capsys.readouterr().err
+    assert cli.main(["classify", "shufflenet_v2_050.nope", "x.jpg"]) == 2
+    assert "its sets: imagenet, byhand, testset" in capsys.readouterr().err
+
+
 # -- files without a URL, files without a hash ----------------------------------------------
 
 

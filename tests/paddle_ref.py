@@ -35,7 +35,8 @@ def _installed():
 
 
 def reference(arch):
-    """`(pdparams_path, images, logits)` of PaddleClas's `arch`, or skip without paddle."""
+    """`(pdparams_path, images, logits, logits64)` of PaddleClas's `arch` (see
+    paddle_reference.py), or skip without paddle."""
     if not _installed():
         pytest.skip("paddlepaddle and paddleclas are dev dependencies "
                     "(pip install paddlepaddle; pip install --no-deps paddleclas)")
@@ -51,4 +52,4 @@ def reference(arch):
         _made.update(dict.fromkeys(pending, pathlib.Path(out)))
     folder = _made[arch]
     with np.load(folder / f"{arch}.npz") as data:
-        return folder / f"{arch}.pdparams", data["images"], data["logits"]
+        return folder / f"{arch}.pdparams", data["images"], data["logits"], data["logits64"]

@@ -115,10 +115,11 @@ def _mobilenet_v3(
         x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
     x, taps = spec.build(x, table, alpha, names=IR_NAMES,
                          prefix="expanded_conv_{b}_", bn=flavour.bn,
-                         pad=flavour.padding)
+                         pad=flavour.padding, flavour=flavour)
     if include_top:
+        hidden = flavour.head_filters or spec.width(hidden, alpha, "up")
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
-        x = layers.Conv2D(spec.width(hidden, alpha, "up"), 1, padding="same", use_bias=True,
+        x = layers.Conv2D(hidden, 1, padding="same", use_bias=flavour.head_bias,
                           name="conv_2")(x)
         x = blocks.apply_activation(x, act, f"conv_2_{act}")
         if dropout_rate > 0:

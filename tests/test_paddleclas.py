@@ -6,6 +6,9 @@ session in a subprocess): random weights, trained-like batch norm, logits of std
 sample photos, the raw 0-255 RGB batch going through the embedded normalization.
 """
 
+import pickle
+import shutil
+
 import harness
 import keras
 import numpy as np
@@ -15,7 +18,7 @@ import pytest
 import keras_lightnets as kl
 from keras_lightnets import export, optimize, registry
 from keras_lightnets import weights as wl
-from keras_lightnets.weights import convert, pdparams, sources
+from keras_lightnets.weights import convert, download, pdparams, sources
 
 # PaddleClas architecture: (factory, alpha).
 V3 = {
@@ -67,12 +70,55 @@ def test_every_tensor_of_the_file_is_used_and_ssld_prefix_is_stripped(tmp_path):
     model = _build(arch, path)
     assert convert.load_state(model, state, sources.PADDLE, "MobileNetV3Large") == sorted(state)
     # An SSLD file: the student's tensors under "Student.", as PaddleClas's distillation saves.
-    import pickle
-
     ssld = tmp_path / f"{arch}_ssld.pdparams"
     ssld.write_bytes(pickle.dumps({f"Student.{k}": v for k, v in state.items()}, protocol=4))
     got = np.asarray(_build(arch, ssld)(images, training=False))
     np.testing.assert_allclose(got, logits64, atol=1e-4, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined")
+def test_paddle_sets_resolve_through_the_manifest_and_mirror(tmp_path, monkeypatch):
+    """weights="paddle_ssld" fetches the entry's file from the mirror: a hostile file is
+    refused with nothing run or cached; PaddleClas's file loads, with and without the top."""
+    path, images, _, logits64 = paddle_ref.reference("MobileNetV3_small_x0_35")
+    served, home, marker = tmp_path / "served", tmp_path / "home", tmp_path / "marker"
+    served.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setenv(download.MIRROR_ENV, served.as_uri())
+    name = "MobileNetV3_small_x0_35_ssld_pretrained.pdparams"
+
+    def build(**kwargs):
+        return kl.MobileNetV3Small(alpha=0.35, weights="paddle_ssld", classifier_activation=None,
+                                   input_shape=(paddle_ref.SIZE, paddle_ref.SIZE, 3), **kwargs)
+
+    hostile = {"fc.weight": np.ones(2, "float32"),
+               "x": _Command(f"touch {marker}")}
+    (served / name).write_bytes(pickle.dumps(hostile, protocol=2))
+    with pytest.raises(download.WeightsDownloadError, match="not a loadable weights file"):
+        build()
+    assert not marker.exists()
+    cache = home / download.CACHE_SUBDIR
+    assert not cache.exists() or not any(cache.iterdir())
+
+    shutil.copy(path, served / name)
+    full = build()
+    np.testing.assert_allclose(np.asarray(full(images, training=False)), logits64,
+                               atol=1e-4, rtol=0)
+    assert (cache / name).is_file()
+    # The cached file serves the model without its top (the classifier's tensors unused).
+    features = np.asarray(build(include_top=False, pooling="avg")(images, training=False))
+    head = keras.Model(full.input, full.get_layer("conv_1_hard_swish").output)
+    np.testing.assert_allclose(features, np.asarray(head(images)).mean((1, 2)), atol=1e-5, rtol=0)
+
+
+class _Command:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
 
 
 def test_a_pdparams_file_builds_the_paddle_flavour_and_refuses_a_keras_one(tmp_path):

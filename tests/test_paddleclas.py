@@ -127,7 +127,7 @@ def test_a_pdparams_file_builds_the_paddle_flavour_and_refuses_a_keras_one(tmp_p
     path.write_bytes(b"never read: the flavour is checked first")
     model = kl.MobileNetV3Small(alpha=0.75, weights=None, input_shape=(64, 64, 3))
     with pytest.raises(ValueError, match="is paddleclas's, for its flavour of MobileNetV3Small"):
-        wl.load_file(model, path, family="MobileNetV3Small")
+        wl.load_file(model, path)
 
 
 def test_paddle_flavour_exports_float32_and_qat_int8_tflite(tmp_path):

@@ -31,18 +31,29 @@ Block = collections.namedtuple(
 _TAPS = weakref.WeakKeyDictionary()
 
 
-def width(filters, alpha, scale="alpha", truncate=False):
+def width(filters, alpha, scale="alpha", truncate=False, rule="make_divisible"):
     """`filters` scaled by `alpha` and rounded by `make_divisible`.
 
     `truncate`: keras.applications' MobileNetV2 truncates block widths before
-    rounding, and its weights depend on it.
+    rounding, and its weights depend on it. `rule="truncate"`: truncation
+    only, no rounding to 8 (PaddleClas' MobileNetV2).
     """
     if scale == "fixed" or (scale == "up" and alpha <= 1.0):
         return filters
+    if rule == "truncate":
+        return int(filters * alpha)
     return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
 
 
-def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False):
+def expanded(in_filters, ratio, rule="make_divisible"):
+    """The channels of an expansion by `ratio`, rounded as `width`'s `rule` says."""
+    if rule == "truncate":
+        return int(round(in_filters * ratio))
+    return blocks.make_divisible(in_filters * ratio)
+
+
+def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False,
+          width_rule="make_divisible", block0_expand=False):
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
@@ -53,6 +64,9 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
+        width_rule: "make_divisible" or "truncate" (see `width`).
+        block0_expand: whether the first inverted residual has its 1x1
+            expansion even at ratio 1 (PaddleClas' MobileNetV2).
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -66,8 +80,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
             in_filters = x.shape[-1]
             if row.kind == "conv":
                 conv, bn_name, act = row.name.format(act=row.act).split()
-                filters = (blocks.make_divisible(in_filters * row.expand) if row.filters is None
-                           else width(row.filters, alpha, row.scale))
+                filters = (expanded(in_filters, row.expand, width_rule) if row.filters is None
+                           else width(row.filters, alpha, row.scale, rule=width_rule))
                 mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
                 x = blocks.conv_bn_act(
                     x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
@@ -75,10 +89,10 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 )
                 last = act
             else:
-                filters = width(row.filters, alpha, row.scale, truncate)
+                filters = width(row.filters, alpha, row.scale, truncate, width_rule)
                 expand = None
-                if row.kind == "ir" and row.expand != 1:
-                    expand = blocks.make_divisible(in_filters * row.expand)
+                if row.kind == "ir" and (row.expand != 1 or (block == 0 and block0_expand)):
+                    expand = expanded(in_filters, row.expand, width_rule)
                 p = (prefix if row.name is None else row.name).format(b=block, i=i)
                 if stride > 1 and expand and scale in taps:
                     taps[scale] = p + names["expand_act"].format(act=row.act)

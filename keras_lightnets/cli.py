@@ -113,17 +113,22 @@ def cmd_list(args, out):
                         f"Families: {', '.join(registry.families())}. "
                         f"Received: family={args.family!r}")
     table = registry.complexity_table()
-    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}",
+    sets = "  weight sets" if args.weights else ""
+    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}{sets}",
           file=out)
     for entry in registry.entries():
         if args.family and entry.family != args.family:
             continue
         stats = table[entry.name]
         imagenet = "yes" if has_imagenet_weights(entry.family, entry.variant) else "no"
+        sets = f"  {','.join(entry.weight_sets) or '-'}" if args.weights else ""
         print(f"{entry.name:<34} {entry.family:<18} {stats['params']:>12,} "
-              f"{stats['macs'] / 1e6:>9.1f} {imagenet:>8}", file=out)
+              f"{stats['macs'] / 1e6:>9.1f} {imagenet:>8}{sets}", file=out)
     print(f"(params and MACs with the classifier, at {registry.PROFILE_SIZE}x"
           f"{registry.PROFILE_SIZE})", file=out)
+    if args.weights:
+        print("(weight sets: `--weights SET` of the other commands, `weights=SET` of the "
+              "factories, `get_model(\"name.SET\")`)", file=out)
 
 
 def cmd_info(args, out):
@@ -384,12 +389,14 @@ def build_parser():
 
     p = sub.add_parser("list", help="registered models with params, MACs and ImageNet weights")
     p.add_argument("--family", default=None, help="only this family (e.g. MobileNetV2)")
+    p.add_argument("--weights", action="store_true",
+                   help="also list each model's weight sets (imagenet, torchvision, ...)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="profile and layer summary of one model")
     p.add_argument("name")
     p.add_argument("--weights", default="none",
-                   help="none (default), imagenet or a file path")
+                   help="none (default), imagenet, another weight set or a file path")
     p.add_argument("--summary", action="store_true", help="print the full layer table too")
     p.set_defaults(func=cmd_info)
 
@@ -397,7 +404,8 @@ def build_parser():
     p.add_argument("name")
     p.add_argument("images", nargs="+")
     p.add_argument("--weights", default="imagenet",
-                   help="imagenet (default), none or a file path")
+                   help="imagenet (default), another weight set (`list --weights`), none "
+                        "or a file path")
     p.add_argument("--top", type=_positive_int, default=5, help="classes shown (default 5)")
     p.set_defaults(func=cmd_classify)
 
@@ -406,7 +414,8 @@ def build_parser():
         description="Export a registered model. TFLite files have batch 1 and builtin ops "
                     "only; int8 files are full-integer and need calibration images.")
     p.add_argument("name")
-    p.add_argument("--weights", default="imagenet", help="imagenet (default), none or a path")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (default), another weight set, none or a path")
     p.add_argument("--format", required=True, choices=["tflite", "onnx", "saved_model"])
     p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
                    help="TFLite quantization (default: float32)")

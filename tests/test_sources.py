@@ -20,11 +20,16 @@ def built(name):
 
 
 def test_manifest_entries_name_their_source():
+    """Every weight set is built in its source's flavour: "imagenet" in the family's default
+    source's, another set in the flavour `flavour_for` gives for the set's name."""
     for entry in manifest.entries():
         source = sources.SOURCES[entry["source"]]
         assert entry["format"] in source.formats, entry["file"]
         assert entry["family"] in source.flavours, entry["file"]
-        assert sources.default_source(entry["family"]) is source
+        if entry["weights"] == "imagenet":
+            assert sources.default_source(entry["family"]) is source
+        assert (sources.flavour_for(entry["family"], entry["weights"])
+                is source.flavours[entry["family"]])
     published = {e["family"] for e in manifest.entries() if e["source"] == "torchvision"}
     assert set(sources.TORCHVISION.name_maps) == published
 

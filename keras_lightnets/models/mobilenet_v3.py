@@ -94,16 +94,17 @@ def _mobilenet_v3(
     common.check_bool("minimalistic", minimalistic)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
-    if weights == "imagenet":
+    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
+    if common.is_pretrained(weights):
         common.check(
-            alpha in IMAGENET_ALPHAS[minimalistic],
+            weights != "imagenet" or alpha in IMAGENET_ALPHAS[minimalistic],
             "If imagenet weights are being loaded, alpha can be one of `0.75`, `1.0` for "
             "non minimalistic or `1.0` for minimalistic only.",
             alpha=alpha,
         )
+        common.check_published(family, {"alpha": alpha, "minimalistic": minimalistic}, weights)
         common.warn_default_size(shape[0], shape[1], (224,))
 
-    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
     flavour = sources.flavour_for(family, weights)
     table, hidden = SPECS[model_type]
     if minimalistic:
@@ -151,7 +152,8 @@ DOCSTRING = """Instantiates the {name} architecture.
             weights; 1.0 only when minimalistic).
         minimalistic: no squeeze-excite, no hard-swish and no 5x5 kernels.
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         classes: number of classes with the top.
         pooling: `None`, `"avg"` or `"max"` global pooling when

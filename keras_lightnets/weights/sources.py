@@ -272,19 +272,41 @@ def _received(weights):
 def default_source(family):
     """The source of `weights="imagenet"` and of `weights=None`.
 
-    The first source in `SOURCES` with published files of `family` (the
-    manifest), else the first with a flavour of it: sources added later do
-    not change what "imagenet" means.
+    The source of the family's "imagenet" files (the manifest), else the first
+    in `SOURCES` with a flavour of it: sources added later do not change what
+    "imagenet" means.
     """
     from keras_lightnets.weights import manifest
 
-    published = {e["source"] for e in manifest.entries(family)}
+    published = {e["source"] for e in manifest.entries(family, manifest.IMAGENET)}
     for candidates in (published, {s.name for s in SOURCES.values() if family in s.flavours}):
         for source in SOURCES.values():
             if source.name in candidates:
                 return source
     raise ValueError(f"No weight source has a flavour of family {family!r}. "
                      f"Received: family={family!r}")
+
+
+def set_source(family, weights):
+    """The source of weight set `weights` of `family` (its manifest entries name it)."""
+    from keras_lightnets.weights import manifest
+
+    named = {e["source"] for e in manifest.entries(family, weights)}
+    if not named:
+        sets = manifest.set_names(family)
+        raise ValueError(
+            f"{family} has no weight set {weights!r}; its sets: {', '.join(sets) or 'none'}. "
+            f"Any other `weights` must be the path to an existing weights file. "
+            f"{_received(weights)}"
+        )
+    if len(named) > 1 or next(iter(named)) not in SOURCES:
+        raise ValueError(f"The manifest's {weights!r} entries of {family} name the sources "
+                         f"{sorted(named)}: one known source per set. {_received(weights)}")
+    source = SOURCES[named.pop()]
+    if family not in source.flavours:
+        raise ValueError(f"The {weights!r} weights of {family} need {source.name}'s flavour "
+                         f"of {family}, which this version does not build. {_received(weights)}")
+    return source
 
 
 def file_source(path, family=None):
@@ -316,13 +338,18 @@ def file_source(path, family=None):
 
 
 def flavour_for(family, weights):
-    """The flavour a factory builds for `weights` (None, "imagenet" or a path).
+    """The flavour a factory builds for `weights` (None, a weight set's name or a path).
 
-    A path's ending decides its source (`file_source`); Keras-layout files and
-    `None`/"imagenet" give the family's default source.
+    "imagenet" and None give the family's default source; another set the
+    source its manifest entries name (`set_source`); a path's ending decides
+    its source (`file_source`), Keras-layout files giving the default source.
     """
+    from keras_lightnets.weights import manifest
+
     source = None
-    if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
+    if manifest.is_set_name(weights) and weights != manifest.IMAGENET:
+        source = set_source(family, weights)
+    elif weights is not None and not manifest.is_set_name(weights):
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
 

@@ -18,7 +18,7 @@ import os
 import re
 
 from keras_lightnets import imagenet
-from keras_lightnets.weights import pth, safetensors_file
+from keras_lightnets.weights import pdparams, pth, safetensors_file
 
 # SE gate formulas. keras and torchvision: `HardSigmoid`; PaddleClas's gate is
 # `HardSigmoid` after scaling the SE's second conv by 1.2.
@@ -70,6 +70,16 @@ class Flavour:
     multiples of 8) or "truncate" (`int(filters * alpha)`, expansions
     `round(in * t)`: PaddleClas' MobileNetV2). `classifier_dropout`: the
     dropout rate before the classifier of a family without a dropout argument.
+
+    MobileNetV3's variations: `stem_scaled`, the stem's filters scale with
+    alpha; `expand_from_alpha`, expansions are `make_divisible(alpha * e)` of
+    the table's unscaled expanded channels `e`, not `make_divisible` of the
+    ratio times the scaled input; `se_round`, SE squeeze channels rounded by
+    `make_divisible` (False: `floor(expanded * se)`); `head_filters`, channels
+    of the last 1x1 conv (None: the family's, scaled above alpha 1), with
+    `head_bias`. `folds`: `(layer-name regex, kernel factor, bias factor)`
+    constants of the source's graph that `convert.load_state` folds into the
+    weights, so the model keeps the same layers.
     """
 
     source: str
@@ -84,6 +94,12 @@ class Flavour:
     activation: str | None = None
     width_rule: str = "make_divisible"
     classifier_dropout: float = 0.0
+    stem_scaled: bool = False
+    expand_from_alpha: bool = False
+    se_round: bool = True
+    head_filters: int | None = None
+    head_bias: bool = True
+    folds: tuple = ()
 
     @property
     def bn(self):
@@ -126,6 +142,58 @@ TORCH = Flavour("torchvision", "symmetric", 1e-5, 0.9, TORCH_IMAGENET)
 _replace = dataclasses.replace
 _V3 = _replace(KERAS, classifier="conv1x1", gate=GATE_RELU6,
                normalization=_replace(KERAS_TF, embedded=True))
+
+def _v3_rules(block_names, fixed):
+    """Name-map rules of MobileNetV3's Keras layers: `block_names(b)` gives block
+    `b`'s `{keras suffix: name}`; `fixed`, the stem's and head's."""
+    rules = [(re.escape(k), v) for k, v in fixed.items()]
+    for b in range(16):
+        prefix = "expanded_conv_" if b == 0 else f"expanded_conv_{b}_"
+        rules += [(re.escape(prefix + k), v) for k, v in block_names(b).items()]
+    return tuple(rules)
+
+
+def _torchvision_v3(blocks, se):
+    """torchvision's MobileNetV3: Keras block b is `features.{b + 1}`, whose
+    modules count up through the expansion (not in block 0), depthwise, SE and
+    projection."""
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        parts = ["depthwise"] + (["squeeze_excite_conv"] if b in se else []) + ["project"]
+        parts = (["expand"] if b else []) + parts
+        names = {}
+        for j, part in enumerate(parts):
+            module = f"features.{b + 1}.block.{j}"
+            if part == "squeeze_excite_conv":
+                names.update({part: f"{module}.fc1", f"{part}_1": f"{module}.fc2"})
+            else:
+                names.update({part: f"{module}.0", f"{part}_bn": f"{module}.1"})
+        return names
+
+    last = f"features.{blocks + 1}"
+    return _v3_rules(block_names, {
+        "conv": "features.0.0", "conv_bn": "features.0.1", "conv_1": f"{last}.0",
+        "conv_1_bn": f"{last}.1", "conv_2": "classifier.0", "logits": "classifier.3"})
+
+
+def _paddle_v3(blocks):
+    """PaddleClas's MobileNetV3: Keras block b is `blocks.{b}`."""
+    parts = {"expand": "expand_conv", "depthwise": "bottleneck_conv", "project": "linear_conv"}
+
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        names = {"squeeze_excite_conv": f"blocks.{b}.mid_se.conv1",
+                 "squeeze_excite_conv_1": f"blocks.{b}.mid_se.conv2"}
+        for k, v in parts.items():
+            names.update({k: f"blocks.{b}.{v}.conv", f"{k}_bn": f"blocks.{b}.{v}.bn"})
+        return names
+
+    return _v3_rules(block_names, {
+        "conv": "conv.conv", "conv_bn": "conv.bn", "conv_1": "last_second_conv.conv",
+        "conv_1_bn": "last_second_conv.bn", "conv_2": "last_conv", "logits": "fc"})
+
 
 KERAS_APPLICATIONS = Source(
     name="keras.applications", formats=("keras-h5",), suffixes=(".h5", ".hdf5"), reader=None,
@@ -220,6 +288,11 @@ TORCHVISION = Source(
         "MnasNet": _replace(TORCH, bn_momentum=0.9997, block0_expand=False),
         # Block 0 without expansion (as keras'); dropout 0.2 before the classifier.
         "MobileNetV2": _replace(TORCH, block0_expand=False, classifier_dropout=0.2),
+        # PyTorch momentum 0.01.
+        "MobileNetV3Large": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
+        "MobileNetV3Small": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
     },
     # Keras layer names are torchvision's module paths with "_" for "." (MobileNetV2:
     # keras.applications' names).
@@ -240,7 +313,44 @@ TORCHVISION = Source(
             (r"classifier_(\d+)", r"classifier.\1"),
         ),
         "MobileNetV2": TORCHVISION_MOBILENET_V2,
+        "MobileNetV3Large": _torchvision_v3(15, se=(3, 4, 5, 10, 11, 12, 13, 14)),
+        "MobileNetV3Small": _torchvision_v3(11, se=(0, 3, 4, 5, 6, 7, 8, 9, 10)),
     },
+)
+
+# PaddleClas's numerics: PyTorch's, ImageNet mean and std embedded for raw 0-255 RGB.
+PADDLE_FLAVOUR = Flavour("paddleclas", "symmetric", 1e-5, 0.9, TORCH_IMAGENET)
+_PADDLE_V3 = _replace(
+    PADDLE_FLAVOUR, classifier="conv1x1", gate=GATE_PADDLE, block0_expand=True,
+    stem_scaled=True, expand_from_alpha=True, se_round=False, head_filters=1280,
+    head_bias=False,
+    # clip(0.2x + 0.5, 0, 1) is HardSigmoid of 1.2x; the `downscale_in_infer`
+    # dropout (p = 0.2) scales the classifier's input by 0.8 at inference.
+    folds=((r".*squeeze_excite_conv_1", 1.2, 1.2), (r"logits", 0.8, 1.0)),
+)
+
+PADDLE = Source(
+    name="paddleclas", formats=("paddle-pdparams",), suffixes=(".pdparams",),
+    reader=pdparams.load_state_dict,
+    flavours={
+        "MobileNetV3Large": _PADDLE_V3,
+        "MobileNetV3Small": _PADDLE_V3,
+        # ReLU for ReLU6; a dense classifier (pool, flatten, Linear).
+        "MobileNet": _replace(PADDLE_FLAVOUR, activation="relu"),
+        # Block 0 expands (ratio 1); widths `int(c * alpha)`, not rounded to 8.
+        "MobileNetV2": _replace(PADDLE_FLAVOUR, block0_expand=True, width_rule="truncate"),
+        # torchvision's topology and numerics.
+        "ShuffleNetV2": PADDLE_FLAVOUR,
+    },
+    name_maps={
+        "MobileNetV3Large": _paddle_v3(15),
+        "MobileNetV3Small": _paddle_v3(11),
+        "MobileNet": PADDLE_MOBILENET,
+        "MobileNetV2": PADDLE_MOBILENET_V2,
+        "ShuffleNetV2": PADDLE_SHUFFLENET_V2,
+    },
+    bn_keys=("weight", "bias", "_mean", "_variance"),
+    dense_layout="in_out",
 )
 
 # Architectures built from their paper, without published weights (yet).
@@ -257,7 +367,7 @@ TIMM = Source(
 )
 
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 

@@ -8,8 +8,9 @@ installed `ppcls` backbone file, with random weights made trained-like (every ba
 norm gets a random scale and offset and the statistics of its input on the batch;
 the classifier is re-centred and scaled so the logits have std 3), and writes
 `OUT_DIR/<arch>.pdparams` (`paddle.save` of its state dict) and `OUT_DIR/<arch>.npz`
-with `images` (the raw 0-255 RGB NHWC float32 batch) and `logits` (PaddleClas's
-float32 logits on that batch after PaddleClas's normalization).
+with `images` (the raw 0-255 RGB NHWC float32 batch), `logits` (PaddleClas's
+float32 logits on that batch after PaddleClas's normalization) and `logits64` (the
+same model and batch in float64).
 
 Importing paddle in a process that imported TensorFlow crashes: tests run this
 through `paddle_ref.reference`.
@@ -158,7 +159,13 @@ def main(argv=None):
             logits = model(paddle.to_tensor(x)).numpy()
         out = pathlib.Path(args.out_dir)
         paddle.save(model.state_dict(), str(out / f"{arch}.pdparams"))
-        np.savez(out / f"{arch}.npz", images=raw, logits=logits.astype("float32"))
+        # float64 logits of the same weights: PaddleClas's own float32 rounding is about
+        # the size of the 1e-4 tolerance, so a float32 model is held to these.
+        model.to(dtype="float64")
+        with paddle.no_grad():
+            logits64 = model(paddle.to_tensor(x.astype("float64"))).numpy()
+        np.savez(out / f"{arch}.npz", images=raw, logits=logits.astype("float32"),
+                 logits64=logits64)
         print(f"{arch}: logit std {logits.std():.3f}", flush=True)
 
 

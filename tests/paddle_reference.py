@@ -25,8 +25,8 @@ import types
 
 import numpy as np
 
-MEAN = np.array([0.485, 0.456, 0.406], "float32")
-STD = np.array([0.229, 0.224, 0.225], "float32")
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
 LOGIT_STD = 3.0
 SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 # Backbone file (under ppcls/arch/backbone) of each architecture-name prefix.
@@ -102,9 +102,11 @@ def images(size, batch, seed=0):
     return np.kron(coarse, np.ones((1, size // 8, size // 8, 1))).astype("float32")
 
 
-def normalize(x):
+def normalize(x, dtype="float32"):
     """PaddleClas's preprocessing after the resize: /255, ImageNet mean/std, NCHW."""
-    return ((x / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32")
+    x = x.astype(dtype)
+    mean, std = MEAN.astype(dtype), STD.astype(dtype)
+    return ((x / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(dtype)
 
 
 def trained_like(paddle, model, x, seed=0):
@@ -159,11 +161,11 @@ def main(argv=None):
             logits = model(paddle.to_tensor(x)).numpy()
         out = pathlib.Path(args.out_dir)
         paddle.save(model.state_dict(), str(out / f"{arch}.pdparams"))
-        # float64 logits of the same weights: PaddleClas's own float32 rounding is about
-        # the size of the 1e-4 tolerance, so a float32 model is held to these.
+        # float64 logits of the same weights and pixels (normalized in float64):
+        # PaddleClas's own float32 rounding is about the size of the 1e-4 tolerance.
         model.to(dtype="float64")
         with paddle.no_grad():
-            logits64 = model(paddle.to_tensor(x.astype("float64"))).numpy()
+            logits64 = model(paddle.to_tensor(normalize(raw, "float64"))).numpy()
         np.savez(out / f"{arch}.npz", images=raw, logits=logits.astype("float32"),
                  logits64=logits64)
         print(f"{arch}: logit std {logits.std():.3f}", flush=True)

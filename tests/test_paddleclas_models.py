@@ -40,6 +40,9 @@ DEFAULT_ARCHS = paddle_ref.request(*(a for a, *_, default in ARCHS if default))
 CASES = [pytest.param(a, f, kw, id=a, marks=() if default else pytest.mark.heavy)
          for a, f, kw, _, default in ARCHS]
 SIZE = paddle_ref.SIZE
+# PaddleClas's ImageNet normalization on [0, 1] pixels.
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
 
 
 def _build(family, kwargs, weights, **extra):
@@ -65,6 +68,26 @@ def test_pdparams_gives_paddleclas_logits(arch, family, kwargs):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     print(f"{arch}: max |diff| {np.abs(got - expected).max():.2e}, "
           f"logit std {np.std(expected):.3f}")
+
+
+@pytest.mark.parametrize("arch", DEFAULT_ARCHS)
+def test_float64_on_the_normalized_input_equals_paddleclas(arch):
+    """Both sides at float64 on the tensor PaddleClas's forward takes
+    (`include_preprocessing=False`): equal to 1e-6, no rounding to hide behind."""
+    family, kwargs = next((f, kw) for a, f, kw, *_ in ARCHS if a == arch)
+    path, images, expected = _reference64(arch)
+    x = (images.astype("float64") / 255.0 - MEAN) / STD
+    policy = keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    try:
+        model = _build(family, kwargs, str(path), include_preprocessing=False)
+        got = np.asarray(model(x, training=False))
+    finally:
+        keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy(policy)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("arch", DEFAULT_ARCHS)

@@ -57,6 +57,11 @@ def _reference64(arch):
         return path, images, data["logits64"]
 
 
+# float32 rounding of the widest MobileNetV2s (a 1920- and 2560-channel head) alone
+# reaches this; the float64 test holds them to 1e-6.
+FLOAT32_ATOL = {"MobileNetV2_x1_5": 2e-4, "MobileNetV2_x2_0": 2e-4}
+
+
 @pytest.mark.parametrize("arch,family,kwargs", CASES)
 def test_pdparams_gives_paddleclas_logits(arch, family, kwargs):
     """float32, raw pixels, against PaddleClas at float64 (its float32 logits are off by
@@ -65,16 +70,15 @@ def test_pdparams_gives_paddleclas_logits(arch, family, kwargs):
     model = _build(family, kwargs, str(path))
     got = np.asarray(model(images, training=False))
     assert np.std(expected) > 1.0, "degenerate reference logits"
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=FLOAT32_ATOL.get(arch, 1e-4), rtol=0)
     print(f"{arch}: max |diff| {np.abs(got - expected).max():.2e}, "
           f"logit std {np.std(expected):.3f}")
 
 
-@pytest.mark.parametrize("arch", DEFAULT_ARCHS)
-def test_float64_on_the_normalized_input_equals_paddleclas(arch):
+@pytest.mark.parametrize("arch,family,kwargs", CASES)
+def test_float64_on_the_normalized_input_equals_paddleclas(arch, family, kwargs):
     """Both sides at float64 on the tensor PaddleClas's forward takes
     (`include_preprocessing=False`): equal to 1e-6, no rounding to hide behind."""
-    family, kwargs = next((f, kw) for a, f, kw, *_ in ARCHS if a == arch)
     path, images, expected = _reference64(arch)
     x = (images.astype("float64") / 255.0 - MEAN) / STD
     policy = keras.config.dtype_policy()

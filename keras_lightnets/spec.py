@@ -45,15 +45,8 @@ def width(filters, alpha, scale="alpha", truncate=False, rule="make_divisible"):
     return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
 
 
-def expanded(in_filters, ratio, rule="make_divisible"):
-    """The channels of an expansion by `ratio`, rounded as `width`'s `rule` says."""
-    if rule == "truncate":
-        return int(round(in_filters * ratio))
-    return blocks.make_divisible(in_filters * ratio)
-
-
 def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False,
-          width_rule="make_divisible", block0_expand=False):
+          flavour=None):
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
@@ -64,9 +57,9 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
-        width_rule: "make_divisible" or "truncate" (see `width`).
-        block0_expand: whether the first inverted residual has its 1x1
-            expansion even at ratio 1 (PaddleClas' MobileNetV2).
+        flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,
+            `expand_from_alpha`, `se_round` and `width_rule` apply (None:
+            keras.applications').
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -74,14 +67,28 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         that block downsamples).
     """
     taps, scale, block = {}, 1, 0
+    block0_expand, stem_scaled, from_alpha, se_round, rule = (
+        (False, False, False, True, "make_divisible") if flavour is None else
+        (flavour.block0_expand, flavour.stem_scaled, flavour.expand_from_alpha,
+         flavour.se_round, flavour.width_rule))
+    base = None  # the input's channels at alpha 1
+
+    def expanded(in_filters, ratio):
+        if from_alpha:
+            return blocks.make_divisible(alpha * round(base * ratio))
+        if rule == "truncate":
+            return int(round(in_filters * ratio))
+        return blocks.make_divisible(in_filters * ratio)
+
     for row in table:
         for i in range(row.repeats):
             stride = row.stride if i == 0 else 1
             in_filters = x.shape[-1]
             if row.kind == "conv":
                 conv, bn_name, act = row.name.format(act=row.act).split()
-                filters = (expanded(in_filters, row.expand, width_rule) if row.filters is None
-                           else width(row.filters, alpha, row.scale, rule=width_rule))
+                row_scale = "alpha" if stem_scaled and base is None else row.scale
+                filters = (expanded(in_filters, row.expand) if row.filters is None
+                           else width(row.filters, alpha, row_scale, rule=rule))
                 mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
                 x = blocks.conv_bn_act(
                     x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
@@ -89,14 +96,16 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 )
                 last = act
             else:
-                filters = width(row.filters, alpha, row.scale, truncate, width_rule)
+                filters = width(row.filters, alpha, row.scale, truncate, rule)
                 expand = None
                 if row.kind == "ir" and (row.expand != 1 or (block == 0 and block0_expand)):
-                    expand = expanded(in_filters, row.expand, width_rule)
+                    expand = expanded(in_filters, row.expand)
                 p = (prefix if row.name is None else row.name).format(b=block, i=i)
                 if stride > 1 and expand and scale in taps:
                     taps[scale] = p + names["expand_act"].format(act=row.act)
-                se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
+                se_filters = (expand or in_filters) * row.se
+                se_filters = row.se and (blocks.make_divisible(se_filters) if se_round
+                                         else int(se_filters))
                 x = blocks.inverted_residual(
                     x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
                     names, bn, pad, residual=row.kind == "ir",
@@ -104,6 +113,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 skip = row.kind == "ir" and stride == 1 and in_filters == filters
                 last = p + names["add" if skip else "project_bn"]
                 block += 1
+            base = row.filters or round(base * row.expand)
             scale *= stride
         if row.tap:
             taps[scale] = last

@@ -19,6 +19,7 @@ import pytest
 
 SCRIPT = pathlib.Path(__file__).with_name("paddle_reference.py")
 SIZE = 64  # input rows and columns of every reference batch
+BATCH = 8  # images per batch: the batch norms' statistics are measured on it
 _requested = []
 _made = {}  # arch -> directory holding its files
 
@@ -35,7 +36,8 @@ def _installed():
 
 
 def reference(arch):
-    """`(pdparams_path, images, logits)` of PaddleClas's `arch`, or skip without paddle."""
+    """`(pdparams_path, images, logits, logits64)` of PaddleClas's `arch` (see
+    paddle_reference.py), or skip without paddle."""
     if not _installed():
         pytest.skip("paddlepaddle and paddleclas are dev dependencies "
                     "(pip install paddlepaddle; pip install --no-deps paddleclas)")
@@ -44,11 +46,12 @@ def reference(arch):
         pending = [a for a in _requested if a not in _made]
         out = tempfile.mkdtemp(prefix="paddle_ref_")
         atexit.register(shutil.rmtree, out, ignore_errors=True)
-        run = subprocess.run([sys.executable, str(SCRIPT), out, "--size", str(SIZE), *pending],
+        run = subprocess.run([sys.executable, str(SCRIPT), out, "--size", str(SIZE),
+                              "--batch", str(BATCH), *pending],
                              capture_output=True, text=True, timeout=900)
         if run.returncode:
             pytest.fail(f"paddle_reference.py failed ({run.returncode}):\n{run.stderr[-3000:]}")
         _made.update(dict.fromkeys(pending, pathlib.Path(out)))
     folder = _made[arch]
     with np.load(folder / f"{arch}.npz") as data:
-        return folder / f"{arch}.pdparams", data["images"], data["logits"]
+        return folder / f"{arch}.pdparams", data["images"], data["logits"], data["logits64"]

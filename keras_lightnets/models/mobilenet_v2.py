@@ -103,7 +103,7 @@ def MobileNetV2(
         x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
     x, taps = spec.build(x, TABLE, alpha, names=blocks.IR_NAMES_KERAS_V2,
                          prefix="block_{b}_", bn=flavour.bn, pad=flavour.padding, truncate=True,
-                         width_rule=flavour.width_rule, block0_expand=flavour.block0_expand)
+                         flavour=flavour)
     x = common.head(x, include_top, pooling, classes, classifier_activation,
                     pool="global_average_pooling2d", dropout=flavour.classifier_dropout)
     model = common.finish(inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights,

@@ -483,14 +483,19 @@ def weighted_layers(model):
 
 
 def family_of(model, source, weights=None):
-    """The family of `source` whose name map places every weighted layer of `model`."""
+    """The family of `source` whose name map places every weighted layer of `model`.
+
+    When several do (MobileNetV3 Large's PaddleClas map also names every layer of
+    a Small), the one with the fewest rules: the most specific.
+    """
     misses = {}
     for family in source.name_maps:
         misses[family] = [layer.name for layer in weighted_layers(model)
                           if not any(re.fullmatch(p, layer.name)
                                      for p, _ in source.name_maps[family])]
-        if not misses[family]:
-            return family
+    fitting = [f for f in misses if not misses[f]]
+    if fitting:
+        return min(fitting, key=lambda f: len(source.name_maps[f]))
     closest = min(misses, key=lambda f: len(misses[f]), default=None)
     detail = f" ({closest}'s has no name for layer {misses[closest][0]!r})" if closest else ""
     raise ValueError(

@@ -314,8 +314,9 @@ def export_model(entry, input_size=96, seed=0, **kwargs):
     `trained_like` on the first `CALIBRATION_PHOTOS` photos.
     """
     keras.utils.set_random_seed(seed)
-    model = entry.build(weights=None, input_shape=(input_size, input_size, 3),
-                        classifier_activation=None, **kwargs)
+    # `weights=<file>` in `kwargs` builds the file's flavour (its kernels then stay).
+    model = entry.build(**{"weights": None, **kwargs}, input_shape=(input_size, input_size, 3),
+                        classifier_activation=None)
     x = export_photos(entry, model, input_size)
     trained_like(model, x[:CALIBRATION_PHOTOS], seed=seed)
     return model, x

@@ -152,6 +152,16 @@ def _squeezenet_reference(kwargs):
     return {k: v for k, v in kwargs.items() if k != "bypass"}
 
 
+def _keras_applications_counts(entry):
+    # Widths complexity.json lacks (PaddleClas's): keras.applications' own model counts them.
+    factory = getattr(keras.applications, entry.family)
+    kwargs = {k: v for k, v in entry.kwargs.items() if k in ("alpha", "minimalistic")}
+    if entry.family == "MobileNetV2":
+        kwargs["input_shape"] = (224, 224, 3)
+    model = factory(weights=None, **kwargs)
+    return {"total_params": model.count_params(),
+            "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights)}
+
 
 def _defaults(entry):
     import inspect
@@ -257,6 +267,8 @@ def _squeezenet_features(kwargs, size):
 FAMILY_HOOKS = {
     "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
     "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
+    **{family: {"expected": _keras_applications_counts}
+       for family in ("MobileNetV2", "MobileNetV3Large", "MobileNetV3Small")},
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
 }
 

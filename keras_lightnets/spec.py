@@ -35,18 +35,22 @@ Block = collections.namedtuple(
 _TAPS = weakref.WeakKeyDictionary()
 
 
-def width(filters, alpha, scale="alpha", truncate=False):
+def width(filters, alpha, scale="alpha", truncate=False, rule="make_divisible"):
     """`filters` scaled by `alpha` and rounded by `make_divisible`.
 
     `truncate`: keras.applications' MobileNetV2 truncates block widths before
-    rounding, and its weights depend on it.
+    rounding, and its weights depend on it. `rule="truncate"`: truncation
+    only, no rounding to 8 (PaddleClas' MobileNetV2).
     """
     if scale == "fixed" or (scale == "up" and alpha <= 1.0):
         return filters
+    if rule == "truncate":
+        return int(filters * alpha)
     return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
 
 
-def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False):
+def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False,
+          flavour=None):
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
@@ -57,6 +61,9 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
+        flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,
+            `expand_from_alpha`, `se_round` and `width_rule` apply (None:
+            keras.applications').
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -65,14 +72,28 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
     """
     taps, scale, block = {}, 1, 0
     stage_index = collections.Counter()
+    block0_expand, stem_scaled, from_alpha, se_round, rule = (
+        (False, False, False, True, "make_divisible") if flavour is None else
+        (flavour.block0_expand, flavour.stem_scaled, flavour.expand_from_alpha,
+         flavour.se_round, flavour.width_rule))
+    base = None  # the input's channels at alpha 1
+
+    def expanded(in_filters, ratio):
+        if from_alpha:
+            return blocks.make_divisible(alpha * round(base * ratio))
+        if rule == "truncate":
+            return int(round(in_filters * ratio))
+        return blocks.make_divisible(in_filters * ratio)
+
     for row in table:
         for i in range(row.repeats):
             stride = row.stride if i == 0 else 1
             in_filters = x.shape[-1]
             if row.kind == "conv":
                 conv, bn_name, act = row.name.format(act=row.act).split()
-                filters = (blocks.make_divisible(in_filters * row.expand) if row.filters is None
-                           else width(row.filters, alpha, row.scale))
+                row_scale = "alpha" if stem_scaled and base is None else row.scale
+                filters = (expanded(in_filters, row.expand) if row.filters is None
+                           else width(row.filters, alpha, row_scale, rule=rule))
                 mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
                 x = blocks.conv_bn_act(
                     x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
@@ -80,10 +101,12 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 )
                 last = act
             else:
-                filters = width(row.filters, alpha, row.scale, truncate)
+                filters = width(row.filters, alpha, row.scale, truncate, rule)
                 expand = None
-                if row.kind in ("uir", "er") or row.kind == "ir" and row.expand != 1:
+                if row.kind in ("uir", "er"):
                     expand = blocks.make_divisible(in_filters * row.expand)
+                elif row.kind == "ir" and (row.expand != 1 or (block == 0 and block0_expand)):
+                    expand = expanded(in_filters, row.expand)
                 suffixes = names.get(row.kind, names)
                 template = prefix if row.name is None else row.name
                 p = template.format(b=block, i=i, j=stage_index[template])
@@ -99,7 +122,9 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                     x = blocks.edge_residual(x, filters, expand, row.kernel, stride, row.act, p,
                                              suffixes, bn, pad)
                 else:
-                    se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
+                    se_filters = (expand or in_filters) * row.se
+                    se_filters = row.se and (blocks.make_divisible(se_filters) if se_round
+                                             else int(se_filters))
                     x = blocks.inverted_residual(
                         x, filters, expand, row.kernel, stride, row.act, se_filters or None, se,
                         p, suffixes, bn, pad, residual=row.kind == "ir",
@@ -107,6 +132,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 skip = row.kind != "ds" and stride == 1 and in_filters == filters
                 last = p + suffixes["add" if skip else "project_bn"]
                 block += 1
+            base = row.filters or round(base * row.expand)
             scale *= stride
         if row.tap:
             taps[scale] = last

@@ -18,7 +18,7 @@ import os
 import re
 
 from keras_lightnets import imagenet
-from keras_lightnets.weights import pth, safetensors_file
+from keras_lightnets.weights import pdparams, pth, safetensors_file
 
 # SE gate formulas. keras and torchvision: `HardSigmoid`; PaddleClas's gate is
 # `HardSigmoid` after scaling the SE's second conv by 1.2.
@@ -64,7 +64,22 @@ class Flavour:
     "same". `bn_epsilon`/`bn_momentum` are None without batch norm.
     `block0_expand`: whether an inverted-residual family's first block has
     its 1x1 expansion (None: no inverted residuals). `classifier`: "dense"
-    or "conv1x1" (a 1x1 convolution on the pooled map).
+    or "conv1x1" (a 1x1 convolution on the pooled map). `activation`
+    replaces the family's own (None: keep it; PaddleClas' MobileNet V1 has
+    ReLU for ReLU6). `width_rule`: "make_divisible" (the family's rounding to
+    multiples of 8) or "truncate" (`int(filters * alpha)`, expansions
+    `round(in * t)`: PaddleClas' MobileNetV2). `classifier_dropout`: the
+    dropout rate before the classifier of a family without a dropout argument.
+
+    MobileNetV3's variations: `stem_scaled`, the stem's filters scale with
+    alpha; `expand_from_alpha`, expansions are `make_divisible(alpha * e)` of
+    the table's unscaled expanded channels `e`, not `make_divisible` of the
+    ratio times the scaled input; `se_round`, SE squeeze channels rounded by
+    `make_divisible` (False: `floor(expanded * se)`); `head_filters`, channels
+    of the last 1x1 conv (None: the family's, scaled above alpha 1), with
+    `head_bias`. `folds`: `(layer-name regex, kernel factor, bias factor)`
+    constants of the source's graph that `convert.load_state` folds into the
+    weights, so the model keeps the same layers.
     """
 
     source: str
@@ -76,6 +91,15 @@ class Flavour:
     classifier_bias: bool = True
     gate: str | None = None
     block0_expand: bool | None = None
+    activation: str | None = None
+    width_rule: str = "make_divisible"
+    classifier_dropout: float = 0.0
+    stem_scaled: bool = False
+    expand_from_alpha: bool = False
+    se_round: bool = True
+    head_filters: int | None = None
+    head_bias: bool = True
+    folds: tuple = ()
 
     @property
     def bn(self):
@@ -119,6 +143,58 @@ _replace = dataclasses.replace
 _V3 = _replace(KERAS, classifier="conv1x1", gate=GATE_RELU6,
                normalization=_replace(KERAS_TF, embedded=True))
 
+def _v3_rules(block_names, fixed):
+    """Name-map rules of MobileNetV3's Keras layers: `block_names(b)` gives block
+    `b`'s `{keras suffix: name}`; `fixed`, the stem's and head's."""
+    rules = [(re.escape(k), v) for k, v in fixed.items()]
+    for b in range(16):
+        prefix = "expanded_conv_" if b == 0 else f"expanded_conv_{b}_"
+        rules += [(re.escape(prefix + k), v) for k, v in block_names(b).items()]
+    return tuple(rules)
+
+
+def _torchvision_v3(blocks, se):
+    """torchvision's MobileNetV3: Keras block b is `features.{b + 1}`, whose
+    modules count up through the expansion (not in block 0), depthwise, SE and
+    projection."""
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        parts = ["depthwise"] + (["squeeze_excite_conv"] if b in se else []) + ["project"]
+        parts = (["expand"] if b else []) + parts
+        names = {}
+        for j, part in enumerate(parts):
+            module = f"features.{b + 1}.block.{j}"
+            if part == "squeeze_excite_conv":
+                names.update({part: f"{module}.fc1", f"{part}_1": f"{module}.fc2"})
+            else:
+                names.update({part: f"{module}.0", f"{part}_bn": f"{module}.1"})
+        return names
+
+    last = f"features.{blocks + 1}"
+    return _v3_rules(block_names, {
+        "conv": "features.0.0", "conv_bn": "features.0.1", "conv_1": f"{last}.0",
+        "conv_1_bn": f"{last}.1", "conv_2": "classifier.0", "logits": "classifier.3"})
+
+
+def _paddle_v3(blocks):
+    """PaddleClas's MobileNetV3: Keras block b is `blocks.{b}`."""
+    parts = {"expand": "expand_conv", "depthwise": "bottleneck_conv", "project": "linear_conv"}
+
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        names = {"squeeze_excite_conv": f"blocks.{b}.mid_se.conv1",
+                 "squeeze_excite_conv_1": f"blocks.{b}.mid_se.conv2"}
+        for k, v in parts.items():
+            names.update({k: f"blocks.{b}.{v}.conv", f"{k}_bn": f"blocks.{b}.{v}.bn"})
+        return names
+
+    return _v3_rules(block_names, {
+        "conv": "conv.conv", "conv_bn": "conv.bn", "conv_1": "last_second_conv.conv",
+        "conv_1_bn": "last_second_conv.bn", "conv_2": "last_conv", "logits": "fc"})
+
+
 KERAS_APPLICATIONS = Source(
     name="keras.applications", formats=("keras-h5",), suffixes=(".h5", ".hdf5"), reader=None,
     flavours={
@@ -131,6 +207,77 @@ KERAS_APPLICATIONS = Source(
     },
 )
 
+# -- name maps built from the block tables (their module indices count blocks) -------------
+
+# keras.applications' MobileNetV2 inverted-residual layer suffixes and the modules
+# they are in torchvision's `InvertedResidual.conv` (block 0, without expansion, shifts).
+_V2_TORCH_SUFFIXES = {"expand": "0.0", "expand_BN": "0.1", "depthwise": "1.0",
+                      "depthwise_BN": "1.1", "project": "2", "project_BN": "3"}
+_V2_TORCH_BLOCK0 = {"depthwise": "0.0", "depthwise_BN": "0.1", "project": "1",
+                    "project_BN": "2"}
+# MobileNetV2's repeats per stage (paper Table 2), for PaddleClas' per-stage module names.
+_V2_REPEATS = (1, 2, 3, 4, 3, 3, 1)
+_V2_PADDLE_SUFFIXES = {
+    "expand": "_expand_conv._conv", "expand_BN": "_expand_conv._batch_norm",
+    "depthwise": "_bottleneck_conv._conv", "depthwise_BN": "_bottleneck_conv._batch_norm",
+    "project": "_linear_conv._conv", "project_BN": "_linear_conv._batch_norm",
+}
+
+
+def _v2_paddle_blocks():
+    """Keras' block prefix and PaddleClas' module of each MobileNetV2 inverted residual
+    (`conv{stage + 2}._first_block`, then `conv{stage + 2}.conv{stage + 2}_{i + 1}`)."""
+    modules = [f"conv{s + 2}." + ("_first_block" if i == 0 else f"conv{s + 2}_{i + 1}")
+               for s, repeats in enumerate(_V2_REPEATS) for i in range(repeats)]
+    return [("expanded_conv_" if b == 0 else f"block_{b}_", m) for b, m in enumerate(modules)]
+
+
+TORCHVISION_MOBILENET_V2 = (
+    (r"Conv1", "features.0.0"), (r"bn_Conv1", "features.0.1"),
+    *((f"expanded_conv_{k}", f"features.1.conv.{v}") for k, v in _V2_TORCH_BLOCK0.items()),
+    *((f"block_{b}_{k}", f"features.{b + 1}.conv.{v}")
+      for b in range(1, sum(_V2_REPEATS)) for k, v in _V2_TORCH_SUFFIXES.items()),
+    (r"Conv_1", "features.18.0"), (r"Conv_1_bn", "features.18.1"),
+    (r"predictions", "classifier.1"),
+)
+PADDLE_MOBILENET = (
+    (r"conv1", "conv.conv"), (r"conv1_bn", "conv.bn"),
+    *((f"conv_{kind}_{i}{bn}", f"blocks.{i - 1}.{module}_conv.{leaf}")
+      for i in range(1, 14) for kind, module in (("dw", "depthwise"), ("pw", "pointwise"))
+      for bn, leaf in (("", "conv"), ("_bn", "bn"))),
+    (r"predictions", "fc"),
+)
+PADDLE_MOBILENET_V2 = (
+    (r"Conv1", "conv1._conv"), (r"bn_Conv1", "conv1._batch_norm"),
+    *((f"{prefix}{k}", f"{module}.{v}")
+      for prefix, module in _v2_paddle_blocks() for k, v in _V2_PADDLE_SUFFIXES.items()),
+    (r"Conv_1", "conv9._conv"), (r"Conv_1_bn", "conv9._batch_norm"),
+    (r"predictions", "out"),
+)
+# torchvision's ShuffleNetV2 unit modules (Keras' names) in PaddleClas' units: the
+# stride-2 unit's branches, then the stride-1 unit's second branch.
+_SHUFFLE_PADDLE_DS = {"branch1_0": "_conv_dw_1", "branch1_2": "_conv_linear_1",
+                      "branch2_0": "_conv_pw_2", "branch2_3": "_conv_dw_2",
+                      "branch2_5": "_conv_linear_2"}
+_SHUFFLE_PADDLE = {"branch2_0": "_conv_pw", "branch2_3": "_conv_dw", "branch2_5": "_conv_linear"}
+
+
+def _shuffle_paddle_rules(i, modules):
+    """Unit `i` of every stage: conv `branchB_K` and its batch norm `branchB_{K+1}`."""
+    for name, module in modules.items():
+        branch, k = name.rsplit("_", 1)
+        for index, leaf in ((int(k), "_conv"), (int(k) + 1, "_batch_norm")):
+            yield rf"stage(\d)_{i}_{branch}_{index}", rf"\1_{i + 1}.{module}.{leaf}"
+
+
+PADDLE_SHUFFLENET_V2 = (
+    (r"conv1_0", "_conv1._conv"), (r"conv1_1", "_conv1._batch_norm"),
+    *_shuffle_paddle_rules(0, _SHUFFLE_PADDLE_DS),
+    *(rule for i in range(1, 8) for rule in _shuffle_paddle_rules(i, _SHUFFLE_PADDLE)),
+    (r"conv5_0", "_last_conv._conv"), (r"conv5_1", "_last_conv._batch_norm"),
+    (r"fc", "_fc"),
+)
+
 TORCHVISION = Source(
     name="torchvision", formats=("torchvision-pth",), suffixes=(".pth", ".pt"),
     reader=pth.load_state_dict,
@@ -139,8 +286,16 @@ TORCHVISION = Source(
         "SqueezeNet": _replace(TORCH, bn_epsilon=None, bn_momentum=None, classifier="conv1x1"),
         # PyTorch momentum 1 - 0.9997; the stem's separable conv has no expansion.
         "MnasNet": _replace(TORCH, bn_momentum=0.9997, block0_expand=False),
+        # Block 0 without expansion (as keras'); dropout 0.2 before the classifier.
+        "MobileNetV2": _replace(TORCH, block0_expand=False, classifier_dropout=0.2),
+        # PyTorch momentum 0.01.
+        "MobileNetV3Large": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
+        "MobileNetV3Small": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
     },
-    # Keras layer names are torchvision's module paths with "_" for ".".
+    # Keras layer names are torchvision's module paths with "_" for "." (MobileNetV2:
+    # keras.applications' names).
     name_maps={
         "ShuffleNetV2": (
             (r"conv([15])_(\d+)", r"conv\1.\2"),
@@ -157,7 +312,45 @@ TORCHVISION = Source(
             (r"layers_(\d+)_(\d+)_layers_(\d+)", r"layers.\1.\2.layers.\3"),
             (r"classifier_(\d+)", r"classifier.\1"),
         ),
+        "MobileNetV2": TORCHVISION_MOBILENET_V2,
+        "MobileNetV3Large": _torchvision_v3(15, se=(3, 4, 5, 10, 11, 12, 13, 14)),
+        "MobileNetV3Small": _torchvision_v3(11, se=(0, 3, 4, 5, 6, 7, 8, 9, 10)),
     },
+)
+
+# PaddleClas's numerics: PyTorch's, ImageNet mean and std embedded for raw 0-255 RGB.
+PADDLE_FLAVOUR = Flavour("paddleclas", "symmetric", 1e-5, 0.9, TORCH_IMAGENET)
+_PADDLE_V3 = _replace(
+    PADDLE_FLAVOUR, classifier="conv1x1", gate=GATE_PADDLE, block0_expand=True,
+    stem_scaled=True, expand_from_alpha=True, se_round=False, head_filters=1280,
+    head_bias=False,
+    # clip(0.2x + 0.5, 0, 1) is HardSigmoid of 1.2x; the `downscale_in_infer`
+    # dropout (p = 0.2) scales the classifier's input by 0.8 at inference.
+    folds=((r".*squeeze_excite_conv_1", 1.2, 1.2), (r"logits", 0.8, 1.0)),
+)
+
+PADDLE = Source(
+    name="paddleclas", formats=("paddle-pdparams",), suffixes=(".pdparams",),
+    reader=pdparams.load_state_dict,
+    flavours={
+        "MobileNetV3Large": _PADDLE_V3,
+        "MobileNetV3Small": _PADDLE_V3,
+        # ReLU for ReLU6; a dense classifier (pool, flatten, Linear).
+        "MobileNet": _replace(PADDLE_FLAVOUR, activation="relu"),
+        # Block 0 expands (ratio 1); widths `int(c * alpha)`, not rounded to 8.
+        "MobileNetV2": _replace(PADDLE_FLAVOUR, block0_expand=True, width_rule="truncate"),
+        # torchvision's topology and numerics.
+        "ShuffleNetV2": PADDLE_FLAVOUR,
+    },
+    name_maps={
+        "MobileNetV3Large": _paddle_v3(15),
+        "MobileNetV3Small": _paddle_v3(11),
+        "MobileNet": PADDLE_MOBILENET,
+        "MobileNetV2": PADDLE_MOBILENET_V2,
+        "ShuffleNetV2": PADDLE_SHUFFLENET_V2,
+    },
+    bn_keys=("weight", "bias", "_mean", "_variance"),
+    dense_layout="in_out",
 )
 
 # Architectures built from their paper, without published weights (yet).
@@ -186,7 +379,7 @@ for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4Con
     TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_NAMES
 
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 
@@ -201,19 +394,41 @@ def _received(weights):
 def default_source(family):
     """The source of `weights="imagenet"` and of `weights=None`.
 
-    The first source in `SOURCES` with published files of `family` (the
-    manifest), else the first with a flavour of it: sources added later do
-    not change what "imagenet" means.
+    The source of the family's "imagenet" files (the manifest), else the first
+    in `SOURCES` with a flavour of it: sources added later do not change what
+    "imagenet" means.
     """
     from keras_lightnets.weights import manifest
 
-    published = {e["source"] for e in manifest.entries(family)}
+    published = {e["source"] for e in manifest.entries(family, manifest.IMAGENET)}
     for candidates in (published, {s.name for s in SOURCES.values() if family in s.flavours}):
         for source in SOURCES.values():
             if source.name in candidates:
                 return source
     raise ValueError(f"No weight source has a flavour of family {family!r}. "
                      f"Received: family={family!r}")
+
+
+def set_source(family, weights):
+    """The source of weight set `weights` of `family` (its manifest entries name it)."""
+    from keras_lightnets.weights import manifest
+
+    named = {e["source"] for e in manifest.entries(family, weights)}
+    if not named:
+        sets = manifest.set_names(family)
+        raise ValueError(
+            f"{family} has no weight set {weights!r}; its sets: {', '.join(sets) or 'none'}. "
+            f"Any other `weights` must be the path to an existing weights file. "
+            f"{_received(weights)}"
+        )
+    if len(named) > 1 or next(iter(named)) not in SOURCES:
+        raise ValueError(f"The manifest's {weights!r} entries of {family} name the sources "
+                         f"{sorted(named)}: one known source per set. {_received(weights)}")
+    source = SOURCES[named.pop()]
+    if family not in source.flavours:
+        raise ValueError(f"The {weights!r} weights of {family} need {source.name}'s flavour "
+                         f"of {family}, which this version does not build. {_received(weights)}")
+    return source
 
 
 def file_source(path, family=None):
@@ -245,13 +460,18 @@ def file_source(path, family=None):
 
 
 def flavour_for(family, weights):
-    """The flavour a factory builds for `weights` (None, "imagenet" or a path).
+    """The flavour a factory builds for `weights` (None, a weight set's name or a path).
 
-    A path's ending decides its source (`file_source`); Keras-layout files and
-    `None`/"imagenet" give the family's default source.
+    "imagenet" and None give the family's default source; another set the
+    source its manifest entries name (`set_source`); a path's ending decides
+    its source (`file_source`), Keras-layout files giving the default source.
     """
+    from keras_lightnets.weights import manifest
+
     source = None
-    if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
+    if manifest.is_set_name(weights) and weights != manifest.IMAGENET:
+        source = set_source(family, weights)
+    elif weights is not None and not manifest.is_set_name(weights):
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
 
@@ -275,14 +495,19 @@ def weighted_layers(model):
 
 
 def family_of(model, source, weights=None):
-    """The family of `source` whose name map places every weighted layer of `model`."""
+    """The family of `source` whose name map places every weighted layer of `model`.
+
+    When several do (MobileNetV3 Large's PaddleClas map also names every layer of
+    a Small), the one with the fewest rules: the most specific.
+    """
     misses = {}
     for family in source.name_maps:
         misses[family] = [layer.name for layer in weighted_layers(model)
                           if not any(re.fullmatch(p, layer.name)
                                      for p, _ in source.name_maps[family])]
-        if not misses[family]:
-            return family
+    fitting = [f for f in misses if not misses[f]]
+    if fitting:
+        return min(fitting, key=lambda f: len(source.name_maps[f]))
     closest = min(misses, key=lambda f: len(misses[f]), default=None)
     detail = f" ({closest}'s has no name for layer {misses[closest][0]!r})" if closest else ""
     raise ValueError(

@@ -195,8 +195,8 @@ def test_arguments():
         kl.MobileNetV4ConvSmall(alpha=0, weights=None)
     with pytest.raises(ValueError, match=r"Received: dropout_rate=1"):
         kl.MobileNetV4ConvMedium(dropout_rate=1, weights=None)
-    with pytest.raises(ValueError, match="No published ImageNet weights"):
-        kl.MobileNetV4ConvSmall(alpha=0.5)
+    with pytest.raises(ValueError, match="Received: weights='timm'"):
+        kl.MobileNetV4ConvSmall(alpha=0.5, weights="timm")
     model = kl.MobileNetV4ConvSmall(alpha=0.5, weights=None, dropout_rate=0.0, classes=10)
     assert model.name == "mobilenet_v4_conv_small_050" and model.output.shape == (None, 10)
     assert "dropout" not in [layer.name for layer in model.layers]
@@ -210,9 +210,9 @@ def test_manifest_entries():
     for family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
         defaults = [e for e in entries.values() if e["family"] == family and e["weights"] == "timm"]
         assert len(defaults) == 1
-        # "imagenet" is the default tag.
+        # "timm" is the default tag.
         variant = {"alpha": 1.0} if family == "MobileNetV4ConvSmall" else {}
-        assert manifest.find(family, variant, True) is defaults[0]
+        assert manifest.find(family, variant, True, weights="timm") is defaults[0]
         norm = sources.TIMM.flavours[family].normalization
         for e in entries.values():
             if e["family"] == family:
@@ -221,15 +221,15 @@ def test_manifest_entries():
 
 @pytest.mark.torch
 def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
-    """`weights="imagenet"` fetches the default tag's file (here from a local mirror)."""
+    """`weights="timm"` fetches the default tag's file (here from a local mirror)."""
     torch, model, path, x = _timm_case(DEFAULT, tmp_path)
-    entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True)
+    entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True, weights="timm")
     served = tmp_path / "served"
     served.mkdir()
     path.rename(served / entry["file"])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
-    ours = kl.MobileNetV4ConvSmall(weights="imagenet", classifier_activation=None)
+    ours = kl.MobileNetV4ConvSmall(weights="timm", classifier_activation=None)
     with torch.no_grad():
         ref = model(_torch_input(torch, x, model.pretrained_cfg)).numpy()
     diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())

@@ -115,8 +115,7 @@ def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     variant = {"alpha": alpha} if family == "MobileNetV4ConvSmall" else {}
-    if weights == "imagenet":
-        common.check_published(family, variant)
+    common.check_published(family, variant, weights)
 
     table, prefix = SPECS[family]
     img_input, inputs = common.make_input(shape, input_tensor)
@@ -161,7 +160,8 @@ DOCSTRING = """Instantiates the MobileNetV4 {size} architecture.
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.{alpha}
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, a weight set (`"timm"`, timm's default tag, or
+            `"timm_<tag>"`) or the path to a timm `.safetensors` file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.

@@ -33,9 +33,12 @@ def load_manifest():
         return json.load(f)
 
 
-def entries(family=None):
-    """Manifest entries, optionally of one family."""
-    return [e for e in load_manifest()["entries"] if family is None or e["family"] == family]
+def entries(family=None, weights="imagenet"):
+    """Manifest entries of the weight set `weights` (an entry without a `weights`
+    field is "imagenet"; None: every set), optionally of one family."""
+    return [e for e in load_manifest()["entries"]
+            if (family is None or e["family"] == family)
+            and (weights is None or e.get("weights", "imagenet") == weights)]
 
 
 def _same(a, b):
@@ -100,9 +103,11 @@ def complexity(entry):
     """`(params, macs)` of the entry's variant, built with random weights."""
     import keras_lightnets
     from keras_lightnets.profile import profile
+    from keras_lightnets.weights import sources
 
     factory = getattr(keras_lightnets, entry["family"])
-    model = factory(weights=None, **factory_kwargs(entry))
+    with sources.building(entry["source"]):  # the flavour of the entry's file
+        model = factory(weights=None, **factory_kwargs(entry))
     stats = profile(model, input_size=None if model.inputs[0].shape[1] else entry["input_size"])
     return stats["params"], stats["macs"]
 

@@ -13,6 +13,8 @@ its flavours (`dataclasses.replace` of a base flavour), its name maps, and its
 tensor conventions (`bn_keys`, `dense_layout`, `key_prefixes`).
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 import re
@@ -64,7 +66,11 @@ class Flavour:
     "same". `bn_epsilon`/`bn_momentum` are None without batch norm.
     `block0_expand`: whether an inverted-residual family's first block has
     its 1x1 expansion (None: no inverted residuals). `classifier`: "dense"
-    or "conv1x1" (a 1x1 convolution on the pooled map).
+    or "conv1x1" (a 1x1 convolution on the pooled map). ShuffleNet V1's unit:
+    `shuffle_order` "paper" (channel `g * (C // groups) + i` to `i * groups
+    + g`) or "inverse" (megvii's); `shuffle_after_depthwise`: the shuffle
+    follows the 3x3 depthwise conv and its batch norm (megvii's) instead of
+    preceding them (the same function, with the depthwise weights permuted).
     """
 
     source: str
@@ -76,6 +82,8 @@ class Flavour:
     classifier_bias: bool = True
     gate: str | None = None
     block0_expand: bool | None = None
+    shuffle_order: str = "paper"
+    shuffle_after_depthwise: bool = False
 
     @property
     def bn(self):
@@ -173,8 +181,39 @@ TIMM = Source(
     reader=safetensors_file.load_state_dict, flavours={}, name_maps={},
 )
 
+
+def _megvii_shufflenet_v1_map():
+    """megvii's module paths: the units are `features.{i}`, counted across the stages."""
+    parts = {"gconv1": "branch_main_1.0", "bn1": "branch_main_1.1", "dw": "branch_main_1.3",
+             "dw_bn": "branch_main_1.4", "gconv2": "branch_main_2.0", "bn2": "branch_main_2.1"}
+    rules = [("conv1", "first_conv.0"), ("conv1_bn", "first_conv.1"),
+             ("predictions", "classifier.0")]
+    # The stages and repeats of `models.shufflenet_v1.STAGES`.
+    units = [(stage, i) for stage, repeats in (("stage2", 4), ("stage3", 8), ("stage4", 4))
+             for i in range(1, repeats + 1)]
+    for index, (stage, i) in enumerate(units):
+        # A split grouped conv's parts (`_g0`, `_g1`, ...) share the grouped tensor.
+        rules += [(rf"{stage}_unit{i}_{part}(?:_g\d+)?", f"features.{index}.{module}")
+                  for part, module in parts.items()]
+    return tuple(rules)
+
+
+# megvii's own ShuffleNet V1 checkpoints (megvii-model/ShuffleNet-Series), saved from
+# `nn.DataParallel`: BGR pixels in [0, 255], unnormalized; a Linear classifier without bias.
+MEGVII_BGR = Normalization((0.0,) * 3, (1.0,) * 3, pixel_max=255.0, order="BGR",
+                           embedded=False)
+MEGVII = Source(
+    name="megvii", formats=("torch-pth",), suffixes=(".pth.tar", ".pth"),
+    reader=pth.load_state_dict,
+    flavours={"ShuffleNetV1": _replace(TORCH, source="megvii", normalization=MEGVII_BGR,
+                                       classifier_bias=False, shuffle_order="inverse",
+                                       shuffle_after_depthwise=True)},
+    name_maps={"ShuffleNetV1": _megvii_shufflenet_v1_map()},
+    key_prefixes=("module.",),
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 
@@ -210,7 +249,7 @@ def file_source(path, family=None):
     A legacy `.h5` is keras.applications' for its families and this package's
     own layout otherwise, like `.weights.h5`, `.keras` and unknown endings
     (Keras tries them). A state-dict file (`.pth`) needs a source that maps
-    `family` (None: the one source reading such files).
+    `family` (None: the first source reading such files, in `SOURCES` order).
     """
     name = os.fspath(path).lower()
     if name.endswith(NATIVE_SUFFIXES):
@@ -221,7 +260,7 @@ def file_source(path, family=None):
         return next((s for s in keras_layout if family in s.flavours), None)
     if family is not None:
         found = [s for s in found if family in s.name_maps]
-    if len(found) == 1:
+    if len(found) == 1 or (family is None and found):
         return found[0]
     readable = "; ".join(f"{s.name} {s.suffixes}: {', '.join(s.name_maps)}"
                          for s in SOURCES.values() if s.reader)
@@ -239,9 +278,29 @@ def flavour_for(family, weights):
     `None`/"imagenet" give the family's default source.
     """
     source = None
-    if weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
+    building_source = SOURCES.get(_BUILDING.get())
+    if weights is None and building_source is not None and family in building_source.flavours:
+        source = building_source
+    elif weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
+
+
+_BUILDING = contextvars.ContextVar("keras_lightnets_building", default=None)
+
+
+@contextlib.contextmanager
+def building(source):
+    """Factories called with `weights=None` inside build `source`'s flavour (a name in
+    `SOURCES`), e.g. a model for a weight set's file that is loaded later."""
+    if source not in SOURCES:
+        raise ValueError(f"Unknown weight source; the sources are {', '.join(SOURCES)}. "
+                         f"Received: source={source!r}")
+    token = _BUILDING.set(source)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
 
 
 def state_prefix(source, family, layer_name):

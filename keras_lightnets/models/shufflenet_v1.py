@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from keras_lightnets import blocks, imagenet
+from keras_lightnets import layers as kl
 from keras_lightnets.models import common
 from keras_lightnets.weights import sources
 
@@ -101,8 +102,8 @@ def ShuffleNetV1(
     its channel shuffle (the inverse permutation, after the depthwise conv)
     and a classifier without bias. They were trained on BGR pixels in
     `[0, 255]` without normalization; the channel reversal is folded into
-    the first convolution, so the model takes RGB pixels in `[0, 255]`
-    (nothing to embed) like every other.
+    the first convolution, so the model takes RGB pixels in `[0, 255]` like
+    every other (the embedded normalization is the identity).
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
@@ -150,8 +151,8 @@ def ShuffleNetV1(
 
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
-    if include_preprocessing and flavour.normalization.embedded:
-        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
+    if include_preprocessing:
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="normalization")(x)
     stem, units = decode_units(groups, alpha)
     x = blocks.conv_bn_act(x, stem, 3, strides=2, act="relu", prefix="conv1",
                            pad_mode=flavour.padding, bn=flavour.bn)

@@ -200,8 +200,8 @@ def _megvii_shufflenet_v1_map():
 
 # megvii's own ShuffleNet V1 checkpoints (megvii-model/ShuffleNet-Series), saved from
 # `nn.DataParallel`: BGR pixels in [0, 255], unnormalized; a Linear classifier without bias.
-MEGVII_BGR = Normalization((0.0,) * 3, (1.0,) * 3, pixel_max=255.0, order="BGR",
-                           embedded=False)
+# The identity is embedded all the same: a model with its preprocessing takes raw pixels.
+MEGVII_BGR = Normalization((0.0,) * 3, (1.0,) * 3, pixel_max=255.0, order="BGR")
 MEGVII = Source(
     name="megvii", formats=("torch-pth",), suffixes=(".pth.tar", ".pth"),
     reader=pth.load_state_dict,

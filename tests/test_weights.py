@@ -88,10 +88,14 @@ def test_manifest_lists_every_published_file():
     assert count["MobileNetV2"] == (4 * 5 + 2) * 2
     assert count["MobileNetV3Large"] == count["MobileNetV3Small"] == 3 * 2
     assert count["ShuffleNetV2"] == 4 and count["SqueezeNet"] == 2 and count["MnasNet"] == 4
+    assert count["ShuffleNetV1"] == 2 * 4  # megvii's set
     required = {"file", "family", "variant", "input_size", "include_top", "url", "hash", "format",
                 "preprocessing", "classes", "top1", "license", "params", "macs"}
     for e in entries:
         assert required <= set(e), e["file"]
+        if e["url"] is None:  # downloadable by hand only (megvii's): where, in words
+            assert e["download"] and e["weights"] != "imagenet", e["file"]
+            continue
         assert e["url"].endswith("/" + e["file"])
         assert e["format"] in ("keras-h5", "torchvision-pth")
         if e["format"] == "torchvision-pth":

@@ -270,7 +270,7 @@ def test_grouped_tensor_of_another_variant_is_refused():
 def test_manifest_entries_are_the_megvii_set():
     found = manifest.entries(FAMILY, weights="megvii")
     assert sorted((e["variant"]["groups"], e["variant"]["alpha"]) for e in found) == sorted(TOP1)
-    assert manifest.entries(FAMILY) == []  # not "imagenet": weights=None stays the paper's
+    assert manifest.entries(FAMILY, weights="imagenet") == []  # None: the paper flavour
     for e in found:
         variant = (e["variant"]["groups"], e["variant"]["alpha"])
         assert e["top1"] == TOP1[variant] and e["top1_source"]

@@ -26,7 +26,7 @@ from keras_lightnets.models import (
     SqueezeNet,
 )
 from keras_lightnets.profile import profile
-from keras_lightnets.registry import get_model, list_models
+from keras_lightnets.registry import get_model, list_models, list_weights
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "imagenet",
     "layers",
     "list_models",
+    "list_weights",
     "profile",
     "weights",
 ]

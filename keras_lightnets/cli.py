@@ -45,8 +45,18 @@ def _entry(name):
         raise UserError(str(exc)) from None
 
 
-def _build(name, weights=None, **kwargs):
-    entry = _entry(name)
+def _build(name, weights=None, default="none", **kwargs):
+    """`(entry, model)` of `name` or `name.set`; `weights` None: the set, else `default`."""
+    from keras_lightnets import registry
+
+    try:
+        entry, named = registry.split_name(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if named is not None and weights not in (None, named):
+        raise UserError(f"The model name gives the weight set {named!r} and --weights another; "
+                        f"pass one of them. Received: weights={weights!r}")
+    weights = named or (default if weights is None else weights)
     try:
         return entry, entry.build(weights=_weights_arg(weights), **kwargs)
     except ValueError as exc:
@@ -113,17 +123,22 @@ def cmd_list(args, out):
                         f"Families: {', '.join(registry.families())}. "
                         f"Received: family={args.family!r}")
     table = registry.complexity_table()
-    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}",
+    sets = "  weight sets" if args.weights else ""
+    print(f"{'name':<34} {'family':<18} {'params':>12} {'MACs (M)':>9} {'ImageNet':>8}{sets}",
           file=out)
     for entry in registry.entries():
         if args.family and entry.family != args.family:
             continue
         stats = table[entry.name]
         imagenet = "yes" if has_imagenet_weights(entry.family, entry.variant) else "no"
+        sets = f"  {','.join(entry.weight_sets) or '-'}" if args.weights else ""
         print(f"{entry.name:<34} {entry.family:<18} {stats['params']:>12,} "
-              f"{stats['macs'] / 1e6:>9.1f} {imagenet:>8}", file=out)
+              f"{stats['macs'] / 1e6:>9.1f} {imagenet:>8}{sets}", file=out)
     print(f"(params and MACs with the classifier, at {registry.PROFILE_SIZE}x"
           f"{registry.PROFILE_SIZE})", file=out)
+    if args.weights:
+        print("(weight sets: `--weights SET` of the other commands, `weights=SET` of the "
+              "factories, `get_model(\"name.SET\")`)", file=out)
 
 
 def cmd_info(args, out):
@@ -136,7 +151,7 @@ def cmd_info(args, out):
 
 
 def cmd_classify(args, out):
-    entry, model = _build(args.name, weights=args.weights)
+    entry, model = _build(args.name, weights=args.weights, default="imagenet")
     for image in args.images:
         _classify(entry, model, image, args.top, out)
 
@@ -278,7 +293,8 @@ def cmd_export(args, out):
     if args.calibration_dir and not os.path.isdir(args.calibration_dir):
         raise UserError(f"No directory at this path. "
                         f"Received: calibration_dir={args.calibration_dir!r}")
-    entry, model = _build(args.name, weights=args.weights, **_model_kwargs(args))
+    entry, model = _build(args.name, weights=args.weights, default="imagenet",
+                          **_model_kwargs(args))
     from keras_lightnets import export
 
     domain, preprocess = _input_domain(entry, model)
@@ -384,20 +400,23 @@ def build_parser():
 
     p = sub.add_parser("list", help="registered models with params, MACs and ImageNet weights")
     p.add_argument("--family", default=None, help="only this family (e.g. MobileNetV2)")
+    p.add_argument("--weights", action="store_true",
+                   help="also list each model's weight sets (imagenet, torchvision, ...)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="profile and layer summary of one model")
-    p.add_argument("name")
-    p.add_argument("--weights", default="none",
-                   help="none (default), imagenet or a file path")
+    p.add_argument("name", help="a registered name, or name.SET (a weight set)")
+    p.add_argument("--weights", default=None,
+                   help="none (default), imagenet, another weight set or a file path")
     p.add_argument("--summary", action="store_true", help="print the full layer table too")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("classify", help="top-k ImageNet classes of images")
-    p.add_argument("name")
+    p.add_argument("name", help="a registered name, or name.SET (a weight set)")
     p.add_argument("images", nargs="+")
-    p.add_argument("--weights", default="imagenet",
-                   help="imagenet (default), none or a file path")
+    p.add_argument("--weights", default=None,
+                   help="imagenet (default), another weight set (`list --weights`), none "
+                        "or a file path")
     p.add_argument("--top", type=_positive_int, default=5, help="classes shown (default 5)")
     p.set_defaults(func=cmd_classify)
 
@@ -405,8 +424,9 @@ def build_parser():
         "export", help="export to TFLite, ONNX or SavedModel, verified against Keras",
         description="Export a registered model. TFLite files have batch 1 and builtin ops "
                     "only; int8 files are full-integer and need calibration images.")
-    p.add_argument("name")
-    p.add_argument("--weights", default="imagenet", help="imagenet (default), none or a path")
+    p.add_argument("name", help="a registered name, or name.SET (a weight set)")
+    p.add_argument("--weights", default=None,
+                   help="imagenet (default), another weight set, none or a path")
     p.add_argument("--format", required=True, choices=["tflite", "onnx", "saved_model"])
     p.add_argument("--quantize", choices=["float16", "dynamic", "int8"], default=None,
                    help="TFLite quantization (default: float32)")

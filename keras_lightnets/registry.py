@@ -3,6 +3,8 @@
 Names are the family in snake case plus the width multiplier x100
 (`mobilenet_v2_140`, `mobilenet_v3_small_minimal_100`, `shufflenet_v1_g3_100`).
 Each entry is a factory plus the keyword arguments that pick the variant.
+A name may carry a weight set, timm-style: `get_model("mobilenet_v2_100.torchvision")`
+builds with `weights="torchvision"`; `list_weights(name)` gives a model's sets.
 """
 
 import dataclasses
@@ -36,6 +38,13 @@ class ModelEntry:
     def variant(self):
         """The factory's keyword arguments of the variant, defaults filled in."""
         return {**_defaults(self.factory), **self.kwargs}
+
+    @property
+    def weight_sets(self):
+        """The variant's weight sets in the manifest: "imagenet" first, then sorted."""
+        from keras_lightnets.weights import manifest
+
+        return manifest.weight_sets(self.family, self.variant)
 
     def build(self, **kwargs):
         return self.factory(**{**self.kwargs, **kwargs})
@@ -92,12 +101,50 @@ def get_entry(name):
     return _REGISTRY[name]
 
 
+def split_name(name):
+    """`(entry, weight set or None)` of `"model"` or `"model.set"`; ValueError for an
+    unknown model or a set the model does not have, listing its sets."""
+    if not isinstance(name, str) or "." not in name:
+        return get_entry(name), None
+    base, _, weights = name.partition(".")
+    if base not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model name.{suggest(base, list(_REGISTRY))} `list_models()` gives the "
+            f"{len(_REGISTRY)} registered names. Received: name={name!r}"
+        )
+    entry = _REGISTRY[base]
+    if weights not in entry.weight_sets:
+        sets = entry.weight_sets
+        raise ValueError(
+            f"Model {base!r} has no weight set {weights!r}; its sets: "
+            f"{', '.join(sets) or 'none'}.{suggest(weights, sets)} Received: name={name!r}"
+        )
+    return entry, weights
+
+
+def list_weights(name):
+    """The weight sets of registered model `name`: "imagenet" first (when the model has
+    it), then sorted. Each is a `weights=` value, or a `get_model("name.set")` suffix."""
+    return get_entry(name).weight_sets
+
+
 def get_model(name, **kwargs):
     """Builds the registered model `name`; `kwargs` go to its factory.
 
-    Example: `get_model("mobilenet_v2_140", weights=None, include_top=False)`.
+    `name` may end in `.<weight set>` (see `list_weights`), which sets `weights`.
+
+    Example: `get_model("mobilenet_v2_140", weights=None, include_top=False)`,
+    `get_model("mobilenet_v3_large_100.torchvision_v2")`.
     """
-    return get_entry(name).build(**kwargs)
+    entry, weights = split_name(name)
+    if weights is not None:
+        if "weights" in kwargs and kwargs["weights"] != weights:
+            raise ValueError(
+                f"The model name gives the weight set {weights!r} and `weights` another; "
+                f"pass one of them. Received: weights={kwargs['weights']!r}"
+            )
+        kwargs = {**kwargs, "weights": weights}
+    return entry.build(**kwargs)
 
 
 def entries():

@@ -42,7 +42,8 @@ def width(filters, alpha, scale="alpha", truncate=False):
     return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
 
 
-def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False):
+def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False,
+          flavour=None):
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
@@ -53,6 +54,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
+        flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,
+            `expand_from_alpha` and `se_round` apply (None: keras.applications').
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -60,14 +63,26 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         that block downsamples).
     """
     taps, scale, block = {}, 1, 0
+    block0_expand, stem_scaled, from_alpha, se_round = (
+        (False, False, False, True) if flavour is None else
+        (flavour.block0_expand, flavour.stem_scaled, flavour.expand_from_alpha,
+         flavour.se_round))
+    base = None  # the input's channels at alpha 1
+
+    def expanded(in_filters, ratio):
+        if from_alpha:
+            return blocks.make_divisible(alpha * round(base * ratio))
+        return blocks.make_divisible(in_filters * ratio)
+
     for row in table:
         for i in range(row.repeats):
             stride = row.stride if i == 0 else 1
             in_filters = x.shape[-1]
             if row.kind == "conv":
                 conv, bn_name, act = row.name.format(act=row.act).split()
-                filters = (blocks.make_divisible(in_filters * row.expand) if row.filters is None
-                           else width(row.filters, alpha, row.scale))
+                row_scale = "alpha" if stem_scaled and base is None else row.scale
+                filters = (expanded(in_filters, row.expand) if row.filters is None
+                           else width(row.filters, alpha, row_scale))
                 mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
                 x = blocks.conv_bn_act(
                     x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
@@ -77,12 +92,14 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
             else:
                 filters = width(row.filters, alpha, row.scale, truncate)
                 expand = None
-                if row.kind == "ir" and row.expand != 1:
-                    expand = blocks.make_divisible(in_filters * row.expand)
+                if row.kind == "ir" and (row.expand != 1 or (block == 0 and block0_expand)):
+                    expand = expanded(in_filters, row.expand)
                 p = (prefix if row.name is None else row.name).format(b=block, i=i)
                 if stride > 1 and expand and scale in taps:
                     taps[scale] = p + names["expand_act"].format(act=row.act)
-                se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
+                se_filters = (expand or in_filters) * row.se
+                se_filters = row.se and (blocks.make_divisible(se_filters) if se_round
+                                         else int(se_filters))
                 x = blocks.inverted_residual(
                     x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
                     names, bn, pad, residual=row.kind == "ir",
@@ -90,6 +107,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 skip = row.kind == "ir" and stride == 1 and in_filters == filters
                 last = p + names["add" if skip else "project_bn"]
                 block += 1
+            base = row.filters or round(base * row.expand)
             scale *= stride
         if row.tap:
             taps[scale] = last

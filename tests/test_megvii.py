@@ -23,6 +23,7 @@ import keras_lightnets as kl
 from keras_lightnets import layers as kll
 from keras_lightnets import registry
 from keras_lightnets import weights as wl
+from keras_lightnets.models import common
 from keras_lightnets.weights import flavour_check, manifest, sources
 
 REFERENCE = SHARED / "reference" / "megvii_shufflenet_v1"
@@ -147,8 +148,8 @@ def test_megvii_flavour_has_megvii_parameter_counts(groups, alpha):
     """The channel tables agree with megvii's at every published width."""
     torch, network = megvii_network()
     net = network.ShuffleNetV1(model_size=f"{alpha}x", group=groups)
-    with sources.building("megvii"):
-        model = kl.ShuffleNetV1(groups=groups, alpha=alpha, group_conv="native")
+    with common.weights_not_loaded():
+        model = kl.ShuffleNetV1(groups=groups, alpha=alpha, group_conv="native", weights="megvii")
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == sum(
         p.numel() for p in net.parameters())
     assert model.count_params() == sum(t.numel() for k, t in net.state_dict().items()
@@ -182,8 +183,8 @@ def test_weights_none_builds_the_paper_flavour():
     assert sources.flavour_for(FAMILY, None).source == "paper"
     assert sources.default_source(FAMILY) is sources.PAPER
     paper = kl.ShuffleNetV1(groups=8, alpha=0.5, group_conv="native")
-    with sources.building("megvii"):
-        megvii = kl.ShuffleNetV1(groups=8, alpha=0.5, group_conv="native")
+    with common.weights_not_loaded():
+        megvii = kl.ShuffleNetV1(groups=8, alpha=0.5, group_conv="native", weights="megvii")
     # Only the classifier's bias differs in size; the paper's shuffle precedes the
     # depthwise conv and interleaves `groups` groups.
     assert paper.count_params() == megvii.count_params() + 1000
@@ -231,14 +232,11 @@ def test_file_source_picks_megvii_for_shufflenet_v1_files():
         1.0, 0.0)
     assert flavour.bn == {"epsilon": 1e-5, "momentum": 0.9}
     assert sources.MEGVII.key_prefixes == ("module.",)
-    with pytest.raises(ValueError, match="Unknown weight source.*Received: source='nope'"):
-        with sources.building("nope"):
-            pass
 
 
 def test_name_map_gives_megvii_module_paths():
-    with sources.building("megvii"):
-        model = kl.ShuffleNetV1(groups=3, alpha=0.5, input_shape=(64, 64, 3))
+    with common.weights_not_loaded():
+        model = kl.ShuffleNetV1(groups=3, alpha=0.5, weights="megvii", input_shape=(64, 64, 3))
     prefixes = {layer.name: sources.state_prefix(sources.MEGVII, FAMILY, layer.name)
                 for layer in sources.weighted_layers(model)}
     assert prefixes["conv1"] == "first_conv.0" and prefixes["conv1_bn"] == "first_conv.1"
@@ -257,8 +255,8 @@ def test_grouped_tensor_of_another_variant_is_refused():
     """A split part reads its slice of the grouped tensor only when the groups fit."""
     _, network = megvii_network()
     state = network.ShuffleNetV1(model_size="0.5x", group=3).state_dict()
-    with sources.building("megvii"):
-        model = kl.ShuffleNetV1(groups=3, alpha=0.5, input_shape=(64, 64, 3))
+    with common.weights_not_loaded():
+        model = kl.ShuffleNetV1(groups=3, alpha=0.5, weights="megvii", input_shape=(64, 64, 3))
     layer = model.get_layer("stage2_unit2_gconv2_g2")
     cin, cout = layer.kernel.shape[2], layer.kernel.shape[3]
     state["features.1.branch_main_2.0.weight"] = np.zeros((2 * cout, cin, 1, 1))
@@ -290,15 +288,27 @@ def test_manifest_entries_are_the_megvii_set():
 
 @pytest.mark.heavy
 def test_megvii_flavour_exports(tmp_path):
-    entry = registry.get_entry("shufflenet_v1_g3_050")
-    with sources.building("megvii"):
+    class MegviiEntry:
+        """The registry entry, built in megvii's flavour (no file loaded)."""
+
+        def __init__(self, entry):
+            self.entry = entry
+
+        def __getattr__(self, name):
+            return getattr(self.entry, name)
+
+        def build(self, **kwargs):
+            return self.entry.build(**{**kwargs, "weights": "megvii"})
+
+    entry = MegviiEntry(registry.get_entry("shufflenet_v1_g3_050"))
+    with common.weights_not_loaded():
         measured = harness.run_export_test(entry, tmp_path, input_size=96)
     assert set(measured) == {"float32", "onnx", "int8"}
 
 
 def test_megvii_model_saves_and_reloads_in_safe_mode(tmp_path):
-    with sources.building("megvii"):
-        model = kl.ShuffleNetV1(groups=3, alpha=0.5, group_conv="native",
+    with common.weights_not_loaded():
+        model = kl.ShuffleNetV1(groups=3, alpha=0.5, group_conv="native", weights="megvii",
                                 input_shape=(64, 64, 3), classifier_activation=None)
     harness.randomize(model)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
@@ -307,3 +317,31 @@ def test_megvii_model_saves_and_reloads_in_safe_mode(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6, rtol=0)
     assert isinstance(loaded.get_layer("stage2_unit1_shuffle"), kll.ChannelShuffle)
+
+
+def test_weights_megvii_loads_the_placed_file_or_says_where_to_get_it(tmp_path, monkeypatch):
+    """`weights="megvii"`: the file placed in the Keras cache (or served by the mirror)
+    loads; a missing one is an error naming megvii's download links and where to put it."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.delenv(wl.MIRROR_ENV, raising=False)
+    kwargs = {"groups": 8, "alpha": 0.5, "group_conv": "native", "input_shape": (64, 64, 3)}
+    with pytest.raises(wl.WeightsDownloadError, match=(
+            r"ShuffleNetV1_g8_0.5x.pth.tar \(ShuffleNetV1, weights='megvii'\) cannot be "
+            r"downloaded automatically: .*1drv.ms.*pan.baidu.com.*Group8/models/0.5x.pth.tar.*"
+            r"place it at .*keras_home/models/ShuffleNetV1_g8_0.5x.pth.tar")):
+        kl.ShuffleNetV1(weights="megvii", **kwargs)
+    with pytest.raises(ValueError, match="ShuffleNetV1\\(groups=1, alpha=1.0\\) has no weights "
+                                         "in the set 'megvii'"):
+        kl.ShuffleNetV1(groups=1, weights="megvii")
+    photos, _ = sample_photos(64, 4)
+    served = tmp_path / "served"
+    served.mkdir()
+    net = megvii_checkpoint(served / "ShuffleNetV1_g8_0.5x.pth.tar", 8, 0.5, 64, photos)
+    torch, _ = megvii_network()
+    with torch.no_grad():
+        expected = net(_to_megvii_input(torch, photos)).numpy()
+    monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
+    model = kl.ShuffleNetV1(weights="megvii", classifier_activation=None, **kwargs)
+    np.testing.assert_allclose(np.asarray(model(photos)), expected, atol=1e-4, rtol=0)
+    assert (home / "models" / "ShuffleNetV1_g8_0.5x.pth.tar").is_file()  # cached

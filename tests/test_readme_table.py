@@ -35,7 +35,7 @@ def test_each_figure_follows_the_manifest():
             e["source"] = "timm (a new source)"
     after = readme_table.render(entries)
     row = next(r for r in after.splitlines() if r.startswith("| `MnasNet` |"))
-    assert row == ("| `MnasNet` | timm | alpha 0.5, 0.75, 1.0, 1.3 | 224 | 99.9 "
+    assert row == ("| `MnasNet` | `imagenet` | timm | alpha 0.5, 0.75, 1.0, 1.3 | 224 | 99.9 "
                    "| 2.24-106.33M |")
     assert before.replace(next(r for r in before.splitlines() if "MnasNet" in r), row) == after
 
@@ -43,12 +43,35 @@ def test_each_figure_follows_the_manifest():
 def test_families_without_weights_and_variant_words():
     entries = [
         {"family": "F", "source": "torchvision x", "input_size": s, "include_top": top,
-         "top1": t, "params": p, "variant": {"alpha": a, "minimalistic": m, "act": "relu"}}
+         "top1": t, "params": p, "variant": {"alpha": a, "minimalistic": m, "act": "relu"},
+         "weights": "imagenet"}
         for a, m, t, p in ((1.0, True, 60.0, 2_000_000), (0.75, False, 65.25, 3_000_000),
                            (1.0, False, 70.0, 4_000_000))
         for s, top in ((224, True), (224, False), (160, True))]
     rows = readme_table.rows(entries, {"G": [1_000_000, 500_000]})
     assert rows == [
-        "| `F` | torchvision | alpha 0.75, 1.0, 1.0 minimalistic | 160/224 | 60.0-70.0 "
-        "| 2.00-4.00M |",
-        "| `G` | none published | - | - | - | 0.50-1.00M |"]
+        "| `F` | `imagenet` | torchvision | alpha 0.75, 1.0, 1.0 minimalistic | 160/224 "
+        "| 60.0-70.0 | 2.00-4.00M |",
+        "| `G` | - | none published | - | - | - | 0.50-1.00M |"]
+
+
+def test_a_row_per_weight_set_imagenet_first():
+    """Several sets of one family: a row each, "imagenet" first, then by name, whatever the
+    manifest's order; another family's rows stay in the manifest's order of families."""
+    def entry(family, weights, source, alpha, top1):
+        return {"family": family, "weights": weights, "source": source, "input_size": 224,
+                "include_top": True, "top1": top1, "params": int(alpha * 1e6),
+                "variant": {"alpha": alpha}}
+
+    entries = [entry("F", "paddle_ssld", "paddle", 1.0, 79.0),
+               entry("H", "imagenet", "torchvision", 1.0, 70.0),
+               entry("F", "imagenet", "keras.applications", 0.5, 60.0),
+               entry("F", "imagenet", "keras.applications", 1.0, 70.0),
+               entry("F", "paddle", "paddle", 0.35, 64.0),
+               entry("F", "paddle", "paddle", 1.25, 76.0)]
+    assert readme_table.rows(entries) == [
+        "| `F` | `imagenet` | keras.applications | alpha 0.5, 1.0 | 224 | 60.0-70.0 "
+        "| 0.50-1.00M |",
+        "| `F` | `paddle` | paddle | alpha 0.35, 1.25 | 224 | 64.0-76.0 | 0.35-1.25M |",
+        "| `F` | `paddle_ssld` | paddle | alpha 1.0 | 224 | 79.0 | 1.00M |",
+        "| `H` | `imagenet` | torchvision | alpha 1.0 | 224 | 70.0 | 1.00M |"]

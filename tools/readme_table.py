@@ -4,11 +4,13 @@
     python tools/readme_table.py --write   # put it into README.md between its markers
     python tools/readme_table.py --check   # exit 1 if README.md's table differs
 
-One row per family and weight source: the variants with published weights, the input sizes the
-publisher has files for, the publisher's top-1 at 224 px (the manifest's `top1`) and the params
-of those variants with their classifier. A registered family without published weights gets a
-row of its own, its params from the registry's table. No figure is typed here: edit
-weights_manifest.json, then run `--write`; tests/test_readme_table.py fails on drift.
+One row per family and weight set (the manifest's `weights`, what `weights=` takes; "imagenet"
+first, then the other sets by name): the source of its files, the variants with files in the set,
+the input sizes the publisher has files for, the publisher's top-1 at 224 px (the manifest's
+`top1`) and the params of those variants with their classifier. A registered family without
+published weights gets a row of its own, its params from the registry's table. No figure is
+typed here: edit weights_manifest.json, then run `--write`; tests/test_readme_table.py fails on
+drift.
 """
 
 import pathlib
@@ -19,8 +21,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BEGIN = "<!-- weights-table: rendered by tools/readme_table.py from weights_manifest.json -->"
 END = "<!-- /weights-table -->"
-HEADER = ("| family | weights from | variants with weights | input px | top-1 % at 224 px "
-          "| params |\n|---|---|---|---|---|---|")
+HEADER = ("| family | `weights=` | from | variants with weights | input px | top-1 % at 224 px "
+          "| params |\n|---|---|---|---|---|---|---|")
 
 
 def _value(v):
@@ -45,6 +47,8 @@ def _variants(variants):
 
 
 def _span(values, fmt, unit=""):
+    if not values:
+        return "-"
     low, high = fmt(min(values)), fmt(max(values))
     return (low if low == high else f"{low}-{high}") + unit
 
@@ -54,17 +58,20 @@ def _millions(n):
 
 
 def rows(entries, unweighted=None):
-    """Table rows (strings) from manifest entries, in the manifest's order of families.
+    """Table rows (strings) from manifest entries, in the manifest's order of families and,
+    within a family, "imagenet" first, then the other weight sets by name.
 
     `unweighted`: `{family: [params of each registered variant]}` of the families without
     published weights, each a row after the others.
     """
-    groups = {}
+    groups, order = {}, {}
     for e in entries:
-        source = e["source"].split()[0]
-        groups.setdefault((e["family"], source), []).append(e)
+        order.setdefault(e["family"], len(order))
+        groups.setdefault((e["family"], e["weights"]), []).append(e)
     lines = []
-    for (family, source), group in groups.items():
+    for family, weights in sorted(groups, key=lambda k: (order[k[0]], k[1] != "imagenet", k[1])):
+        group = groups[family, weights]
+        source = "/".join(dict.fromkeys(e["source"].split()[0] for e in group))
         variants = []
         for e in group:
             if e["variant"] not in variants:
@@ -73,11 +80,11 @@ def rows(entries, unweighted=None):
         sizes = "/".join(str(s) for s in sorted({e["input_size"] for e in group}))
         top1 = _span([e["top1"] for e in at_224], lambda t: f"{t:.1f}")
         params = _span([e["params"] for e in at_224 if e["include_top"]], _millions, "M")
-        lines.append(f"| `{family}` | {source} | {_variants(variants)} | {sizes} | {top1} "
-                     f"| {params} |")
+        lines.append(f"| `{family}` | `{weights}` | {source} | {_variants(variants)} | {sizes} "
+                     f"| {top1} | {params} |")
     for family, params in (unweighted or {}).items():
         params = _span(params, _millions, "M")
-        lines.append(f"| `{family}` | none published | - | - | - | {params} |")
+        lines.append(f"| `{family}` | - | none published | - | - | - | {params} |")
     return lines
 
 

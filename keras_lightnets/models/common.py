@@ -4,6 +4,8 @@ Every bad argument raises `ValueError` naming the argument and ending
 `Received: arg=value`, before any layer is built.
 """
 
+import contextlib
+import contextvars
 import math
 import numbers
 import os
@@ -20,6 +22,26 @@ MAX_ALPHA = 4.0  # well past the widest published width multiplier
 MAX_CLASSES = 100_000  # ImageNet-21k with room; larger heads go on a no-top model
 MAX_INPUT_SIZE = 4096  # rows and columns, above the largest frames these nets run on
 MAX_CHANNELS = 1024  # room for multispectral and hyperspectral images
+# Set by `weights_not_loaded`: build a weight set's architecture without its file.
+_SKIP_LOADING = contextvars.ContextVar("keras_lightnets_skip_loading", default=False)
+
+
+def is_pretrained(weights):
+    """Whether `weights` names a weight set ("imagenet", "paddle_ssld", ...), not a path."""
+    from keras_lightnets.weights import manifest
+
+    return manifest.is_set_name(weights)
+
+
+@contextlib.contextmanager
+def weights_not_loaded():
+    """Factories called inside build a weight set's architecture and checks, but load
+    no file (the manifest's params/MACs are measured this way)."""
+    token = _SKIP_LOADING.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_LOADING.reset(token)
 
 
 def is_number(value):
@@ -77,16 +99,17 @@ def check_common(args, min_size=32):
     check_bool("include_preprocessing", include_preprocessing)
     check(weights is None or isinstance(weights, (str, os.PathLike)),
           "The `weights` argument should be either `None` (random initialization), "
-          "'imagenet' (pre-training on ImageNet), or the path to the weights file to be "
-          "loaded.", weights=weights)
-    # A directory or a missing file would otherwise fail only once the model is built.
-    check(weights is None or weights == "imagenet" or os.path.isfile(weights),
-          "`weights` must be None, 'imagenet' or the path to an existing weights file "
-          "(not a directory).", weights=weights)
+          "'imagenet' (pre-training on ImageNet), the name of a weight set, or the path to "
+          "the weights file to be loaded.", weights=weights)
+    # A directory or a missing file would otherwise fail only once the model is built;
+    # a set's name is checked against the variant's sets by the factory.
+    check(weights is None or is_pretrained(weights) or os.path.isfile(weights),
+          "`weights` must be None, 'imagenet', a weight set's name or the path to an "
+          "existing weights file (not a directory).", weights=weights)
     check_choice("pooling", pooling, POOLINGS)
     classes = check_positive("classes", classes, integer=True, upper=MAX_CLASSES)
-    check(weights != "imagenet" or not include_top or classes == 1000,
-          "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.",
+    check(not is_pretrained(weights) or not include_top or classes == 1000,
+          f"If using `weights={weights!r}` with `include_top=True`, `classes` should be 1000.",
           classes=classes)
     try:
         activation = keras.activations.get(classifier_activation)
@@ -130,7 +153,7 @@ def _check_channels(arg, shape, value, weights):
     check(shape[2] is not None, f"`{arg}` must give the channel count.", **{arg: value})
     check(shape[2] <= MAX_CHANNELS, f"The input must have at most {MAX_CHANNELS} channels.",
           **{arg: value})
-    if weights == "imagenet":
+    if is_pretrained(weights):
         check(shape[2] == 3, "ImageNet weights need an input of 3 channels.", **{arg: value})
 
 
@@ -150,10 +173,10 @@ def resolve_input_shape(input_shape, input_tensor, include_top, default_size=224
         check(None not in shape[:2],
               "If `include_top` is True, you should specify a static `input_shape`.",
               input_shape=shape)
-        if weights == "imagenet" and input_shape is not None:
+        if is_pretrained(weights) and input_shape is not None:
             expected = (default_size, default_size, 3)
             check(tuple(input_shape) == expected,
-                  f"When setting `include_top=True` and loading `imagenet` weights, "
+                  f"When setting `include_top=True` and loading `{weights}` weights, "
                   f"`input_shape` should be {expected}.", input_shape=input_shape)
     _check_size("input_shape", shape, shape, min_size)
     # Python ints: numpy integers in `input_shape` would reach the layers.
@@ -191,14 +214,22 @@ def warn_default_size(rows, cols, sizes):
             f"Weights for input shape (224, 224) will be loaded as the default.", stacklevel=3)
 
 
-def check_published(family, variant):
-    """ValueError, listing those that exist, unless `variant` has ImageNet weights."""
+def check_published(family, variant, weights="imagenet"):
+    """ValueError, listing what exists, unless `variant` has weights in the set `weights`.
+
+    ImageNet's error names the variant's arguments, as keras.applications'
+    width checks do; another set's names `weights`.
+    """
     from keras_lightnets.weights import manifest
 
-    if not manifest.has_imagenet_weights(family, variant):
-        shown = ", ".join(f"{k}={v!r}" for k, v in variant.items())
-        check(False, f"No published ImageNet weights for {family}({shown}). Variants with "
-              f"weights: {'; '.join(manifest.published_variants(family))}.", **variant)
+    if not is_pretrained(weights):
+        return
+    message = manifest.missing_message(family, variant, weights)
+    if message is None:
+        return
+    if weights == "imagenet":
+        check(False, message, **variant)
+    check(False, message, weights=weights)
 
 
 def head(x, include_top, pooling, classes, classifier_activation, pool="avg_pool",
@@ -220,13 +251,13 @@ def finish(inputs, outputs, name, weights, family, variant, include_top):
 
 
 def load_weights(model, weights, family, variant, include_top):
-    """Loads `weights` ("imagenet", a path, or None) into `model`."""
-    if weights is None:
+    """Loads `weights` (a weight set such as "imagenet", a path, or None) into `model`."""
+    if weights is None or _SKIP_LOADING.get():
         return model
     from keras_lightnets import weights as weights_lib
 
-    if weights == "imagenet":
-        weights_lib.load_imagenet(model, family, variant, include_top)
+    if is_pretrained(weights):
+        weights_lib.load_imagenet(model, family, variant, include_top, weights=weights)
     else:
         weights_lib.load_file(model, os.fspath(weights), family=family)
     return model

@@ -80,7 +80,8 @@ def MnasNet(
         alpha: width multiplier, at most 4 (0.5, 0.75, 1.0 and 1.3 have
             ImageNet weights).
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -99,8 +100,10 @@ def MnasNet(
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
-    if weights == "imagenet":
-        common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+    if common.is_pretrained(weights):
+        if weights == "imagenet":
+            common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+        common.check_published("MnasNet", {"alpha": alpha}, weights)
 
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input

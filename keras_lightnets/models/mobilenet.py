@@ -73,7 +73,8 @@ def MobileNet(
             weights).
         dropout: dropout rate before the classifier.
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -101,10 +102,12 @@ def MobileNet(
         input_shape, input_tensor, include_top, default_size, static_top=True, weights=weights,
     )
     rows, cols = shape[0], shape[1]
-    if weights == "imagenet":
+    if common.is_pretrained(weights):
         common.check(depth_multiplier == 1, "If imagenet weights are being loaded, depth "
                      "multiplier must be 1.", depth_multiplier=depth_multiplier)
-        common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+        if weights == "imagenet":
+            common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+        common.check_published("MobileNet", {"alpha": alpha}, weights)
         common.warn_default_size(rows, cols, IMAGENET_SIZES)
         if rows != cols or rows not in IMAGENET_SIZES:
             rows = 224

@@ -54,7 +54,8 @@ def MobileNetV2(
         alpha: width multiplier, at most 4 (0.35, 0.5, 0.75, 1.0, 1.3 and 1.4
             have ImageNet weights).
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -78,8 +79,10 @@ def MobileNetV2(
         input_shape, input_tensor, include_top, default_size, static_top=True, weights=weights,
     )
     rows, cols = shape[0], shape[1]
-    if weights == "imagenet":
-        common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+    if common.is_pretrained(weights):
+        if weights == "imagenet":
+            common.check_choice("alpha", alpha, IMAGENET_ALPHAS)
+        common.check_published("MobileNetV2", {"alpha": alpha}, weights)
         common.warn_default_size(rows, cols, IMAGENET_SIZES)
         if rows != cols or rows not in IMAGENET_SIZES:
             rows = 224

@@ -5,6 +5,11 @@ Reference:
 
 Hard-swish and the SE gate are the registered `HardSwish` and `HardSigmoid`
 layers (Keras' `x + 3` arithmetic cannot be quantized by TF-MOT).
+
+The weights decide the flavour built (`sources.flavour_for`): keras.applications'
+by default; torchvision's (`.pth`, sets "torchvision"/"torchvision_v2") and
+PaddleClas's (`.pdparams`, sets "paddle"/"paddle_ssld") keep the same layer names
+with their own numerics, widths and head (see `sources.Flavour`).
 """
 
 from keras import layers
@@ -94,16 +99,17 @@ def _mobilenet_v3(
     common.check_bool("minimalistic", minimalistic)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
-    if weights == "imagenet":
+    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
+    if common.is_pretrained(weights):
         common.check(
-            alpha in IMAGENET_ALPHAS[minimalistic],
+            weights != "imagenet" or alpha in IMAGENET_ALPHAS[minimalistic],
             "If imagenet weights are being loaded, alpha can be one of `0.75`, `1.0` for "
             "non minimalistic or `1.0` for minimalistic only.",
             alpha=alpha,
         )
+        common.check_published(family, {"alpha": alpha, "minimalistic": minimalistic}, weights)
         common.warn_default_size(shape[0], shape[1], (224,))
 
-    family = "MobileNetV3Large" if model_type == "large" else "MobileNetV3Small"
     flavour = sources.flavour_for(family, weights)
     table, hidden = SPECS[model_type]
     if minimalistic:
@@ -115,10 +121,11 @@ def _mobilenet_v3(
         x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
     x, taps = spec.build(x, table, alpha, names=IR_NAMES,
                          prefix="expanded_conv_{b}_", bn=flavour.bn,
-                         pad=flavour.padding)
+                         pad=flavour.padding, flavour=flavour)
     if include_top:
+        hidden = flavour.head_filters or spec.width(hidden, alpha, "up")
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_average_pooling2d")(x)
-        x = layers.Conv2D(spec.width(hidden, alpha, "up"), 1, padding="same", use_bias=True,
+        x = layers.Conv2D(hidden, 1, padding="same", use_bias=flavour.head_bias,
                           name="conv_2")(x)
         x = blocks.apply_activation(x, act, f"conv_2_{act}")
         if dropout_rate > 0:
@@ -142,16 +149,19 @@ DOCSTRING = """Instantiates the {name} architecture.
     `keras.applications.{name}`, so its `.h5` weight files load as they are.
     With `include_preprocessing=True` (default) the model takes float RGB
     pixels in `[0, 255]` and `preprocess_input` is the identity; without it,
-    pixels in `[-1, 1]`.
+    pixels in `[-1, 1]` (torchvision's and PaddleClas's flavours: pixels
+    normalized by the ImageNet mean and std).
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.
         alpha: width multiplier, at most 4 (0.75 and 1.0 have ImageNet
-            weights; 1.0 only when minimalistic).
+            weights; 1.0 only when minimalistic; PaddleClas's sets have
+            0.35, 0.5, 0.75, 1.0 and 1.25).
         minimalistic: no squeeze-excite, no hard-swish and no 5x5 kernels.
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         classes: number of classes with the top.
         pooling: `None`, `"avg"` or `"max"` global pooling when

@@ -146,6 +146,8 @@ def ShuffleNetV1(
     )
     groups = int(groups)
     alpha = common.check_choice("alpha", alpha, ALPHAS)
+    if common.is_pretrained(weights):
+        common.check_published("ShuffleNetV1", {"groups": groups, "alpha": alpha}, weights)
     group_conv = common.check_choice("group_conv", group_conv, blocks.GROUP_CONV_MODES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 

@@ -76,7 +76,8 @@ def ShuffleNetV2(
             (0.5 to 2.0 have ImageNet weights).
         activation: `"relu"` (the paper) or `"swish"` (PaddleClas' variant).
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -93,8 +94,9 @@ def ShuffleNetV2(
     flavour = sources.flavour_for("ShuffleNetV2", weights)
     alpha = common.check_choice("alpha", alpha, [row[0] for row in WIDTHS])
     activation = common.check_choice("activation", activation, ACTIVATIONS)
-    if weights == "imagenet":
-        common.check_published("ShuffleNetV2", {"alpha": alpha, "activation": activation})
+    if common.is_pretrained(weights):
+        common.check_published("ShuffleNetV2", {"alpha": alpha, "activation": activation},
+                               weights)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
     img_input, inputs = common.make_input(shape, input_tensor)

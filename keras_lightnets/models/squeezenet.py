@@ -90,7 +90,8 @@ def SqueezeNet(
         bypass: `None`, or `"simple"` for the paper's identity bypass around
             fire3, fire5, fire7 and fire9 (no extra weights).
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file.
+        weights: `None`, `"imagenet"`, a weight set's name
+            (`keras_lightnets.list_weights`) or the path to a weights file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -108,9 +109,10 @@ def SqueezeNet(
     version = common.check_choice("version", version, tuple(VERSIONS))
     bypass = common.check_choice("bypass", bypass, BYPASSES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
-    if weights == "imagenet":
+    if common.is_pretrained(weights):
         common.check(bypass is None, "No ImageNet weights exist for the bypass variants.",
                      bypass=bypass)
+        common.check_published("SqueezeNet", {"version": version, "bypass": bypass}, weights)
 
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input

@@ -1,6 +1,7 @@
 """Weight files: manifest, download, verification, cache and conversion.
 
-`weights="imagenet"` picks the manifest entry of the variant, fetches it
+`weights="imagenet"` (or another weight set's name, e.g. "torchvision") picks
+the manifest entry of the variant in that set, fetches it
 (`download.fetch`), checks its hash, converts files of state-dict sources
 (torchvision) once through their source's reader and name map, and caches the
 converted `.weights.h5` keyed by the source hash, so later loads are fast and
@@ -16,7 +17,7 @@ import numpy as np
 from keras_lightnets.weights import download, flavour_check, manifest, sources
 from keras_lightnets.weights.convert import load_state, load_torch_state_dict
 from keras_lightnets.weights.download import MIRROR_ENV, WeightsDownloadError
-from keras_lightnets.weights.manifest import has_imagenet_weights
+from keras_lightnets.weights.manifest import has_imagenet_weights, has_weights, weight_sets
 from keras_lightnets.weights.pth import load_state_dict
 from keras_lightnets.weights.sources import flavour_for
 
@@ -105,11 +106,12 @@ def _covers_by_name(model, path):
     return bool(needed) and needed <= present
 
 
-def load_imagenet(model, family, variant, include_top):
-    """Loads the published ImageNet weights of `family`/`variant` into `model`."""
+def load_imagenet(model, family, variant, include_top, weights=manifest.IMAGENET):
+    """Loads the published weights of `family`/`variant` in weight set `weights`
+    ("imagenet": the family's default source) into `model`."""
     variant = dict(variant)
     rows = variant.pop("rows", None)
-    entry = manifest.find(family, variant, include_top, rows)
+    entry = manifest.find(family, variant, include_top, rows, weights=weights)
     if sources.SOURCES[entry["source"]].reader is None:
         # A file that entered the cache was checked for NaN then.
         download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new,
@@ -144,9 +146,11 @@ __all__ = [
     "WeightsDownloadError",
     "flavour_for",
     "has_imagenet_weights",
+    "has_weights",
     "load_file",
     "load_imagenet",
     "load_state",
     "load_state_dict",
     "load_torch_state_dict",
+    "weight_sets",
 ]

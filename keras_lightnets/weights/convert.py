@@ -50,11 +50,14 @@ class _StateDict:
 _GROUP_PART = re.compile(r".*_g(\d+)")
 
 
-def _conv_kernel(sd, prefix, layer, kernel_shape):
+def _conv_kernel(sd, prefix, layer, kernel_shape, dense_layout):
     # PyTorch (out, in / groups, kh, kw) -> Keras (kh, kw, in / groups, out).
     kh, kw, cin, cout = kernel_shape
-    part = _GROUP_PART.fullmatch(layer.name)
     key = f"{prefix}.weight"
+    if (kh, kw) == (1, 1) and len(getattr(sd.tensors.get(key), "shape", ())) == 2:
+        # A linear layer on the pooled map, which the Keras model runs as a 1x1 conv.
+        return _dense_kernel(sd, prefix, layer, (cin, cout), dense_layout).reshape(kernel_shape)
+    part = _GROUP_PART.fullmatch(layer.name)
     if part and key in sd.tensors and np.shape(sd.tensors[key])[0] != cout:
         # Part i of a grouped conv computes output channels [i * cout, (i + 1) * cout).
         parts = np.shape(sd.tensors[key])[0] // cout
@@ -71,6 +74,13 @@ def _conv_kernel(sd, prefix, layer, kernel_shape):
     return value.transpose(2, 3, 1, 0)
 
 
+def _dense_kernel(sd, prefix, layer, kernel_shape, dense_layout):
+    cin, cout = kernel_shape
+    if dense_layout == "in_out":
+        return sd.take(f"{prefix}.weight", (cin, cout), layer)
+    return sd.take(f"{prefix}.weight", (cout, cin), layer).T
+
+
 def _depthwise_kernel(sd, prefix, layer, kernel_shape):
     # PyTorch (in * m, 1, kh, kw) -> Keras (kh, kw, in, m); output channel c*m + j.
     kh, kw, cin, mult = kernel_shape
@@ -83,16 +93,12 @@ def _layer_values(sd, layer, prefix, source):
     shapes = {w.path.split("/")[-1]: tuple(w.shape) for w in layer.weights}
     values = {}
     if kind == "Conv2D":
-        values["kernel"] = _conv_kernel(sd, prefix, layer, shapes["kernel"])
+        values["kernel"] = _conv_kernel(sd, prefix, layer, shapes["kernel"], source.dense_layout)
     elif kind == "DepthwiseConv2D":
         key = "kernel" if "kernel" in shapes else "depthwise_kernel"
         values[key] = _depthwise_kernel(sd, prefix, layer, shapes[key])
     elif kind == "Dense":
-        cin, cout = shapes["kernel"]
-        if source.dense_layout == "in_out":
-            values["kernel"] = sd.take(f"{prefix}.weight", (cin, cout), layer)
-        else:
-            values["kernel"] = sd.take(f"{prefix}.weight", (cout, cin), layer).T
+        values["kernel"] = _dense_kernel(sd, prefix, layer, shapes["kernel"], source.dense_layout)
     elif kind == "BatchNormalization":
         for keras_name, key in zip(("gamma", "beta", "moving_mean", "moving_variance"),
                                    source.bn_keys, strict=True):
@@ -116,6 +122,7 @@ def load_state(model, state_dict, source, family):
     Nothing is assigned until every tensor converted cleanly. Weights trained
     on BGR input (the flavour's `normalization.order`) get the first
     convolution's input channels reversed: the model takes RGB like every other.
+    The flavour's `folds` scale the kernels and biases of the layers they name.
 
     Raises:
         ValueError: naming the first layer the name map does not know, or the
@@ -125,9 +132,16 @@ def load_state(model, state_dict, source, family):
     staged = [(layer, _layer_values(sd, layer, sources.state_prefix(source, family, layer.name),
                                     source))
               for layer in sources.weighted_layers(model)]
-    if source.flavours[family].normalization.order == "BGR":
+    flavour = source.flavours[family]
+    if flavour.normalization.order == "BGR":
         stem = next(values for layer, values in staged if type(layer).__name__ == "Conv2D")
         stem[0] = stem[0][:, :, ::-1, :]
+    for pattern, kernel_factor, bias_factor in flavour.folds:
+        for layer, values in staged:
+            if re.fullmatch(pattern, layer.name):
+                factors = {"kernel": kernel_factor, "bias": bias_factor}
+                for i, w in enumerate(layer.weights):
+                    values[i] = values[i] * np.float32(factors[w.path.split("/")[-1]])
     for layer, values in staged:
         layer.set_weights(values)
     return sorted(sd.used)

@@ -15,6 +15,11 @@ the manifest) are trusted on first use: the sha256 of the first file that
 loads is recorded next to it, in `<file>.sha256` (`sha256sum` format, then the
 file's size and mtime, so that an unchanged file is not hashed again), and a
 cached or downloaded file that differs from it later is refused.
+
+Entries with `url: null` are not downloadable by a program (their publisher
+gives no direct link): the file is used when it is in the cache or under the
+mirror, and otherwise the error says where to get it (the entry's `download`
+text) and where to put it.
 """
 
 import hashlib
@@ -61,11 +66,23 @@ def record_path(entry):
 
 
 def source_url(entry):
-    """The publisher's URL, or the mirror's when `KERAS_LIGHTNETS_WEIGHTS_MIRROR` is set."""
+    """The publisher's URL, or the mirror's when `KERAS_LIGHTNETS_WEIGHTS_MIRROR` is set;
+    None for an entry downloadable only by hand, without a mirror."""
     mirror = os.environ.get(MIRROR_ENV)
     if mirror:
         return mirror.rstrip("/") + "/" + entry["file"]
-    return entry["url"]
+    return entry.get("url")
+
+
+def _by_hand_error(entry):
+    final = cached_path(entry)
+    where = entry.get("download") or "its publisher gives no direct download link"
+    return WeightsDownloadError(
+        f"{entry['file']} ({entry['family']}, weights={entry.get('weights', 'imagenet')!r}) "
+        f"cannot be downloaded automatically: {where.rstrip('.')}. Download it by hand and "
+        f"place it at {final}, or set {MIRROR_ENV} to a base URL (http:// or file://) that "
+        f"serves {entry['file']}."
+    )
 
 
 def download_timeout():
@@ -234,6 +251,8 @@ def _download_error(entry, url, reason):
 def _download(entry, load):
     """Downloads, verifies and loads the entry's file, then moves it into the cache."""
     final, url, expected = cached_path(entry), source_url(entry), entry.get("hash")
+    if url is None:
+        raise _by_hand_error(entry)
     timeout = download_timeout()
     part, out = _open_part(entry)
     sha256 = hashlib.sha256()
@@ -271,14 +290,15 @@ def _download(entry, load):
     return final
 
 
-def _discard(path, reason):
+def _discard(entry, path, reason):
     """Deletes a cached file that must not be loaded, or says to delete it by hand."""
     try:
         remove_quietly(path)
     except OSError as exc:
         raise ValueError(
             f"The cached weights file {path} cannot be used ({reason}) nor deleted "
-            f"({exc.strerror or exc}); delete it by hand. Received: weights='imagenet'"
+            f"({exc.strerror or exc}); delete it by hand. "
+            f"Received: weights={entry.get('weights', 'imagenet')!r}"
         ) from None
 
 
@@ -300,7 +320,7 @@ def fetch(entry, load):
                 load(final, False)
                 return final
             # A stale or damaged cached copy is replaced, never loaded.
-            _discard(final, f"it does not match the published {expected['algorithm']}")
+            _discard(entry, final, f"it does not match the published {expected['algorithm']}")
         else:
             recorded, _ = read_record(entry)
             if recorded:
@@ -315,7 +335,7 @@ def fetch(entry, load):
                 # Unrecorded (left by an older version, or placed by hand) and unreadable.
                 warnings.warn(f"Deleting the unreadable cached weights file {final} and "
                               f"downloading it again: {exc}", stacklevel=3)
-                _discard(final, one_line(exc))
+                _discard(entry, final, one_line(exc))
             else:
                 write_record(entry, file_digest(final, "sha256"))
                 return final

@@ -13,14 +13,12 @@ its flavours (`dataclasses.replace` of a base flavour), its name maps, and its
 tensor conventions (`bn_keys`, `dense_layout`, `key_prefixes`).
 """
 
-import contextlib
-import contextvars
 import dataclasses
 import os
 import re
 
 from keras_lightnets import imagenet
-from keras_lightnets.weights import pth, safetensors_file
+from keras_lightnets.weights import pdparams, pth, safetensors_file
 
 # SE gate formulas. keras and torchvision: `HardSigmoid`; PaddleClas's gate is
 # `HardSigmoid` after scaling the SE's second conv by 1.2.
@@ -66,11 +64,23 @@ class Flavour:
     "same". `bn_epsilon`/`bn_momentum` are None without batch norm.
     `block0_expand`: whether an inverted-residual family's first block has
     its 1x1 expansion (None: no inverted residuals). `classifier`: "dense"
-    or "conv1x1" (a 1x1 convolution on the pooled map). ShuffleNet V1's unit:
-    `shuffle_order` "paper" (channel `g * (C // groups) + i` to `i * groups
-    + g`) or "inverse" (megvii's); `shuffle_after_depthwise`: the shuffle
-    follows the 3x3 depthwise conv and its batch norm (megvii's) instead of
-    preceding them (the same function, with the depthwise weights permuted).
+    or "conv1x1" (a 1x1 convolution on the pooled map).
+
+    MobileNetV3's variations: `stem_scaled`, the stem's filters scale with
+    alpha; `expand_from_alpha`, expansions are `make_divisible(alpha * e)` of
+    the table's unscaled expanded channels `e`, not `make_divisible` of the
+    ratio times the scaled input; `se_round`, SE squeeze channels rounded by
+    `make_divisible` (False: `floor(expanded * se)`); `head_filters`, channels
+    of the last 1x1 conv (None: the family's, scaled above alpha 1), with
+    `head_bias`. `folds`: `(layer-name regex, kernel factor, bias factor)`
+    constants of the source's graph that `convert.load_state` folds into the
+    weights, so the model keeps the same layers.
+
+    ShuffleNet V1's unit: `shuffle_order` "paper" (channel `g * (C // groups)
+    + i` to `i * groups + g`) or "inverse" (megvii's); `shuffle_after_depthwise`:
+    the shuffle follows the 3x3 depthwise conv and its batch norm (megvii's)
+    instead of preceding them (the same function, with the depthwise weights
+    permuted).
     """
 
     source: str
@@ -82,6 +92,12 @@ class Flavour:
     classifier_bias: bool = True
     gate: str | None = None
     block0_expand: bool | None = None
+    stem_scaled: bool = False
+    expand_from_alpha: bool = False
+    se_round: bool = True
+    head_filters: int | None = None
+    head_bias: bool = True
+    folds: tuple = ()
     shuffle_order: str = "paper"
     shuffle_after_depthwise: bool = False
 
@@ -127,6 +143,58 @@ _replace = dataclasses.replace
 _V3 = _replace(KERAS, classifier="conv1x1", gate=GATE_RELU6,
                normalization=_replace(KERAS_TF, embedded=True))
 
+def _v3_rules(block_names, fixed):
+    """Name-map rules of MobileNetV3's Keras layers: `block_names(b)` gives block
+    `b`'s `{keras suffix: name}`; `fixed`, the stem's and head's."""
+    rules = [(re.escape(k), v) for k, v in fixed.items()]
+    for b in range(16):
+        prefix = "expanded_conv_" if b == 0 else f"expanded_conv_{b}_"
+        rules += [(re.escape(prefix + k), v) for k, v in block_names(b).items()]
+    return tuple(rules)
+
+
+def _torchvision_v3(blocks, se):
+    """torchvision's MobileNetV3: Keras block b is `features.{b + 1}`, whose
+    modules count up through the expansion (not in block 0), depthwise, SE and
+    projection."""
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        parts = ["depthwise"] + (["squeeze_excite_conv"] if b in se else []) + ["project"]
+        parts = (["expand"] if b else []) + parts
+        names = {}
+        for j, part in enumerate(parts):
+            module = f"features.{b + 1}.block.{j}"
+            if part == "squeeze_excite_conv":
+                names.update({part: f"{module}.fc1", f"{part}_1": f"{module}.fc2"})
+            else:
+                names.update({part: f"{module}.0", f"{part}_bn": f"{module}.1"})
+        return names
+
+    last = f"features.{blocks + 1}"
+    return _v3_rules(block_names, {
+        "conv": "features.0.0", "conv_bn": "features.0.1", "conv_1": f"{last}.0",
+        "conv_1_bn": f"{last}.1", "conv_2": "classifier.0", "logits": "classifier.3"})
+
+
+def _paddle_v3(blocks):
+    """PaddleClas's MobileNetV3: Keras block b is `blocks.{b}`."""
+    parts = {"expand": "expand_conv", "depthwise": "bottleneck_conv", "project": "linear_conv"}
+
+    def block_names(b):
+        if b >= blocks:
+            return {}
+        names = {"squeeze_excite_conv": f"blocks.{b}.mid_se.conv1",
+                 "squeeze_excite_conv_1": f"blocks.{b}.mid_se.conv2"}
+        for k, v in parts.items():
+            names.update({k: f"blocks.{b}.{v}.conv", f"{k}_bn": f"blocks.{b}.{v}.bn"})
+        return names
+
+    return _v3_rules(block_names, {
+        "conv": "conv.conv", "conv_bn": "conv.bn", "conv_1": "last_second_conv.conv",
+        "conv_1_bn": "last_second_conv.bn", "conv_2": "last_conv", "logits": "fc"})
+
+
 KERAS_APPLICATIONS = Source(
     name="keras.applications", formats=("keras-h5",), suffixes=(".h5", ".hdf5"), reader=None,
     flavours={
@@ -147,6 +215,11 @@ TORCHVISION = Source(
         "SqueezeNet": _replace(TORCH, bn_epsilon=None, bn_momentum=None, classifier="conv1x1"),
         # PyTorch momentum 1 - 0.9997; the stem's separable conv has no expansion.
         "MnasNet": _replace(TORCH, bn_momentum=0.9997, block0_expand=False),
+        # PyTorch momentum 0.01.
+        "MobileNetV3Large": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
+        "MobileNetV3Small": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
+                                     classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
     },
     # Keras layer names are torchvision's module paths with "_" for ".".
     name_maps={
@@ -165,7 +238,35 @@ TORCHVISION = Source(
             (r"layers_(\d+)_(\d+)_layers_(\d+)", r"layers.\1.\2.layers.\3"),
             (r"classifier_(\d+)", r"classifier.\1"),
         ),
+        "MobileNetV3Large": _torchvision_v3(15, se=(3, 4, 5, 10, 11, 12, 13, 14)),
+        "MobileNetV3Small": _torchvision_v3(11, se=(0, 3, 4, 5, 6, 7, 8, 9, 10)),
     },
+)
+
+# PaddleClas's numerics: PyTorch's, ImageNet mean and std embedded for raw 0-255 RGB.
+PADDLE_FLAVOUR = Flavour("paddleclas", "symmetric", 1e-5, 0.9, TORCH_IMAGENET)
+_PADDLE_V3 = _replace(
+    PADDLE_FLAVOUR, classifier="conv1x1", gate=GATE_PADDLE, block0_expand=True,
+    stem_scaled=True, expand_from_alpha=True, se_round=False, head_filters=1280,
+    head_bias=False,
+    # clip(0.2x + 0.5, 0, 1) is HardSigmoid of 1.2x; the `downscale_in_infer`
+    # dropout (p = 0.2) scales the classifier's input by 0.8 at inference.
+    folds=((r".*squeeze_excite_conv_1", 1.2, 1.2), (r"logits", 0.8, 1.0)),
+)
+
+PADDLE = Source(
+    name="paddleclas", formats=("paddle-pdparams",), suffixes=(".pdparams",),
+    reader=pdparams.load_state_dict,
+    flavours={
+        "MobileNetV3Large": _PADDLE_V3,
+        "MobileNetV3Small": _PADDLE_V3,
+    },
+    name_maps={
+        "MobileNetV3Large": _paddle_v3(15),
+        "MobileNetV3Small": _paddle_v3(11),
+    },
+    bn_keys=("weight", "bias", "_mean", "_variance"),
+    dense_layout="in_out",
 )
 
 # Architectures built from their paper, without published weights (yet).
@@ -213,7 +314,7 @@ MEGVII = Source(
 )
 
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM, MEGVII)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 
@@ -228,19 +329,41 @@ def _received(weights):
 def default_source(family):
     """The source of `weights="imagenet"` and of `weights=None`.
 
-    The first source in `SOURCES` with published files of `family` (the
-    manifest), else the first with a flavour of it: sources added later do
-    not change what "imagenet" means.
+    The source of the family's "imagenet" files (the manifest), else the first
+    in `SOURCES` with a flavour of it: sources added later do not change what
+    "imagenet" means.
     """
     from keras_lightnets.weights import manifest
 
-    published = {e["source"] for e in manifest.entries(family)}
+    published = {e["source"] for e in manifest.entries(family, manifest.IMAGENET)}
     for candidates in (published, {s.name for s in SOURCES.values() if family in s.flavours}):
         for source in SOURCES.values():
             if source.name in candidates:
                 return source
     raise ValueError(f"No weight source has a flavour of family {family!r}. "
                      f"Received: family={family!r}")
+
+
+def set_source(family, weights):
+    """The source of weight set `weights` of `family` (its manifest entries name it)."""
+    from keras_lightnets.weights import manifest
+
+    named = {e["source"] for e in manifest.entries(family, weights)}
+    if not named:
+        sets = manifest.set_names(family)
+        raise ValueError(
+            f"{family} has no weight set {weights!r}; its sets: {', '.join(sets) or 'none'}. "
+            f"Any other `weights` must be the path to an existing weights file. "
+            f"{_received(weights)}"
+        )
+    if len(named) > 1 or next(iter(named)) not in SOURCES:
+        raise ValueError(f"The manifest's {weights!r} entries of {family} name the sources "
+                         f"{sorted(named)}: one known source per set. {_received(weights)}")
+    source = SOURCES[named.pop()]
+    if family not in source.flavours:
+        raise ValueError(f"The {weights!r} weights of {family} need {source.name}'s flavour "
+                         f"of {family}, which this version does not build. {_received(weights)}")
+    return source
 
 
 def file_source(path, family=None):
@@ -272,35 +395,20 @@ def file_source(path, family=None):
 
 
 def flavour_for(family, weights):
-    """The flavour a factory builds for `weights` (None, "imagenet" or a path).
+    """The flavour a factory builds for `weights` (None, a weight set's name or a path).
 
-    A path's ending decides its source (`file_source`); Keras-layout files and
-    `None`/"imagenet" give the family's default source.
+    "imagenet" and None give the family's default source; another set the
+    source its manifest entries name (`set_source`); a path's ending decides
+    its source (`file_source`), Keras-layout files giving the default source.
     """
+    from keras_lightnets.weights import manifest
+
     source = None
-    building_source = SOURCES.get(_BUILDING.get())
-    if weights is None and building_source is not None and family in building_source.flavours:
-        source = building_source
-    elif weights is not None and not (isinstance(weights, str) and weights == "imagenet"):
+    if manifest.is_set_name(weights) and weights != manifest.IMAGENET:
+        source = set_source(family, weights)
+    elif weights is not None and not manifest.is_set_name(weights):
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
-
-
-_BUILDING = contextvars.ContextVar("keras_lightnets_building", default=None)
-
-
-@contextlib.contextmanager
-def building(source):
-    """Factories called with `weights=None` inside build `source`'s flavour (a name in
-    `SOURCES`), e.g. a model for a weight set's file that is loaded later."""
-    if source not in SOURCES:
-        raise ValueError(f"Unknown weight source; the sources are {', '.join(SOURCES)}. "
-                         f"Received: source={source!r}")
-    token = _BUILDING.set(source)
-    try:
-        yield
-    finally:
-        _BUILDING.reset(token)
 
 
 def state_prefix(source, family, layer_name):
@@ -322,14 +430,19 @@ def weighted_layers(model):
 
 
 def family_of(model, source, weights=None):
-    """The family of `source` whose name map places every weighted layer of `model`."""
+    """The family of `source` whose name map places every weighted layer of `model`.
+
+    When several do (MobileNetV3 Large's PaddleClas map also names every layer of
+    a Small), the one with the fewest rules: the most specific.
+    """
     misses = {}
     for family in source.name_maps:
         misses[family] = [layer.name for layer in weighted_layers(model)
                           if not any(re.fullmatch(p, layer.name)
                                      for p, _ in source.name_maps[family])]
-        if not misses[family]:
-            return family
+    fitting = [f for f in misses if not misses[f]]
+    if fitting:
+        return min(fitting, key=lambda f: len(source.name_maps[f]))
     closest = min(misses, key=lambda f: len(misses[f]), default=None)
     detail = f" ({closest}'s has no name for layer {misses[closest][0]!r})" if closest else ""
     raise ValueError(

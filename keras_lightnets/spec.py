@@ -31,14 +31,17 @@ Block = collections.namedtuple(
 _TAPS = weakref.WeakKeyDictionary()
 
 
-def width(filters, alpha, scale="alpha", truncate=False):
+def width(filters, alpha, scale="alpha", truncate=False, rule="make_divisible"):
     """`filters` scaled by `alpha` and rounded by `make_divisible`.
 
     `truncate`: keras.applications' MobileNetV2 truncates block widths before
-    rounding, and its weights depend on it.
+    rounding, and its weights depend on it. `rule="truncate"`: truncation
+    only, no rounding to 8 (PaddleClas' MobileNetV2).
     """
     if scale == "fixed" or (scale == "up" and alpha <= 1.0):
         return filters
+    if rule == "truncate":
+        return int(filters * alpha)
     return blocks.make_divisible(int(filters * alpha) if truncate else filters * alpha)
 
 
@@ -55,7 +58,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
         flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,
-            `expand_from_alpha` and `se_round` apply (None: keras.applications').
+            `expand_from_alpha`, `se_round` and `width_rule` apply (None:
+            keras.applications').
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -63,15 +67,17 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         that block downsamples).
     """
     taps, scale, block = {}, 1, 0
-    block0_expand, stem_scaled, from_alpha, se_round = (
-        (False, False, False, True) if flavour is None else
+    block0_expand, stem_scaled, from_alpha, se_round, rule = (
+        (False, False, False, True, "make_divisible") if flavour is None else
         (flavour.block0_expand, flavour.stem_scaled, flavour.expand_from_alpha,
-         flavour.se_round))
+         flavour.se_round, flavour.width_rule))
     base = None  # the input's channels at alpha 1
 
     def expanded(in_filters, ratio):
         if from_alpha:
             return blocks.make_divisible(alpha * round(base * ratio))
+        if rule == "truncate":
+            return int(round(in_filters * ratio))
         return blocks.make_divisible(in_filters * ratio)
 
     for row in table:
@@ -82,7 +88,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 conv, bn_name, act = row.name.format(act=row.act).split()
                 row_scale = "alpha" if stem_scaled and base is None else row.scale
                 filters = (expanded(in_filters, row.expand) if row.filters is None
-                           else width(row.filters, alpha, row_scale))
+                           else width(row.filters, alpha, row_scale, rule=rule))
                 mode = "symmetric" if pad == "symmetric" and row.kernel > 1 else "same"
                 x = blocks.conv_bn_act(
                     x, filters, row.kernel, stride, row.act, bn=bn, pad_mode=mode,
@@ -90,7 +96,7 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 )
                 last = act
             else:
-                filters = width(row.filters, alpha, row.scale, truncate)
+                filters = width(row.filters, alpha, row.scale, truncate, rule)
                 expand = None
                 if row.kind == "ir" and (row.expand != 1 or (block == 0 and block0_expand)):
                     expand = expanded(in_filters, row.expand)

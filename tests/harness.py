@@ -159,6 +159,16 @@ def _squeezenet_reference(kwargs):
     return {k: v for k, v in kwargs.items() if k != "bypass"}
 
 
+def _keras_applications_counts(entry):
+    # Widths complexity.json lacks (PaddleClas's): keras.applications' own model counts them.
+    factory = getattr(keras.applications, entry.family)
+    kwargs = {k: v for k, v in entry.kwargs.items() if k in ("alpha", "minimalistic")}
+    if entry.family == "MobileNetV2":
+        kwargs["input_shape"] = (224, 224, 3)
+    model = factory(weights=None, **kwargs)
+    return {"total_params": model.count_params(),
+            "trainable_params": sum(int(np.prod(w.shape)) for w in model.trainable_weights)}
+
 
 def _defaults(entry):
     import inspect
@@ -264,6 +274,8 @@ def _squeezenet_features(kwargs, size):
 FAMILY_HOOKS = {
     "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
     "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
+    **{family: {"expected": _keras_applications_counts}
+       for family in ("MobileNetV2", "MobileNetV3Large", "MobileNetV3Small")},
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
 }
 
@@ -321,8 +333,9 @@ def export_model(entry, input_size=96, seed=0, **kwargs):
     `trained_like` on the first `CALIBRATION_PHOTOS` photos.
     """
     keras.utils.set_random_seed(seed)
-    model = entry.build(weights=None, input_shape=(input_size, input_size, 3),
-                        classifier_activation=None, **kwargs)
+    # `weights=<file>` in `kwargs` builds the file's flavour (its kernels then stay).
+    model = entry.build(**{"weights": None, **kwargs}, input_shape=(input_size, input_size, 3),
+                        classifier_activation=None)
     x = export_photos(entry, model, input_size)
     trained_like(model, x[:CALIBRATION_PHOTOS], seed=seed)
     return model, x

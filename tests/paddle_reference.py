@@ -10,7 +10,8 @@ the classifier is re-centred and scaled so the logits have std 3), and writes
 `OUT_DIR/<arch>.pdparams` (`paddle.save` of its state dict) and `OUT_DIR/<arch>.npz`
 with `images` (the raw 0-255 RGB NHWC float32 batch), `logits` (PaddleClas's
 float32 logits on that batch after PaddleClas's normalization) and `logits64` (the
-same model run in float64: the float32 logits drift from them by up to ~1e-4).
+same model and batch in float64, the pixels normalized in float64: the float32 logits
+drift from them by up to ~1e-4).
 
 Importing paddle in a process that imported TensorFlow crashes: tests run this
 through `paddle_ref.reference`.
@@ -25,8 +26,8 @@ import types
 
 import numpy as np
 
-MEAN = np.array([0.485, 0.456, 0.406], "float32")
-STD = np.array([0.229, 0.224, 0.225], "float32")
+MEAN = np.array([0.485, 0.456, 0.406])
+STD = np.array([0.229, 0.224, 0.225])
 LOGIT_STD = 3.0
 SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 # Backbone file (under ppcls/arch/backbone) of each architecture-name prefix.
@@ -102,9 +103,11 @@ def images(size, batch, seed=0):
     return np.kron(coarse, np.ones((1, size // 8, size // 8, 1))).astype("float32")
 
 
-def normalize(x):
+def normalize(x, dtype="float32"):
     """PaddleClas's preprocessing after the resize: /255, ImageNet mean/std, NCHW."""
-    return ((x / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2).astype("float32")
+    x = x.astype(dtype)
+    mean, std = MEAN.astype(dtype), STD.astype(dtype)
+    return ((x / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(dtype)
 
 
 def trained_like(paddle, model, x, seed=0):
@@ -160,7 +163,7 @@ def main(argv=None):
         with paddle.no_grad():
             logits = model(paddle.to_tensor(x)).numpy()
             model.to(dtype="float64")
-            logits64 = model(paddle.to_tensor(x.astype("float64"))).numpy()
+            logits64 = model(paddle.to_tensor(normalize(raw, "float64"))).numpy()
         np.savez(out / f"{arch}.npz", images=raw, logits=logits, logits64=logits64)
         print(f"{arch}: logit std {logits.std():.3f}, float32 drift "
               f"{np.abs(logits - logits64).max():.1e}", flush=True)

@@ -9,6 +9,7 @@ photos the int8 file was not calibrated on. The other variants run with
 
 import harness
 import numpy as np
+import paddle_ref
 import pytest
 from conftest import _release_memory
 
@@ -32,6 +33,29 @@ def _release():
 def test_export(entry, tmp_path):
     measured = harness.run_export_test(entry, tmp_path, SIZE)
     print(f"\n{entry.name}: " + ", ".join(
+        f"{kind} max rel diff {m['max_rel_diff']:.2g} cosine {m['cosine']:.4f}"
+        for kind, m in measured.items()))
+
+
+# PaddleClas's flavours (issue #20), built by a file PaddleClas's own code wrote (its
+# kernels; `run_export_test` makes the batch norms and classifier trained-like). Columns:
+# registry name, PaddleClas architecture, factory kwargs beyond the entry's.
+PADDLE_CASES = [
+    pytest.param("mobilenet_v1_025", "MobileNetV1_x0_25", {}, id="paddle-MobileNetV1_x0_25"),
+    pytest.param("mobilenet_v2_035", "MobileNetV2_x0_25", {"alpha": 0.25},
+                 id="paddle-MobileNetV2_x0_25"),
+    pytest.param("shufflenet_v2_swish_100", "ShuffleNetV2_swish", {},
+                 id="paddle-ShuffleNetV2_swish", marks=pytest.mark.heavy),
+]
+paddle_ref.request(*(case.values[1] for case in PADDLE_CASES))
+
+
+@pytest.mark.parametrize("name,arch,kwargs", PADDLE_CASES)
+def test_export_paddleclas_flavour(name, arch, kwargs, tmp_path):
+    path, *_ = paddle_ref.reference(arch)
+    entry = registry.get_entry(name)
+    measured = harness.run_export_test(entry, tmp_path, SIZE, weights=str(path), **kwargs)
+    print(f"\n{arch}: " + ", ".join(
         f"{kind} max rel diff {m['max_rel_diff']:.2g} cosine {m['cosine']:.4f}"
         for kind, m in measured.items()))
 

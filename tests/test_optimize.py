@@ -15,6 +15,7 @@ import textwrap
 
 import keras
 import numpy as np
+import paddle_ref
 import pytest
 from conftest import ROOT, WEIGHTS, sample_photos, shared_file
 from harness import randomize
@@ -41,9 +42,11 @@ DEFAULTS.append(_case(registry.get_entry("shufflenet_v1_g3_100"), group_conv="na
 OTHERS = [_case(e, marks=pytest.mark.heavy) for e in registry.entries() if not e.default]
 
 
-def _inputs(entry, size=SIZE, limit=PHOTOS):
+def _inputs(entry, size=SIZE, limit=PHOTOS, model=None):
     """Sample photos in the model's input domain, and labels folded to CLASSES."""
     x, y = sample_photos(size, limit)
+    if model is not None and export.expects_raw_pixels(model):
+        return x, y % CLASSES  # a flavour embedding its normalization (PaddleClas's)
     return np.asarray(entry.preprocess_input(x), dtype="float32"), y % CLASSES
 
 
@@ -66,8 +69,9 @@ def _compile(model, eager=True, learning_rate=1e-3):
 
 def _build(name, **extra):
     entry = registry.get_entry(name)
-    model = entry.build(weights=None, input_shape=(SIZE, SIZE, 3), classes=CLASSES,
-                        classifier_activation=None, **extra)
+    # `weights=<file>` in `extra` builds the file's flavour (with the file's classes).
+    model = entry.build(**{"weights": None, "classes": CLASSES, **extra},
+                        input_shape=(SIZE, SIZE, 3), classifier_activation=None)
     return entry, randomize(model)
 
 
@@ -98,8 +102,8 @@ def _check_twins(entry, model, x, extra):
     twin = optimize.to_tf_keras(model)
     np.testing.assert_allclose(twin(x, training=False).numpy(), reference, atol=1e-5, rtol=0)
 
-    kwargs = {**entry.kwargs, **extra, "weights": None, "input_shape": (SIZE, SIZE, 3),
-              "classes": CLASSES, "classifier_activation": None}
+    kwargs = {**entry.kwargs, "weights": None, "classes": CLASSES, **extra,
+              "input_shape": (SIZE, SIZE, 3), "classifier_activation": None}
     built = optimize.to_tf_keras(entry.factory(**kwargs))
     assert type(built).__module__.startswith("tf_keras")
     def layers(m):  # input layers are named automatically
@@ -136,7 +140,7 @@ def _prune_fit_strip(model, x, y, tmp_path, name, **kwargs):
 def test_twin_prune_qat_int8(name, extra, tmp_path):
     """The chain for every family: twin, prune, strip, QAT, full-int8 TFLite."""
     entry, model = _build(name, **extra)
-    x, y = _inputs(entry)
+    x, y = _inputs(entry, model=model)
     twin = _check_twins(entry, model, x[:4], extra)
 
     # Pruning the twin goes back to `model`'s family on strip.
@@ -165,6 +169,25 @@ def test_twin_prune_qat_int8(name, extra, tmp_path):
         # Hard-swish stays an ADD/MUL chain in int8: LiteRT's XNNPACK runs that,
         # and leaves a fused int8 HARD_SWISH to a kernel slower than float32.
         assert "HARD_SWISH" not in report.ops and "MUL" in report.ops, report.ops
+
+
+# PaddleClas's flavours (issue #20), built by a file PaddleClas's own code wrote. Columns:
+# registry name, PaddleClas architecture, factory kwargs beyond the entry's. ShuffleNetV2's
+# is torchvision's graph (its default above): under heavy.
+PADDLE_CASES = [
+    pytest.param("mobilenet_v1_025", "MobileNetV1_x0_25", {}, id="paddle-MobileNetV1_x0_25"),
+    pytest.param("mobilenet_v2_035", "MobileNetV2_x0_25", {"alpha": 0.25},
+                 id="paddle-MobileNetV2_x0_25"),
+    pytest.param("shufflenet_v2_swish_100", "ShuffleNetV2_swish", {},
+                 id="paddle-ShuffleNetV2_swish", marks=pytest.mark.heavy),
+]
+paddle_ref.request(*(case.values[1] for case in PADDLE_CASES))
+
+
+@pytest.mark.parametrize("name,arch,kwargs", PADDLE_CASES)
+def test_paddleclas_flavour_twin_prune_qat_int8(name, arch, kwargs, tmp_path):
+    path, *_ = paddle_ref.reference(arch)
+    test_twin_prune_qat_int8(name, {"weights": str(path), "classes": 1000, **kwargs}, tmp_path)
 
 
 def test_qat_default_scheme_and_onnx_qdq(tmp_path):

@@ -42,17 +42,18 @@ def test_flavour_for_follows_the_weights():
     assert sources.flavour_for("MobileNetV2", "x.h5") is sources.KERAS
     assert sources.flavour_for("MnasNet", "x.pt").bn == {"epsilon": 1e-5, "momentum": 0.9997}
     assert sources.flavour_for("ShuffleNetV1", None).source == "paper"
+    assert sources.flavour_for("MobileNetV2", "x.pth").source == "torchvision"
     with pytest.raises(ValueError, match="No weight source reads the file 'x.pth' for family "
-                                         "MobileNetV2.*Received: weights='x.pth'"):
-        sources.flavour_for("MobileNetV2", "x.pth")
+                                         "MobileNet.*Received: weights='x.pth'"):
+        sources.flavour_for("MobileNet", "x.pth")
 
 
 def test_unknown_layers_are_an_error_naming_them():
     with pytest.raises(ValueError, match="Keras layer 'conv1_bn' has no torchvision name in "
                                          "ShuffleNetV2's name map"):
         sources.state_prefix(sources.TORCHVISION, "ShuffleNetV2", "conv1_bn")
-    with pytest.raises(ValueError, match="No torchvision name map fits model .*'Conv1'"):
-        wl.load_torch_state_dict(built("mobilenet_v2_035"), {})
+    with pytest.raises(ValueError, match="No torchvision name map fits model .*'conv1'"):
+        wl.load_torch_state_dict(built("mobilenet_v1_025"), {})
 
 
 def _other(value, choices):
@@ -64,13 +65,13 @@ def test_flavour_and_name_map_fit_the_built_model(entry):
     """The recorded flavour is what the factory builds, each measured difference is refused,
     and the name map gives every weighted layer its torchvision module path."""
     model = built(entry.name)
+    flavour = sources.flavour_for(entry.family, None)
     if sources.default_source(entry.family) is sources.TORCHVISION:
         layers = sources.weighted_layers(model)
         # The rule the name maps replaced: Keras names are module paths with "_" for ".".
         assert [sources.state_prefix(sources.TORCHVISION, entry.family, layer.name)
                 for layer in layers] == [layer.name.replace("_", ".") for layer in layers]
         assert sources.family_of(model, sources.TORCHVISION) == entry.family
-    flavour = sources.flavour_for(entry.family, None)
     assert flavour_check.flavour_mismatch(model, flavour) is None
     foreign = sources.KERAS if flavour.padding == "symmetric" else sources.TORCH
     assert flavour_check.flavour_mismatch(model, foreign)
@@ -97,8 +98,8 @@ def test_a_file_of_another_flavour_is_refused(tmp_path, monkeypatch):
                                          "ShuffleNetV2, .* epsilon"):
         wl.load_file(model, path)
     with pytest.raises(ValueError, match="No weight source reads the file .*shufflenet.pth' "
-                                         "for family MobileNetV2"):
-        kl.MobileNetV2(weights=str(path), alpha=0.35, input_shape=(64, 64, 3))
+                                         "for family MobileNet"):
+        kl.MobileNet(weights=str(path), alpha=0.25, input_shape=(64, 64, 3))
 
 
 def test_embedded_normalizations_are_the_models_own_values():

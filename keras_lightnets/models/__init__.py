@@ -15,12 +15,13 @@ VARIANTS = [
     *[("mobilenet_v1", "MobileNet", MobileNet, {"alpha": a}, a == 0.25)
       for a in (0.25, 0.5, 0.75, 1.0)],
     *[("mobilenet_v2", "MobileNetV2", MobileNetV2, {"alpha": a}, a == 1.0)
-      for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)],
+      for a in (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 1.5, 2.0)],
     *[(prefix, family, factory, {"alpha": a, "minimalistic": m}, a == 1.0 and not m)
       for prefix, family, factory in (
           ("mobilenet_v3_large", "MobileNetV3Large", MobileNetV3Large),
           ("mobilenet_v3_small", "MobileNetV3Small", MobileNetV3Small))
-      for a, m in ((0.75, False), (1.0, False), (1.0, True))],
+      for a, m in ((0.35, False), (0.5, False), (0.75, False), (1.0, False), (1.25, False),
+                   (1.0, True))],
     *[("mnasnet", "MnasNet", MnasNet, {"alpha": a}, a == 1.0) for a in (0.5, 0.75, 1.0, 1.3)],
     *[("shufflenet_v2", "ShuffleNetV2", ShuffleNetV2, {"alpha": a}, a == 1.0)
       for a in (0.25, 0.33, 0.5, 1.0, 1.5, 2.0)],

@@ -8,6 +8,7 @@ Reference:
 from keras import layers
 
 from keras_lightnets import blocks, imagenet
+from keras_lightnets import layers as kl
 from keras_lightnets.models import common
 from keras_lightnets.weights import sources
 
@@ -52,6 +53,7 @@ def MobileNet(
     pooling=None,
     classes=1000,
     classifier_activation="softmax",
+    include_preprocessing=True,
     name=None,
 ):
     """Instantiates the MobileNet architecture.
@@ -63,6 +65,11 @@ def MobileNet(
     Layer names, order and weight shapes are those of
     `keras.applications.MobileNet`, so its `.h5` weight files load as they are.
     Inputs are float RGB pixels scaled to `[-1, 1]` by `preprocess_input`.
+
+    A PaddleClas `.pdparams` file as `weights` builds PaddleClas' flavour
+    (ReLU, symmetric padding, a dense classifier), which takes float RGB
+    pixels in `[0, 255]` with the ImageNet mean/std normalization embedded
+    (`include_preprocessing=True`).
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
@@ -81,6 +88,8 @@ def MobileNet(
         classes: number of classes with the top.
         classifier_activation: activation of the top layer (`None` for
             logits).
+        include_preprocessing: whether to embed the input normalization of
+            a flavour that has one (PaddleClas').
         name: model name.
 
     Returns:
@@ -113,16 +122,25 @@ def MobileNet(
             rows = 224
 
     img_input, inputs = common.make_input(shape, input_tensor)
+    x = img_input
+    if include_preprocessing and flavour.normalization.embedded:
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
+    act = flavour.activation or "relu6"
+    # keras.applications' stem pads as TF "same"; PyTorch-style flavours pad it too.
     x = blocks.conv_bn_act(
-        img_input, width(STEM_FILTERS, alpha), 3, strides=2, act="relu6",
-        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu"}, bn=flavour.bn,
+        x, width(STEM_FILTERS, alpha), 3, strides=2, act=act,
+        names={"conv": "conv1", "bn": "conv1_bn", "act": "conv1_relu", "pad": "conv1_pad"},
+        bn=flavour.bn, pad_mode="symmetric" if flavour.padding == "symmetric" else "same",
     )
     for block_id, (filters, stride) in enumerate(BLOCKS, start=1):
         x = blocks.depthwise_separable(
             x, width(filters, alpha), strides=stride, depth_multiplier=depth_multiplier,
-            block_id=block_id, bn=flavour.bn, pad_mode=flavour.padding,
+            act=act, block_id=block_id, bn=flavour.bn, pad_mode=flavour.padding,
         )
-    if include_top:
+    if include_top and flavour.classifier == "dense":
+        x = common.head(x, include_top, pooling, classes, classifier_activation,
+                        pool="global_average_pooling2d", dropout=dropout)
+    elif include_top:
         x = _top(x, classes, dropout, classifier_activation)
     else:
         x = common.globally_pool(x, pooling)

@@ -7,6 +7,7 @@ Reference:
 
 
 from keras_lightnets import blocks, imagenet, spec
+from keras_lightnets import layers as kl
 from keras_lightnets.models import common
 from keras_lightnets.spec import Block
 from keras_lightnets.weights import sources
@@ -36,6 +37,7 @@ def MobileNetV2(
     pooling=None,
     classes=1000,
     classifier_activation="softmax",
+    include_preprocessing=True,
     name=None,
 ):
     """Instantiates the MobileNetV2 architecture.
@@ -48,11 +50,17 @@ def MobileNetV2(
     `keras.applications.MobileNetV2`, so its `.h5` weight files load as they
     are. Inputs are float RGB pixels scaled to `[-1, 1]` by `preprocess_input`.
 
+    A torchvision `.pth` or PaddleClas `.pdparams` file as `weights` builds
+    that publisher's flavour (symmetric padding, its batch-norm epsilon;
+    PaddleClas: an expansion in the first block and widths `int(c * alpha)`),
+    which takes float RGB pixels in `[0, 255]` with the ImageNet mean/std
+    normalization embedded (`include_preprocessing=True`).
+
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(224, 224, 3)` with the top, `(None, None, 3)` without.
         alpha: width multiplier, at most 4 (0.35, 0.5, 0.75, 1.0, 1.3 and 1.4
-            have ImageNet weights).
+            have keras.applications' ImageNet weights).
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"`, a weight set's name
             (`keras_lightnets.list_weights`) or the path to a weights file.
@@ -62,6 +70,8 @@ def MobileNetV2(
         classes: number of classes with the top.
         classifier_activation: activation of the top layer (`None` for
             logits).
+        include_preprocessing: whether to embed the input normalization of
+            a flavour that has one (torchvision's, PaddleClas').
         name: model name.
 
     Returns:
@@ -88,10 +98,14 @@ def MobileNetV2(
             rows = 224
 
     img_input, inputs = common.make_input(shape, input_tensor)
-    x, taps = spec.build(img_input, TABLE, alpha, names=blocks.IR_NAMES_KERAS_V2,
-                         prefix="block_{b}_", bn=flavour.bn, pad=flavour.padding, truncate=True)
+    x = img_input
+    if include_preprocessing and flavour.normalization.embedded:
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="rescaling")(x)
+    x, taps = spec.build(x, TABLE, alpha, names=blocks.IR_NAMES_KERAS_V2,
+                         prefix="block_{b}_", bn=flavour.bn, pad=flavour.padding, truncate=True,
+                         flavour=flavour)
     x = common.head(x, include_top, pooling, classes, classifier_activation,
-                    pool="global_average_pooling2d")
+                    pool="global_average_pooling2d", dropout=flavour.classifier_dropout)
     model = common.finish(inputs, x, name or f"mobilenetv2_{alpha:0.2f}_{rows}", weights,
                           "MobileNetV2", {"alpha": alpha, "rows": rows}, include_top)
     return spec.remember_taps(model, taps, img_input, inputs)

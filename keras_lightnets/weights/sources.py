@@ -64,7 +64,12 @@ class Flavour:
     "same". `bn_epsilon`/`bn_momentum` are None without batch norm.
     `block0_expand`: whether an inverted-residual family's first block has
     its 1x1 expansion (None: no inverted residuals). `classifier`: "dense"
-    or "conv1x1" (a 1x1 convolution on the pooled map).
+    or "conv1x1" (a 1x1 convolution on the pooled map). `activation`
+    replaces the family's own (None: keep it; PaddleClas' MobileNet V1 has
+    ReLU for ReLU6). `width_rule`: "make_divisible" (the family's rounding to
+    multiples of 8) or "truncate" (`int(filters * alpha)`, expansions
+    `round(in * t)`: PaddleClas' MobileNetV2). `classifier_dropout`: the
+    dropout rate before the classifier of a family without a dropout argument.
 
     MobileNetV3's variations: `stem_scaled`, the stem's filters scale with
     alpha; `expand_from_alpha`, expansions are `make_divisible(alpha * e)` of
@@ -92,6 +97,9 @@ class Flavour:
     classifier_bias: bool = True
     gate: str | None = None
     block0_expand: bool | None = None
+    activation: str | None = None
+    width_rule: str = "make_divisible"
+    classifier_dropout: float = 0.0
     stem_scaled: bool = False
     expand_from_alpha: bool = False
     se_round: bool = True
@@ -207,6 +215,77 @@ KERAS_APPLICATIONS = Source(
     },
 )
 
+# -- name maps built from the block tables (their module indices count blocks) -------------
+
+# keras.applications' MobileNetV2 inverted-residual layer suffixes and the modules
+# they are in torchvision's `InvertedResidual.conv` (block 0, without expansion, shifts).
+_V2_TORCH_SUFFIXES = {"expand": "0.0", "expand_BN": "0.1", "depthwise": "1.0",
+                      "depthwise_BN": "1.1", "project": "2", "project_BN": "3"}
+_V2_TORCH_BLOCK0 = {"depthwise": "0.0", "depthwise_BN": "0.1", "project": "1",
+                    "project_BN": "2"}
+# MobileNetV2's repeats per stage (paper Table 2), for PaddleClas' per-stage module names.
+_V2_REPEATS = (1, 2, 3, 4, 3, 3, 1)
+_V2_PADDLE_SUFFIXES = {
+    "expand": "_expand_conv._conv", "expand_BN": "_expand_conv._batch_norm",
+    "depthwise": "_bottleneck_conv._conv", "depthwise_BN": "_bottleneck_conv._batch_norm",
+    "project": "_linear_conv._conv", "project_BN": "_linear_conv._batch_norm",
+}
+
+
+def _v2_paddle_blocks():
+    """Keras' block prefix and PaddleClas' module of each MobileNetV2 inverted residual
+    (`conv{stage + 2}._first_block`, then `conv{stage + 2}.conv{stage + 2}_{i + 1}`)."""
+    modules = [f"conv{s + 2}." + ("_first_block" if i == 0 else f"conv{s + 2}_{i + 1}")
+               for s, repeats in enumerate(_V2_REPEATS) for i in range(repeats)]
+    return [("expanded_conv_" if b == 0 else f"block_{b}_", m) for b, m in enumerate(modules)]
+
+
+TORCHVISION_MOBILENET_V2 = (
+    (r"Conv1", "features.0.0"), (r"bn_Conv1", "features.0.1"),
+    *((f"expanded_conv_{k}", f"features.1.conv.{v}") for k, v in _V2_TORCH_BLOCK0.items()),
+    *((f"block_{b}_{k}", f"features.{b + 1}.conv.{v}")
+      for b in range(1, sum(_V2_REPEATS)) for k, v in _V2_TORCH_SUFFIXES.items()),
+    (r"Conv_1", "features.18.0"), (r"Conv_1_bn", "features.18.1"),
+    (r"predictions", "classifier.1"),
+)
+PADDLE_MOBILENET = (
+    (r"conv1", "conv.conv"), (r"conv1_bn", "conv.bn"),
+    *((f"conv_{kind}_{i}{bn}", f"blocks.{i - 1}.{module}_conv.{leaf}")
+      for i in range(1, 14) for kind, module in (("dw", "depthwise"), ("pw", "pointwise"))
+      for bn, leaf in (("", "conv"), ("_bn", "bn"))),
+    (r"predictions", "fc"),
+)
+PADDLE_MOBILENET_V2 = (
+    (r"Conv1", "conv1._conv"), (r"bn_Conv1", "conv1._batch_norm"),
+    *((f"{prefix}{k}", f"{module}.{v}")
+      for prefix, module in _v2_paddle_blocks() for k, v in _V2_PADDLE_SUFFIXES.items()),
+    (r"Conv_1", "conv9._conv"), (r"Conv_1_bn", "conv9._batch_norm"),
+    (r"predictions", "out"),
+)
+# torchvision's ShuffleNetV2 unit modules (Keras' names) in PaddleClas' units: the
+# stride-2 unit's branches, then the stride-1 unit's second branch.
+_SHUFFLE_PADDLE_DS = {"branch1_0": "_conv_dw_1", "branch1_2": "_conv_linear_1",
+                      "branch2_0": "_conv_pw_2", "branch2_3": "_conv_dw_2",
+                      "branch2_5": "_conv_linear_2"}
+_SHUFFLE_PADDLE = {"branch2_0": "_conv_pw", "branch2_3": "_conv_dw", "branch2_5": "_conv_linear"}
+
+
+def _shuffle_paddle_rules(i, modules):
+    """Unit `i` of every stage: conv `branchB_K` and its batch norm `branchB_{K+1}`."""
+    for name, module in modules.items():
+        branch, k = name.rsplit("_", 1)
+        for index, leaf in ((int(k), "_conv"), (int(k) + 1, "_batch_norm")):
+            yield rf"stage(\d)_{i}_{branch}_{index}", rf"\1_{i + 1}.{module}.{leaf}"
+
+
+PADDLE_SHUFFLENET_V2 = (
+    (r"conv1_0", "_conv1._conv"), (r"conv1_1", "_conv1._batch_norm"),
+    *_shuffle_paddle_rules(0, _SHUFFLE_PADDLE_DS),
+    *(rule for i in range(1, 8) for rule in _shuffle_paddle_rules(i, _SHUFFLE_PADDLE)),
+    (r"conv5_0", "_last_conv._conv"), (r"conv5_1", "_last_conv._batch_norm"),
+    (r"fc", "_fc"),
+)
+
 TORCHVISION = Source(
     name="torchvision", formats=("torchvision-pth",), suffixes=(".pth", ".pt"),
     reader=pth.load_state_dict,
@@ -215,13 +294,16 @@ TORCHVISION = Source(
         "SqueezeNet": _replace(TORCH, bn_epsilon=None, bn_momentum=None, classifier="conv1x1"),
         # PyTorch momentum 1 - 0.9997; the stem's separable conv has no expansion.
         "MnasNet": _replace(TORCH, bn_momentum=0.9997, block0_expand=False),
+        # Block 0 without expansion (as keras'); dropout 0.2 before the classifier.
+        "MobileNetV2": _replace(TORCH, block0_expand=False, classifier_dropout=0.2),
         # PyTorch momentum 0.01.
         "MobileNetV3Large": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
                                      classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
         "MobileNetV3Small": _replace(TORCH, bn_epsilon=1e-3, bn_momentum=0.99,
                                      classifier="conv1x1", gate=GATE_RELU6, block0_expand=False),
     },
-    # Keras layer names are torchvision's module paths with "_" for ".".
+    # Keras layer names are torchvision's module paths with "_" for "." (MobileNetV2:
+    # keras.applications' names).
     name_maps={
         "ShuffleNetV2": (
             (r"conv([15])_(\d+)", r"conv\1.\2"),
@@ -238,6 +320,7 @@ TORCHVISION = Source(
             (r"layers_(\d+)_(\d+)_layers_(\d+)", r"layers.\1.\2.layers.\3"),
             (r"classifier_(\d+)", r"classifier.\1"),
         ),
+        "MobileNetV2": TORCHVISION_MOBILENET_V2,
         "MobileNetV3Large": _torchvision_v3(15, se=(3, 4, 5, 10, 11, 12, 13, 14)),
         "MobileNetV3Small": _torchvision_v3(11, se=(0, 3, 4, 5, 6, 7, 8, 9, 10)),
     },
@@ -260,10 +343,19 @@ PADDLE = Source(
     flavours={
         "MobileNetV3Large": _PADDLE_V3,
         "MobileNetV3Small": _PADDLE_V3,
+        # ReLU for ReLU6; a dense classifier (pool, flatten, Linear).
+        "MobileNet": _replace(PADDLE_FLAVOUR, activation="relu"),
+        # Block 0 expands (ratio 1); widths `int(c * alpha)`, not rounded to 8.
+        "MobileNetV2": _replace(PADDLE_FLAVOUR, block0_expand=True, width_rule="truncate"),
+        # torchvision's topology and numerics.
+        "ShuffleNetV2": PADDLE_FLAVOUR,
     },
     name_maps={
         "MobileNetV3Large": _paddle_v3(15),
         "MobileNetV3Small": _paddle_v3(11),
+        "MobileNet": PADDLE_MOBILENET,
+        "MobileNetV2": PADDLE_MOBILENET_V2,
+        "ShuffleNetV2": PADDLE_SHUFFLENET_V2,
     },
     bn_keys=("weight", "bias", "_mean", "_variance"),
     dense_layout="in_out",

@@ -254,8 +254,12 @@ def grouped_pointwise(x, filters, groups, mode="split", name="gconv"):
     return group_conv(x, filters, 1, groups, use_bias=False, name=name)
 
 
+SHUFFLE_ORDERS = ("paper", "inverse")
+
+
 def shufflenet_v1_unit(x, filters, groups, strides=1, pw_groups=None, mode="split",
-                       prefix="stage2_unit1", bn=None):
+                       prefix="stage2_unit1", bn=None, shuffle_order="paper",
+                       shuffle_after_depthwise=False):
     """ShuffleNet V1 unit (paper Fig. 2b/2c).
 
     Grouped 1x1 to `filters // 4` + BN + ReLU, channel shuffle, 3x3 depthwise + BN, grouped
@@ -266,21 +270,35 @@ def shufflenet_v1_unit(x, filters, groups, strides=1, pw_groups=None, mode="spli
         pw_groups: groups of the first 1x1 (default `groups`; the paper uses 1 on the
             first unit of stage 2, whose input is narrow).
         mode: grouped 1x1 convolutions, see `grouped_pointwise`.
+        shuffle_order: "paper" (`ChannelShuffle(groups)`) or "inverse", its inverse
+            permutation (megvii's), which is `ChannelShuffle(filters // 4 // groups)`.
+        shuffle_after_depthwise: shuffle after the depthwise conv and its batch norm
+            (megvii's), not before them.
 
-    Layers: `{prefix}_gconv1`, `_bn1`, `_relu1`, `_shuffle`, `_dw_pad`, `_dw`, `_dw_bn`,
-    `_gconv2`, `_bn2`, `_pool_pad`, `_pool`, `_concat` or `_add`, `_relu`.
+    Layers: `{prefix}_gconv1`, `_bn1`, `_relu1`, `_shuffle`, `_dw_pad`, `_dw`, `_dw_bn`
+    (`_shuffle` here with `shuffle_after_depthwise`), `_gconv2`, `_bn2`, `_pool_pad`, `_pool`,
+    `_concat` or `_add`, `_relu`.
     """
     bn = bn or {}
     in_filters = x.shape[-1]
     bottleneck = filters // 4
     branch_filters = filters - in_filters if strides > 1 else filters
     shortcut = x
+    if shuffle_order not in SHUFFLE_ORDERS:
+        raise ValueError(f"`shuffle_order` must be one of {list(SHUFFLE_ORDERS)}. "
+                         f"Received: shuffle_order={shuffle_order!r}")
+    # Reshaping to (C / g, g) and transposing, megvii's form, is the paper's form with
+    # C / g groups.
+    shuffle = kl.ChannelShuffle(groups if shuffle_order == "paper" else bottleneck // groups,
+                                name=f"{prefix}_shuffle") if groups > 1 else None
     x = grouped_pointwise(x, bottleneck, pw_groups or groups, mode, f"{prefix}_gconv1")
     x = _bn_act(x, f"{prefix}_bn1", bn, "relu", f"{prefix}_relu1")
-    if groups > 1:
-        x = kl.ChannelShuffle(groups, name=f"{prefix}_shuffle")(x)
+    if shuffle and not shuffle_after_depthwise:
+        x = shuffle(x)
     x = _torch_depthwise(x, strides, f"{prefix}_dw_pad", f"{prefix}_dw")
     x = layers.BatchNormalization(name=f"{prefix}_dw_bn", **bn)(x)
+    if shuffle and shuffle_after_depthwise:
+        x = shuffle(x)
     x = grouped_pointwise(x, branch_filters, groups, mode, f"{prefix}_gconv2")
     x = layers.BatchNormalization(name=f"{prefix}_bn2", **bn)(x)
     if strides > 1:

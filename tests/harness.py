@@ -112,6 +112,13 @@ def _classifier(model, layers):
 
 def _scale_classifier(model, classifier, images, logit_std):
     kernel, *bias = classifier.get_weights()
+    if not bias and isinstance(classifier, keras.layers.Dense):
+        # No bias to re-centre with: the kernel is made blind to the mean feature, which
+        # would otherwise put on each class an offset hiding how the logits follow the image.
+        features = np.asarray(keras.Model(model.input, classifier.input)(images, training=False))
+        mean = features.reshape(-1, features.shape[-1]).astype("float64").mean(0)
+        kernel = kernel - np.outer(mean, mean @ kernel) / (mean @ mean)
+        classifier.set_weights([kernel.astype("float32")])
     pre = np.asarray(keras.Model(model.input, classifier.output)(images, training=False))
     pre = pre.reshape(-1, pre.shape[-1]).astype("float64")
     mean = pre.mean(0) if bias else 0.0  # without a bias the offset stays

@@ -91,6 +91,7 @@ def test_manifest_lists_every_published_file():
     assert count["MobileNetV2"] == (4 * 5 + 2) * 2
     assert count["MobileNetV3Large"] == count["MobileNetV3Small"] == 3 * 2
     assert count["ShuffleNetV2"] == 4 and count["SqueezeNet"] == 2 and count["MnasNet"] == 4
+    assert [e["family"] for e in entries if e["weights"] == "megvii"] == ["ShuffleNetV1"] * 8
     required = {"file", "family", "variant", "weights", "input_size", "include_top", "url",
                 "hash", "format", "preprocessing", "classes", "top1", "top1_source", "license",
                 "params", "macs"}

@@ -233,14 +233,15 @@ def check_published(family, variant, weights="imagenet"):
 
 
 def head(x, include_top, pooling, classes, classifier_activation, pool="avg_pool",
-         dense="predictions", dropout=0.0, dropout_name="dropout"):
+         dense="predictions", dropout=0.0, dropout_name="dropout", use_bias=True):
     """The dense classifier (global average pool, dropout, `Dense`), or the no-top pooling."""
     if not include_top:
         return globally_pool(x, pooling)
     x = keras.layers.GlobalAveragePooling2D(name=pool)(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name=dropout_name)(x)
-    return keras.layers.Dense(classes, activation=classifier_activation, name=dense)(x)
+    return keras.layers.Dense(classes, activation=classifier_activation, use_bias=use_bias,
+                              name=dense)(x)
 
 
 def finish(inputs, outputs, name, weights, family, variant, include_top):

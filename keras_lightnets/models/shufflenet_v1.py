@@ -1,4 +1,4 @@
-"""ShuffleNet V1, as in the paper (no published weights in a usable layout).
+"""ShuffleNet V1, as in the paper, and in megvii's flavour for its trained checkpoints.
 
 Reference:
 - [ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile
@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from keras_lightnets import blocks, imagenet
+from keras_lightnets import layers as kl
 from keras_lightnets.models import common
 from keras_lightnets.weights import sources
 
@@ -90,11 +91,19 @@ def ShuffleNetV1(
     - [ShuffleNet: An Extremely Efficient Convolutional Neural Network for
       Mobile Devices](https://arxiv.org/abs/1707.01083) (CVPR 2018)
 
-    The paper's Table 1 network scaled by `alpha` (Table 2). There are no
-    published ImageNet weights; padding and pooling follow PyTorch, as the
-    official implementation. With `include_preprocessing=True` (default) the
-    model takes float RGB pixels in `[0, 255]` and embeds torchvision's
-    mean/std normalization, and `preprocess_input` is the identity.
+    The paper's Table 1 network scaled by `alpha` (Table 2); padding and
+    pooling follow PyTorch, as the official implementation. With
+    `include_preprocessing=True` (default) the model takes float RGB pixels
+    in `[0, 255]` and embeds torchvision's mean/std normalization, and
+    `preprocess_input` is the identity.
+
+    megvii's trained checkpoints (groups 3 and 8, `alpha` 0.5-2.0; files
+    `*.pth.tar` from megvii-model/ShuffleNet-Series) build megvii's flavour:
+    its channel shuffle (the inverse permutation, after the depthwise conv)
+    and a classifier without bias. They were trained on BGR pixels in
+    `[0, 255]` without normalization; the channel reversal is folded into
+    the first convolution, so the model takes RGB pixels in `[0, 255]` like
+    every other (the embedded normalization is the identity).
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
@@ -106,8 +115,9 @@ def ShuffleNetV1(
             TFLite only: tf2onnx cannot convert it). Both compute the same
             function; `transfer_weights` moves weights between them.
         include_top: whether to include the classifier.
-        weights: `None` or the path to a weights file (`"imagenet"` is
-            refused: no published weights).
+        weights: `None`, the path to a weights file (one of megvii's
+            checkpoints builds megvii's flavour), or a weight set
+            (`"megvii"`; `"imagenet"` is refused: none is published).
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.
@@ -123,8 +133,8 @@ def ShuffleNetV1(
     common.check(
         not (isinstance(weights, str) and weights == "imagenet"),
         f"ShuffleNetV1 has no published ImageNet weights; the families with ImageNet "
-        f"weights are {', '.join(_families_with_weights())}. Pass `weights=None` or the "
-        f"path to a weights file.",
+        f"weights are {', '.join(_families_with_weights())}. Pass `weights=None`, "
+        f"`weights='megvii'` (megvii's trained checkpoints) or the path to a weights file.",
         weights=weights,
     )
     classes = common.check_common(locals())
@@ -136,21 +146,25 @@ def ShuffleNetV1(
     )
     groups = int(groups)
     alpha = common.check_choice("alpha", alpha, ALPHAS)
+    if common.is_pretrained(weights):
+        common.check_published("ShuffleNetV1", {"groups": groups, "alpha": alpha}, weights)
     group_conv = common.check_choice("group_conv", group_conv, blocks.GROUP_CONV_MODES)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing:
-        x = common.normalization(flavour.normalization.mean, flavour.normalization.std)(x)
+        x = kl.Rescaling(*flavour.normalization.scale_offset(), name="normalization")(x)
     stem, units = decode_units(groups, alpha)
     x = blocks.conv_bn_act(x, stem, 3, strides=2, act="relu", prefix="conv1",
                            pad_mode=flavour.padding, bn=flavour.bn)
     x = blocks.torch_pool(x, "max", 3, 2, name="maxpool", nonnegative=True)
     for prefix, filters, stride, pw_groups in units:
         x = blocks.shufflenet_v1_unit(x, filters, groups, stride, pw_groups, group_conv,
-                                      prefix, bn=flavour.bn)
-    x = common.head(x, include_top, pooling, classes, classifier_activation)
+                                      prefix, bn=flavour.bn, shuffle_order=flavour.shuffle_order,
+                                      shuffle_after_depthwise=flavour.shuffle_after_depthwise)
+    x = common.head(x, include_top, pooling, classes, classifier_activation,
+                    use_bias=flavour.classifier_bias)
     suffix = "_native" if group_conv == "native" else ""
     return common.finish(inputs, x, name or f"shufflenetv1_g{groups}_{alpha:0.2f}{suffix}",
                          weights, "ShuffleNetV1", {"groups": groups, "alpha": alpha},

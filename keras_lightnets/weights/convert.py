@@ -46,6 +46,10 @@ class _StateDict:
         return value
 
 
+# A part of a split grouped convolution (`layers.group_conv`): `{name}_g{i}`.
+_GROUP_PART = re.compile(r".*_g(\d+)")
+
+
 def _conv_kernel(sd, prefix, layer, kernel_shape, dense_layout):
     # PyTorch (out, in / groups, kh, kw) -> Keras (kh, kw, in / groups, out).
     kh, kw, cin, cout = kernel_shape
@@ -53,7 +57,20 @@ def _conv_kernel(sd, prefix, layer, kernel_shape, dense_layout):
     if (kh, kw) == (1, 1) and len(getattr(sd.tensors.get(key), "shape", ())) == 2:
         # A linear layer on the pooled map, which the Keras model runs as a 1x1 conv.
         return _dense_kernel(sd, prefix, layer, (cin, cout), dense_layout).reshape(kernel_shape)
-    value = sd.take(key, (cout, cin, kh, kw), layer)
+    part = _GROUP_PART.fullmatch(layer.name)
+    if part and key in sd.tensors and np.shape(sd.tensors[key])[0] != cout:
+        # Part i of a grouped conv computes output channels [i * cout, (i + 1) * cout).
+        parts = np.shape(sd.tensors[key])[0] // cout
+        value = sd.take(key, (parts * cout, cin, kh, kw), layer)
+        index = int(part.group(1))
+        if index >= parts:
+            raise ValueError(
+                f"Tensor {key!r} holds {parts} groups of {cout} output channels, but Keras "
+                f"layer {layer.name!r} is part {index}; is it the state dict of the same "
+                f"variant? Received: {key}.shape={value.shape}")
+        value = value[index * cout:(index + 1) * cout]
+    else:
+        value = sd.take(key, (cout, cin, kh, kw), layer)
     return value.transpose(2, 3, 1, 0)
 
 

@@ -194,8 +194,13 @@ def _open_part(entry):
     """A new part file in the cache folder, or a one-line error naming the folder."""
     final = cached_path(entry)
     folder = os.path.dirname(final)
-    ext = os.path.splitext(entry["file"])[1]
-    # The file's extension is kept so the loaders recognise its format.
+    from keras_lightnets.weights import sources
+
+    # The file's ending is kept so the loaders recognise its format: its source's own
+    # (".pth.tar" is megvii's), else the extension.
+    suffixes = getattr(sources.SOURCES.get(entry.get("source")), "suffixes", ())
+    ext = next((s for s in suffixes if entry["file"].lower().endswith(s)),
+               os.path.splitext(entry["file"])[1])
     part = os.path.join(folder, f"{entry['file']}.part-{os.getpid()}-{uuid.uuid4().hex[:8]}{ext}")
     try:
         os.makedirs(folder, exist_ok=True)

@@ -1,9 +1,9 @@
 """The flavour a built model has: measured on its layers, checked against a source's.
 
 Batch-norm epsilon and momentum, the padding of strided convolutions, the
-classifier's form (with the top) and the embedded normalization (when present)
-are measured; the SE gate and block-0 expansion are built by the factory and not
-measured.
+classifier's form (with the top), the embedded normalization (when present) and
+whether channel shuffles follow a batch norm are measured; the SE gate, block-0
+expansion and shuffle order are built by the factory and not measured.
 """
 
 import os
@@ -90,13 +90,35 @@ def _classifier_mismatch(model, flavour):
     return None
 
 
+def _shuffle_mismatch(model, flavour):
+    """ShuffleNet V1's shuffle after the depthwise conv's batch norm, or before the conv."""
+    if graph.functional(model) is None:
+        return None
+    nodes = graph.nodes(model)
+    producers = graph.producers(nodes)
+    for node in nodes:
+        if type(node.operation).__name__ != "ChannelShuffle":
+            continue
+        before = producers.get(id(node.input_tensors[0]))
+        after = before is not None and isinstance(before.operation,
+                                                  keras.layers.BatchNormalization)
+        if after != flavour.shuffle_after_depthwise:
+            if after:
+                return (f"channel shuffle {node.operation.name!r} follows the depthwise "
+                        f"conv's batch norm; the flavour's shuffles precede the conv")
+            return (f"channel shuffle {node.operation.name!r} precedes the depthwise conv; "
+                    f"the flavour's shuffles follow its batch norm")
+    return None
+
+
 def flavour_mismatch(model, flavour):
     """What of `flavour` the built `model` lacks (a sentence), or None."""
     for layer in model.layers:
         problem = _layer_mismatch(layer, flavour)
         if problem:
             return problem
-    return _padding_mismatch(model, flavour) or _classifier_mismatch(model, flavour)
+    return (_padding_mismatch(model, flavour) or _classifier_mismatch(model, flavour)
+            or _shuffle_mismatch(model, flavour))
 
 
 def check_flavour(model, source, family, weights):

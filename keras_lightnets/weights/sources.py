@@ -80,6 +80,12 @@ class Flavour:
     `head_bias`. `folds`: `(layer-name regex, kernel factor, bias factor)`
     constants of the source's graph that `convert.load_state` folds into the
     weights, so the model keeps the same layers.
+
+    ShuffleNet V1's unit: `shuffle_order` "paper" (channel `g * (C // groups)
+    + i` to `i * groups + g`) or "inverse" (megvii's); `shuffle_after_depthwise`:
+    the shuffle follows the 3x3 depthwise conv and its batch norm (megvii's)
+    instead of preceding them (the same function, with the depthwise weights
+    permuted).
     """
 
     source: str
@@ -100,6 +106,8 @@ class Flavour:
     head_filters: int | None = None
     head_bias: bool = True
     folds: tuple = ()
+    shuffle_order: str = "paper"
+    shuffle_after_depthwise: bool = False
 
     @property
     def bn(self):
@@ -378,8 +386,39 @@ for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4Con
     TIMM.flavours[_family] = _TIMM_MOBILENET_V4
     TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_NAMES
 
+
+def _megvii_shufflenet_v1_map():
+    """megvii's module paths: the units are `features.{i}`, counted across the stages."""
+    parts = {"gconv1": "branch_main_1.0", "bn1": "branch_main_1.1", "dw": "branch_main_1.3",
+             "dw_bn": "branch_main_1.4", "gconv2": "branch_main_2.0", "bn2": "branch_main_2.1"}
+    rules = [("conv1", "first_conv.0"), ("conv1_bn", "first_conv.1"),
+             ("predictions", "classifier.0")]
+    # The stages and repeats of `models.shufflenet_v1.STAGES`.
+    units = [(stage, i) for stage, repeats in (("stage2", 4), ("stage3", 8), ("stage4", 4))
+             for i in range(1, repeats + 1)]
+    for index, (stage, i) in enumerate(units):
+        # A split grouped conv's parts (`_g0`, `_g1`, ...) share the grouped tensor.
+        rules += [(rf"{stage}_unit{i}_{part}(?:_g\d+)?", f"features.{index}.{module}")
+                  for part, module in parts.items()]
+    return tuple(rules)
+
+
+# megvii's own ShuffleNet V1 checkpoints (megvii-model/ShuffleNet-Series), saved from
+# `nn.DataParallel`: BGR pixels in [0, 255], unnormalized; a Linear classifier without bias.
+# The identity is embedded all the same: a model with its preprocessing takes raw pixels.
+MEGVII_BGR = Normalization((0.0,) * 3, (1.0,) * 3, pixel_max=255.0, order="BGR")
+MEGVII = Source(
+    name="megvii", formats=("torch-pth",), suffixes=(".pth.tar", ".pth"),
+    reader=pth.load_state_dict,
+    flavours={"ShuffleNetV1": _replace(TORCH, source="megvii", normalization=MEGVII_BGR,
+                                       classifier_bias=False, shuffle_order="inverse",
+                                       shuffle_after_depthwise=True)},
+    name_maps={"ShuffleNetV1": _megvii_shufflenet_v1_map()},
+    key_prefixes=("module.",),
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
-SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM)}
+SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.
 NATIVE_SUFFIXES = (".weights.h5", ".keras")
 
@@ -437,7 +476,7 @@ def file_source(path, family=None):
     A legacy `.h5` is keras.applications' for its families and this package's
     own layout otherwise, like `.weights.h5`, `.keras` and unknown endings
     (Keras tries them). A state-dict file (`.pth`) needs a source that maps
-    `family` (None: the one source reading such files).
+    `family` (None: the first source reading such files, in `SOURCES` order).
     """
     name = os.fspath(path).lower()
     if name.endswith(NATIVE_SUFFIXES):
@@ -448,7 +487,7 @@ def file_source(path, family=None):
         return next((s for s in keras_layout if family in s.flavours), None)
     if family is not None:
         found = [s for s in found if family in s.name_maps]
-    if len(found) == 1:
+    if len(found) == 1 or (family is None and found):
         return found[0]
     readable = "; ".join(f"{s.name} {s.suffixes}: {', '.join(s.name_maps)}"
                          for s in SOURCES.values() if s.reader)

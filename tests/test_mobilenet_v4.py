@@ -221,7 +221,7 @@ def test_manifest_entries():
 
 @pytest.mark.torch
 def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
-    """`weights="timm"` fetches the default tag's file (here from a local mirror)."""
+    """`weights="timm"` and the default "imagenet" fetch the default tag's file (a mirror)."""
     torch, model, path, x = _timm_case(DEFAULT, tmp_path)
     entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True, weights="timm")
     served = tmp_path / "served"
@@ -234,3 +234,8 @@ def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
         ref = model(_torch_input(torch, x, model.pretrained_cfg)).numpy()
     diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
     assert diff <= TOL * np.abs(ref).max()
+    # "imagenet" (the default) is timm's default set for a family only timm publishes.
+    assert manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True) is entry
+    default = kl.MobileNetV4ConvSmall(classifier_activation=None)
+    np.testing.assert_array_equal(np.asarray(default(x, training=False)),
+                                  np.asarray(ours(x, training=False)))

@@ -43,10 +43,21 @@ def load_manifest():
 
 
 def entries(family=None, weights=None):
-    """Manifest entries, optionally of one family and of one weight set."""
-    return [e for e in load_manifest()["entries"]
-            if (family is None or e["family"] == family)
-            and (weights is None or e["weights"] == weights)]
+    """Manifest entries, optionally of one family and of one weight set.
+
+    A family without "imagenet" files (one first published by timm) has its
+    publisher's default set, the set named after the source, as "imagenet",
+    when that set can be downloaded (megvii's files cannot: ShuffleNet V1 stays
+    the paper's model by default).
+    """
+    rows = [e for e in load_manifest()["entries"] if family is None or e["family"] == family]
+    if weights is None:
+        return rows
+    chosen = [e for e in rows if e["weights"] == weights]
+    if not chosen and weights == IMAGENET and family is not None:
+        chosen = [e for e in rows if e["weights"] == e["source"]]
+        chosen = chosen if all(e.get("url") for e in chosen) else []
+    return chosen
 
 
 def is_set_name(weights):
@@ -85,8 +96,10 @@ def published_variants(family=None, weights=IMAGENET):
 
 def weight_sets(family, variant):
     """The weight sets with files of the variant built with `variant`: "imagenet" first."""
-    return sorted({e["weights"] for e in entries(family) if _matches(e, variant)},
-                  key=_set_order)
+    sets = {e["weights"] for e in entries(family) if _matches(e, variant)}
+    if any(_matches(e, variant) for e in entries(family, IMAGENET)):
+        sets.add(IMAGENET)  # also where it names the publisher's default set
+    return sorted(sets, key=_set_order)
 
 
 def has_weights(family, variant, weights=IMAGENET):

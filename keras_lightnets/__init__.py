@@ -16,6 +16,11 @@ from keras_lightnets.layers import (
     group_conv,
 )
 from keras_lightnets.models import (
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    EfficientNetLite3,
+    EfficientNetLite4,
     MnasNet,
     MobileNet,
     MobileNetV2,
@@ -34,6 +39,11 @@ __all__ = [
     "ChannelShuffle",
     "ChannelSplit",
     "HardSigmoid",
+    "EfficientNetLite0",
+    "EfficientNetLite1",
+    "EfficientNetLite2",
+    "EfficientNetLite3",
+    "EfficientNetLite4",
     "HardSwish",
     "MnasNet",
     "MobileNet",

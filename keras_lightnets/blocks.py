@@ -61,13 +61,14 @@ def _pointwise(x, filters, name, bn_name, bn, act=None, act_name=None, padding="
 
 def pad_for_stride(x, kernel_size, stride, mode, name):
     """Explicit padding before a strided 'valid' conv; returns (x, padding). Modes: "keras"
-    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch's, any stride)."""
+    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch's, any stride),
+    "same" (none: the conv's own TF 'same', exact at any input size)."""
     if mode == "symmetric":
         half = kernel_size // 2
         if half == 0:
             return x, "valid"
         return layers.ZeroPadding2D(((half, half), (half, half)), name=name)(x), "valid"
-    if stride == 1:
+    if stride == 1 or mode == "same":
         return x, "same"
     if mode == "bottom_right":
         pad = ((0, 1), (0, 1))

@@ -47,10 +47,13 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
 
     Args:
         names: layer-name suffixes of the inverted residual
-            (see `blocks.IR_NAMES_KERAS_V2`).
+            (see `blocks.IR_NAMES_KERAS_V2`), or such dicts per row kind
+            (`{"ir": ..., "ds": ...}`) where the kinds name layers differently.
         prefix: default name prefix of the inverted residuals.
         bn: BatchNormalization keyword arguments.
-        pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
+        pad: "keras" (TF 'same' padding by `correct_pad`), "same" (the
+            convolutions' own TF 'same', at any input size) or "symmetric"
+            (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
 
@@ -75,20 +78,21 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                 )
                 last = act
             else:
+                row_names = names.get(row.kind, names)
                 filters = width(row.filters, alpha, row.scale, truncate)
                 expand = None
                 if row.kind == "ir" and row.expand != 1:
                     expand = blocks.make_divisible(in_filters * row.expand)
                 p = (prefix if row.name is None else row.name).format(b=block, i=i)
                 if stride > 1 and expand and scale in taps:
-                    taps[scale] = p + names["expand_act"].format(act=row.act)
+                    taps[scale] = p + row_names["expand_act"].format(act=row.act)
                 se_filters = row.se and blocks.make_divisible((expand or in_filters) * row.se)
                 x = blocks.inverted_residual(
                     x, filters, expand, row.kernel, stride, row.act, se_filters or None, se, p,
-                    names, bn, pad, residual=row.kind == "ir",
+                    row_names, bn, pad, residual=row.kind == "ir",
                 )
                 skip = row.kind == "ir" and stride == 1 and in_filters == filters
-                last = p + names["add" if skip else "project_bn"]
+                last = p + row_names["add" if skip else "project_bn"]
                 block += 1
             scale *= stride
         if row.tap:

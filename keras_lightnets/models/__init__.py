@@ -1,5 +1,12 @@
 """Model families; importing this package registers every variant."""
 
+from keras_lightnets.models.efficientnet_lite import (
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    EfficientNetLite3,
+    EfficientNetLite4,
+)
 from keras_lightnets.models.mnasnet import MnasNet
 from keras_lightnets.models.mobilenet import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
@@ -45,5 +52,13 @@ SQUEEZENETS = [
 for _name, _kwargs, _default in SQUEEZENETS:
     register(_name, "SqueezeNet", SqueezeNet, default=_default, **_kwargs)
 
+# EfficientNet-Lite: one family per variant, as keras.applications' EfficientNetB0..B7.
+EFFICIENTNET_LITES = [EfficientNetLite0, EfficientNetLite1, EfficientNetLite2, EfficientNetLite3,
+                      EfficientNetLite4]
+for _variant, _factory in enumerate(EFFICIENTNET_LITES):
+    register(f"efficientnet_lite{_variant}", _factory.__name__, _factory, default=True)
+
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
            "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
+__all__ += ["EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3",
+            "EfficientNetLite4"]

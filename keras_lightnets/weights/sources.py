@@ -173,6 +173,22 @@ TIMM = Source(
     reader=safetensors_file.load_state_dict, flavours={}, name_maps={},
 )
 
+# timm's EfficientNet-Lite: its ports of the TensorFlow weights (`tf_efficientnet_lite*`) keep
+# TF 'same' padding, epsilon 1e-3 and inputs scaled to [-1, 1]; its own training
+# (`efficientnet_lite0.ra_in1k`) has PyTorch's padding and epsilon and ImageNet mean/std. The
+# files hold the same tensors: a timm file of the family is taken as the TF port.
+TIMM_TF_LITE = Flavour("timm", "same", 1e-3, 0.9, Normalization((0.5,) * 3, (0.5,) * 3),
+                       block0_expand=False)
+TIMM_LITE = _replace(TIMM_TF_LITE, padding="symmetric", bn_epsilon=1e-5,
+                     normalization=TORCH_IMAGENET)
+_EFFICIENTNET_LITE_NAMES = (
+    (r"(conv_stem|bn1|conv_head|bn2|classifier)", r"\1"),
+    (r"blocks_(\d+)_(\d+)_(conv_pw|conv_dw|conv_pwl|bn[123])", r"blocks.\1.\2.\3"),
+)
+for _variant in range(5):
+    TIMM.flavours[f"EfficientNetLite{_variant}"] = TIMM_TF_LITE
+    TIMM.name_maps[f"EfficientNetLite{_variant}"] = _EFFICIENTNET_LITE_NAMES
+
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.

@@ -154,9 +154,9 @@ def test_timm_trained_flavour_matches_timm(tmp_path):
     """timm's own EfficientNet-Lite0 (`efficientnet_lite0.ra_in1k`): symmetric padding,
     epsilon 1e-5, ImageNet mean and std, the same tensors."""
     _, path, x, ref = timm_reference("efficientnet_lite0", 67, tmp_path)
-    ours = efficientnet_lite._efficientnet_lite(
-        0, True, None, None, None, None, 1000, None, True, None, None, flavour=sources.TIMM_LITE)
-    load_state(ours, sources.TIMM.reader(path), sources.TIMM, "EfficientNetLite0")
+    ours = kl.EfficientNetLite(0, weights=None, classifier_activation=None,
+                               flavour=sources.TIMM_LITE)
+    load_state(ours, sources.TIMM.reader(path), sources.TIMM, "EfficientNetLite")
     assert_logits(ours(x, training=False), ref, "efficientnet_lite0 at 67")
     pads = {tuple(map(tuple, la.padding)) for la in ours.layers
             if isinstance(la, keras.layers.ZeroPadding2D)}
@@ -168,12 +168,12 @@ def test_layer_names_and_flavour():
     names = [layer.name for layer in sources.weighted_layers(model)]
     assert names[:2] == ["conv_stem", "bn1"] and names[-3:] == ["conv_head", "bn2", "classifier"]
     assert "blocks_0_0_conv_pw" in names and "blocks_1_0_conv_pwl" in names
-    prefixes = [sources.state_prefix(sources.TIMM, "EfficientNetLite0", n) for n in names]
+    prefixes = [sources.state_prefix(sources.TIMM, "EfficientNetLite", n) for n in names]
     assert prefixes[2] == "blocks.0.0.conv_dw" and "blocks.6.0.conv_pwl" in prefixes
     # TF 'same': the strided convolutions pad themselves, no ZeroPadding2D.
     assert not any(isinstance(la, keras.layers.ZeroPadding2D) for la in model.layers)
-    assert sources.flavour_for("EfficientNetLite0", "x.safetensors") is sources.TIMM_TF_LITE
-    assert sources.flavour_for("EfficientNetLite3", None) is sources.TIMM_TF_LITE
+    assert sources.flavour_for("EfficientNetLite", "x.safetensors") is sources.TIMM_TF_LITE
+    assert sources.flavour_for("EfficientNetLite", None) is sources.TIMM_TF_LITE
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             assert layer.epsilon == 1e-3
@@ -192,8 +192,11 @@ def test_depth_scaling(variant, repeats):
 
 
 def test_registry_and_arguments():
-    assert kl.list_models("EfficientNetLite2") == ["efficientnet_lite2"]
+    assert kl.list_models("EfficientNetLite") == [f"efficientnet_lite{v}" for v in range(5)]
     assert registry.get_entry("efficientnet_lite0").default
+    assert kl.get_model("efficientnet_lite2", weights=None).name == "efficientnet_lite2"
+    with pytest.raises(ValueError, match="Received: variant=5"):
+        kl.EfficientNetLite(5, weights=None)
     with pytest.raises(ValueError, match="Received: dropout_rate=1.5"):
         kl.EfficientNetLite0(weights=None, dropout_rate=1.5)
     with pytest.raises(ValueError, match="Received: pooling='sum'"):

@@ -54,6 +54,8 @@ DS_NAMES = {
     **IR_NAMES, "dw_bn": "bn1", "dw_act": "bn1_act", "project": "conv_pw", "project_bn": "bn2",
 }
 NAMES = {"ir": IR_NAMES, "ds": DS_NAMES}
+# One family of five variants (as torchvision's widths), for its weights and registry.
+FAMILY = "EfficientNetLite"
 
 
 def scaled_table(depth):
@@ -63,26 +65,32 @@ def scaled_table(depth):
             for i, row in enumerate(TABLE)]
 
 
-def _efficientnet_lite(
-    variant,
-    include_top,
-    weights,
-    input_tensor,
-    input_shape,
-    pooling,
-    classes,
-    classifier_activation,
-    include_preprocessing,
-    name,
-    dropout_rate,
+def EfficientNetLite(
+    variant=0,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+    dropout_rate=None,
     flavour=None,
 ):
-    family = f"EfficientNetLite{variant}"
+    """Instantiates an EfficientNet-Lite architecture (`variant` 0 to 4).
+
+    `EfficientNetLite0` .. `EfficientNetLite4` are this with their `variant`;
+    see them for the arguments. `flavour`: the numerics to build
+    (`keras_lightnets.weights.sources.Flavour`); None: the one `weights` needs.
+    """
     classes = common.check_common(locals())
+    variant = common.check_choice("variant", variant, tuple(VARIANTS))
     alpha, depth, _, default_dropout = VARIANTS[variant]
     dropout_rate = default_dropout if dropout_rate is None else dropout_rate
     common.check_fraction("dropout_rate", dropout_rate)
-    flavour = flavour or sources.flavour_for(family, weights)
+    flavour = flavour or sources.flavour_for(FAMILY, weights)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
     img_input, inputs = common.make_input(shape, input_tensor)
@@ -93,8 +101,8 @@ def _efficientnet_lite(
                           pad=flavour.padding)
     x = common.head(x, include_top, pooling, classes, classifier_activation,
                     dropout=dropout_rate, dropout_name="top_dropout", dense="classifier")
-    model = common.finish(inputs, x, name or f"efficientnet_lite{variant}", weights, family, {},
-                          include_top)
+    model = common.finish(inputs, x, name or f"efficientnet_lite{variant}", weights, FAMILY,
+                          {"variant": variant}, include_top)
     return spec.remember_taps(model, taps, img_input, inputs)
 
 
@@ -146,9 +154,9 @@ def _factory(variant):
         name=None,
         dropout_rate=None,
     ):
-        return _efficientnet_lite(variant, include_top, weights, input_tensor, input_shape,
-                                  pooling, classes, classifier_activation,
-                                  include_preprocessing, name, dropout_rate)
+        return EfficientNetLite(variant, include_top, weights, input_tensor, input_shape,
+                                pooling, classes, classifier_activation, include_preprocessing,
+                                name, dropout_rate)
 
     factory.__name__ = factory.__qualname__ = f"EfficientNetLite{variant}"
     _, _, size, dropout = VARIANTS[variant]

@@ -185,9 +185,18 @@ _EFFICIENTNET_LITE_NAMES = (
     (r"(conv_stem|bn1|conv_head|bn2|classifier)", r"\1"),
     (r"blocks_(\d+)_(\d+)_(conv_pw|conv_dw|conv_pwl|bn[123])", r"blocks.\1.\2.\3"),
 )
-for _variant in range(5):
-    TIMM.flavours[f"EfficientNetLite{_variant}"] = TIMM_TF_LITE
-    TIMM.name_maps[f"EfficientNetLite{_variant}"] = _EFFICIENTNET_LITE_NAMES
+TIMM.flavours["EfficientNetLite"] = TIMM_TF_LITE
+TIMM.name_maps["EfficientNetLite"] = _EFFICIENTNET_LITE_NAMES
+
+# timm's GhostNet V1/V2: PyTorch numerics, ImageNet mean and std; SE gate `hard_sigmoid`.
+TIMM.flavours["GhostNet"] = _replace(TORCH, source="timm", gate=GATE_RELU6)
+TIMM.name_maps["GhostNet"] = (
+    (r"(conv_stem|bn1|conv_head|classifier)", r"\1"),
+    (r"blocks_(\d+)_(\d+)_(ghost[12])_(primary_conv|cheap_operation|short_conv)_(\d+)",
+     r"blocks.\1.\2.\3.\4.\5"),
+    (r"blocks_(\d+)_(\d+)_(conv_dw|bn_dw|conv|bn1)", r"blocks.\1.\2.\3"),
+    (r"blocks_(\d+)_(\d+)_(se|shortcut)_(conv_reduce|conv_expand|\d+)", r"blocks.\1.\2.\3.\4"),
+)
 
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PAPER, TIMM)}

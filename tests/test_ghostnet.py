@@ -140,3 +140,8 @@ def test_registry_and_arguments():
         kl.GhostNet(version=1, alpha=0.5)  # no published weights
     model = kl.GhostNet(version=1, weights=None, include_top=False, pooling="avg")
     assert model.output.shape == (None, 960)
+    # Version 2's attention pools the last (stride 32) maps 2x2, as timm's cannot below 33 px.
+    assert kl.GhostNet(version=2, weights=None, input_shape=(33, 33, 3)).output.shape == (
+        None, 1000)
+    with pytest.raises(ValueError, match="at least 33x33. Received: input_shape"):
+        kl.GhostNet(version=2, weights=None, input_shape=(32, 32, 3))

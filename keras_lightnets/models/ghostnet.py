@@ -79,7 +79,7 @@ def GhostNet(
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
-            `(None, None, 3)`.
+            `(None, None, 3)`; at least 32x32 (33x33 for version 2).
         version: 1 (GhostNet) or 2 (GhostNetV2, with DFC attention).
         alpha: width multiplier, at most 4 (timm publishes ImageNet weights
             for version 1 at 1.0, version 2 at 1.0, 1.3 and 1.6).
@@ -100,12 +100,14 @@ def GhostNet(
     Returns:
         A `keras.Model`.
     """
-    classes = common.check_common(locals())
+    # GhostNetV2's attention pools its last maps 2x2: at least 2x2 of them (PyTorch's too).
+    min_size = 33 if version == 2 else 32
+    classes = common.check_common(locals(), min_size)
     version = common.check_choice("version", version, VERSIONS)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     flavour = sources.flavour_for(FAMILY, weights)
-    shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
+    shape = common.resolve_input_shape(input_shape, input_tensor, include_top, min_size=min_size)
     if weights == "imagenet":
         common.check_choice("alpha", alpha, IMAGENET_ALPHAS[version])
 

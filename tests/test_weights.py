@@ -92,8 +92,10 @@ def test_manifest_lists_every_published_file():
                 "preprocessing", "classes", "top1", "license", "params", "macs"}
     for e in entries:
         assert required <= set(e), e["file"]
-        assert e["url"].endswith("/" + e["file"])
-        assert e["format"] in ("keras-h5", "torchvision-pth")
+        assert e["format"] in ("keras-h5", "torchvision-pth", "timm-safetensors")
+        # timm's hub files are all `model.safetensors`; the cache keeps them by model and tag.
+        hub = f"/{e['file'].removesuffix('.safetensors')}/resolve/main/model.safetensors"
+        assert e["url"].endswith(hub if e["format"] == "timm-safetensors" else "/" + e["file"])
         if e["format"] == "torchvision-pth":
             # torchvision names carry a sha256 prefix: name-<prefix>.pth
             assert e["file"].split("-")[-1] == e["hash"]["value"] + ".pth"

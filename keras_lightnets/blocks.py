@@ -61,13 +61,14 @@ def _pointwise(x, filters, name, bn_name, bn, act=None, act_name=None, padding="
 
 def pad_for_stride(x, kernel_size, stride, mode, name):
     """Explicit padding before a strided 'valid' conv; returns (x, padding). Modes: "keras"
-    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch's, any stride)."""
+    (`correct_pad`), "bottom_right" (MobileNet V1), "symmetric" (PyTorch's, any stride),
+    "same" (none: the conv's own TF 'same', exact at any input size)."""
     if mode == "symmetric":
         half = kernel_size // 2
         if half == 0:
             return x, "valid"
         return layers.ZeroPadding2D(((half, half), (half, half)), name=name)(x), "valid"
-    if stride == 1:
+    if stride == 1 or mode == "same":
         return x, "same"
     if mode == "bottom_right":
         pad = ((0, 1), (0, 1))
@@ -436,3 +437,92 @@ def edge_residual(x, filters, expand_filters, kernel_size=3, strides=1, act="rel
     if strides == 1 and in_filters == filters:
         x = layers.Add(name=n["add"])([shortcut, x])
     return x
+
+
+def _torch_conv(x, filters, kernel_size, strides=1, depthwise=False, use_bias=False, name="conv"):
+    """PyTorch's `Conv2d(padding=(k - 1) // 2)` (per axis): 'same' at stride 1 (odd kernels),
+    explicit symmetric zeros (`{name}_pad`) before a strided 'valid' one."""
+    kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+    padding = "same"
+    if strides > 1 and max(kernel) > 1:
+        pads = tuple(((k - 1) // 2,) * 2 for k in kernel)
+        x, padding = layers.ZeroPadding2D(pads, name=f"{name}_pad")(x), "valid"
+    if depthwise:
+        return layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, use_bias=use_bias,
+                                      name=name)(x)
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
+                         name=name)(x)
+
+
+def ghost_module(x, filters, act="relu", attention=False, ratio=2, dw_size=3, prefix="ghost1_",
+                 bn=None):
+    """Ghost module (GhostNet): a 1x1 primary conv makes `ceil(filters / ratio)` channels, a
+    cheap depthwise `dw_size` conv makes the rest from them; both with BN (+ `act`), then
+    concatenated and sliced to `filters`.
+
+    With `attention` (GhostNetV2's DFC attention), the output is multiplied by a gate computed
+    from the module's input: 2x2 average pool, 1x1 conv + BN, depthwise (1, 5) conv + BN,
+    depthwise (5, 1) conv + BN, sigmoid, resized back with PyTorch's nearest rule.
+
+    Layers after `prefix`: timm's module paths (`primary_conv_0`..`_2`,
+    `cheap_operation_0`..`_2`, `short_conv_0`..`_5`), `concat`, `slice`, `pool`, `gate`,
+    `resize`, `mul`.
+    """
+    bn = bn or {}
+    init = -(-filters // ratio)
+    inputs = x
+    x1 = layers.Conv2D(init, 1, use_bias=False, name=f"{prefix}primary_conv_0")(x)
+    x1 = _bn_act(x1, f"{prefix}primary_conv_1", bn, act, f"{prefix}primary_conv_2")
+    x2 = layers.DepthwiseConv2D(dw_size, padding="same", depth_multiplier=ratio - 1,
+                                use_bias=False, name=f"{prefix}cheap_operation_0")(x1)
+    x2 = _bn_act(x2, f"{prefix}cheap_operation_1", bn, act, f"{prefix}cheap_operation_2")
+    out = layers.Concatenate(axis=-1, name=f"{prefix}concat")([x1, x2])
+    if init * ratio != filters:
+        out = kl.ChannelSlice(0, filters, name=f"{prefix}slice")(out)
+    if not attention:
+        return out
+    s = kl.AveragePooling2D(2, strides=2, padding="valid", name=f"{prefix}pool")(inputs)
+    s = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}short_conv_0")(s)
+    s = layers.BatchNormalization(name=f"{prefix}short_conv_1", **bn)(s)
+    s = layers.DepthwiseConv2D((1, 5), padding="same", use_bias=False,
+                               name=f"{prefix}short_conv_2")(s)
+    s = layers.BatchNormalization(name=f"{prefix}short_conv_3", **bn)(s)
+    s = layers.DepthwiseConv2D((5, 1), padding="same", use_bias=False,
+                               name=f"{prefix}short_conv_4")(s)
+    s = layers.BatchNormalization(name=f"{prefix}short_conv_5", **bn)(s)
+    s = layers.Activation("sigmoid", name=f"{prefix}gate")(s)
+    s = kl.ResizeNearest(name=f"{prefix}resize")([s, out])
+    return layers.Multiply(name=f"{prefix}mul")([out, s])
+
+
+def ghost_bottleneck(x, filters, mid_filters, kernel_size=3, strides=1, se_filters=None,
+                     attention=False, prefix="blocks_0_0_", bn=None):
+    """Ghost bottleneck (GhostNet V1/V2), as timm's `GhostBottleneck`.
+
+    Ghost module to `mid_filters` with ReLU (GhostNetV2's DFC `attention` optional), a strided
+    depthwise `kernel_size` conv + BN when `strides > 1`, squeeze-and-excitation (ReLU, hard
+    sigmoid gate) with `se_filters`, a linear ghost module to `filters`, plus the input, or
+    when the shape changes a depthwise conv + BN, 1x1 conv + BN of it.
+
+    Layers after `prefix`: timm's module paths (`ghost1_*`, `conv_dw`, `bn_dw`, `se_*`,
+    `ghost2_*`, `shortcut_0`..`_3`), and `add`.
+    """
+    bn = bn or {}
+    in_filters = x.shape[-1]
+    shortcut = x
+    x = ghost_module(x, mid_filters, "relu", attention, prefix=f"{prefix}ghost1_", bn=bn)
+    if strides > 1:
+        x = _torch_conv(x, None, kernel_size, strides, depthwise=True, name=f"{prefix}conv_dw")
+        x = layers.BatchNormalization(name=f"{prefix}bn_dw", **bn)(x)
+    if se_filters:
+        x = squeeze_excite(x, se_filters, "hard_sigmoid", "relu", prefix=f"{prefix}se_", names={
+            "pool": "pool", "reduce": "conv_reduce", "act": "act1", "expand": "conv_expand",
+            "gate": "gate", "mul": "mul"})
+    x = ghost_module(x, filters, None, prefix=f"{prefix}ghost2_", bn=bn)
+    if strides > 1 or in_filters != filters:
+        shortcut = _torch_conv(shortcut, None, kernel_size, strides, depthwise=True,
+                               name=f"{prefix}shortcut_0")
+        shortcut = layers.BatchNormalization(name=f"{prefix}shortcut_1", **bn)(shortcut)
+        shortcut = layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}shortcut_2")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{prefix}shortcut_3", **bn)(shortcut)
+    return layers.Add(name=f"{prefix}add")([x, shortcut])

@@ -202,3 +202,27 @@ class ChannelSlice(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "start": self.start, "stop": self.stop}
 
+
+
+@_register
+class ResizeNearest(keras.layers.Layer):
+    """Resizes the first input to the rows and columns of the second, with PyTorch's
+    `F.interpolate(size=..., mode="nearest")` rule: output row `d` reads input row
+    `floor(d * in / out)` (twice each for an even `out = 2 * in`; for an odd `2 * in + 1`,
+    the first row three times). The second input gives only its shape.
+    """
+
+    traits = ("passes_quantized_values",)
+
+    def call(self, inputs):
+        x, like = inputs
+        for axis in (1, 2):
+            size_in, size_out = x.shape[axis], like.shape[axis]
+            if size_in is None or size_out is None:
+                size_in, size_out = ops.shape(x)[axis], ops.shape(like)[axis]
+            x = ops.take(x, (ops.arange(size_out) * size_in) // size_out, axis=axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        x, like = input_shape
+        return (x[0], like[1], like[2], x[3])

@@ -58,7 +58,9 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
             (see `blocks.IR_NAMES_KERAS_V2`), or a dict of them by row kind.
         prefix: default name prefix of the inverted residuals.
         bn: BatchNormalization keyword arguments.
-        pad: "keras" (TF 'same' padding) or "symmetric" (PyTorch's).
+        pad: "keras" (TF 'same' padding by `correct_pad`), "same" (the
+            convolutions' own TF 'same', at any input size) or "symmetric"
+            (PyTorch's).
         se: keyword arguments of `blocks.squeeze_excite`.
         truncate: truncate inverted-residual widths before rounding.
         flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,

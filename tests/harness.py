@@ -279,6 +279,8 @@ FAMILY_HOOKS = {
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
     **{f"MobileNetV4Conv{size}": {"expected": "test_mobilenet_v4:expected_params"}
        for size in ("Small", "Medium", "Large")},
+    "EfficientNetLite": {"expected": "test_efficientnet_lite:expected_params"},
+    "GhostNet": {"expected": "test_ghostnet:expected_params"},
 }
 
 

@@ -1,5 +1,14 @@
 """Model families; importing this package registers every variant."""
 
+from keras_lightnets.models.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLite0,
+    EfficientNetLite1,
+    EfficientNetLite2,
+    EfficientNetLite3,
+    EfficientNetLite4,
+)
+from keras_lightnets.models.ghostnet import GhostNet
 from keras_lightnets.models.mnasnet import MnasNet
 from keras_lightnets.models.mobilenet import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
@@ -61,7 +70,19 @@ MOBILENET_V4 = [
 ]
 for _name, _family, _factory, _kwargs, _default in MOBILENET_V4:
     register(_name, _family, _factory, default=_default, **_kwargs)
+# EfficientNet-Lite: factories per variant as keras.applications' EfficientNetB0..B7, one
+# family (its weights, its tests' representative Lite0).
+for _variant in range(5):
+    register(f"efficientnet_lite{_variant}", "EfficientNetLite", EfficientNetLite,
+             default=_variant == 0, variant=_variant)
 
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
            "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall",
            "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
+# GhostNet: versions and widths with timm weights; V1 and V2 at 1.0 represent the family.
+for _version, _alpha in ((1, 1.0), (2, 1.0), (2, 1.3), (2, 1.6)):
+    register(f"ghostnet_v{_version}_{width_tag(_alpha)}", "GhostNet", GhostNet,
+             default=_alpha == 1.0, version=_version, alpha=_alpha)
+
+__all__ += ["GhostNet", "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1",
+            "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"]

@@ -137,6 +137,24 @@ class AveragePooling2D(tf_keras.layers.AveragePooling2D):
         return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
 
 
+@_register
+class ResizeNearest(tf_keras.layers.Layer):
+    """The first input at the second's rows and columns, PyTorch's nearest rule (a gather)."""
+
+    def call(self, inputs):
+        x, like = inputs
+        for axis in (1, 2):
+            size_in, size_out = x.shape[axis], like.shape[axis]
+            if size_in is None or size_out is None:
+                size_in, size_out = tf.shape(x)[axis], tf.shape(like)[axis]
+            x = tf.gather(x, (tf.range(size_out) * size_in) // size_out, axis=axis)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        x, like = (tf.TensorShape(s).as_list() for s in input_shape)
+        return tf.TensorShape([x[0], like[1], like[2], x[3]])
+
+
 def custom_objects():
     """The twins by class name and by registered name, for tf_keras deserialization."""
     return {

@@ -417,6 +417,31 @@ MEGVII = Source(
     key_prefixes=("module.",),
 )
 
+# timm's EfficientNet-Lite: its ports of the TensorFlow weights (`tf_efficientnet_lite*`) keep
+# TF 'same' padding, epsilon 1e-3 and inputs scaled to [-1, 1]; its own training
+# (`efficientnet_lite0.ra_in1k`) has PyTorch's padding and epsilon and ImageNet mean/std. The
+# files hold the same tensors: a timm file of the family is taken as the TF port.
+TIMM_TF_LITE = Flavour("timm", "same", 1e-3, 0.9, Normalization((0.5,) * 3, (0.5,) * 3),
+                       block0_expand=False)
+TIMM_LITE = _replace(TIMM_TF_LITE, padding="symmetric", bn_epsilon=1e-5,
+                     normalization=TORCH_IMAGENET)
+_EFFICIENTNET_LITE_NAMES = (
+    (r"(conv_stem|bn1|conv_head|bn2|classifier)", r"\1"),
+    (r"blocks_(\d+)_(\d+)_(conv_pw|conv_dw|conv_pwl|bn[123])", r"blocks.\1.\2.\3"),
+)
+TIMM.flavours["EfficientNetLite"] = TIMM_TF_LITE
+TIMM.name_maps["EfficientNetLite"] = _EFFICIENTNET_LITE_NAMES
+
+# timm's GhostNet V1/V2: PyTorch numerics, ImageNet mean and std; SE gate `hard_sigmoid`.
+TIMM.flavours["GhostNet"] = _replace(TORCH, source="timm", gate=GATE_RELU6)
+TIMM.name_maps["GhostNet"] = (
+    (r"(conv_stem|bn1|conv_head|classifier)", r"\1"),
+    (r"blocks_(\d+)_(\d+)_(ghost[12])_(primary_conv|cheap_operation|short_conv)_(\d+)",
+     r"blocks.\1.\2.\3.\4.\5"),
+    (r"blocks_(\d+)_(\d+)_(conv_dw|bn_dw|conv|bn1)", r"blocks.\1.\2.\3"),
+    (r"blocks_(\d+)_(\d+)_(se|shortcut)_(conv_reduce|conv_expand|\d+)", r"blocks.\1.\2.\3.\4"),
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.

@@ -1,0 +1,203 @@
+"""EfficientNet-Lite against timm's own model code, through timm-layout `.safetensors` files."""
+
+import harness
+import keras
+import numpy as np
+import pytest
+from conftest import import_torchvision, sample_photos
+
+import keras_lightnets as kl
+from keras_lightnets import registry
+from keras_lightnets.models import efficientnet_lite
+from keras_lightnets.weights import load_state, sources
+
+TOL = 1e-4
+
+
+def import_timm():
+    """torch and timm (timm imports torchvision: its stub first), or skip."""
+    torch, _ = import_torchvision()
+    timm = pytest.importorskip("timm")
+    return torch, timm
+
+
+def timm_normalize(x, cfg):
+    """timm's eval transform on [0, 255] RGB pixels: `/ 255`, the config's mean and std."""
+    mean, std = (np.array(cfg[k], "float32") for k in ("mean", "std"))
+    return ((x / 255.0 - mean) / std).astype("float32")
+
+
+def to_torch(torch, x):
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def timm_trained_like(torch, module, images, seed=0, logit_std=harness.LOGIT_STD):
+    """`harness.trained_like` on a timm model, in place: batch norms with random scales,
+    offsets of 1-2 scales and the statistics of their input measured on `images` (one pass
+    in training mode, momentum 1), then the classifier scaled and centred so the logits have
+    std `logit_std` and mean 0 per class. Returns the model in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.copy_(m.weight * (torch.rand(m.num_features, generator=gen) + 1.0))
+            m.momentum = 1.0
+        module.train()
+        module(images)
+        for m in norms:
+            m.momentum = 0.1
+        module.eval()
+        classifier = module.get_classifier()
+        logits = module(images).double()
+        spread = float((logits - logits.mean(0)).std())
+        mean = logits.mean(0)
+        classifier.bias.copy_(((classifier.bias - mean) * logit_std / spread).float())
+        classifier.weight.mul_(logit_std / spread)
+    return module
+
+
+def timm_file(torch, module, path):
+    """`module`'s state dict written as timm's hub `model.safetensors`."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+    return str(path)
+
+
+def timm_reference(name, size, tmp_path, batch=8):
+    """`(module, file, pixels, logits)`: timm's `name` made trained-like on photos at `size`,
+    its `.safetensors` file and its logits on raw [0, 255] pixels."""
+    torch, timm = import_timm()
+    module = timm.create_model(name, pretrained=False)
+    x, _ = sample_photos(size, batch)
+    images = to_torch(torch, timm_normalize(x, module.pretrained_cfg))
+    timm_trained_like(torch, module, images)
+    path = timm_file(torch, module, tmp_path / f"{name}.safetensors")
+    return module, path, x, float64_logits(torch, module, x)
+
+
+def float64_logits(torch, module, x):
+    """`module`'s logits on raw pixels `x`, computed in float64 (then float32): the reference
+    holds none of float32's rounding, so a comparison measures the Keras model's alone."""
+    import copy
+
+    images = to_torch(torch, timm_normalize(x.astype("float64"), module.pretrained_cfg))
+    with torch.no_grad():
+        return copy.deepcopy(module).double()(images.double()).float().numpy()
+
+
+def float64_model(factory, **kwargs):
+    """`factory(**kwargs)` built in float64: exact numerics show as float64 rounding."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        return factory(**kwargs)
+    finally:
+        keras.config.set_dtype_policy(policy)
+
+
+def assert_logits(keras_logits, ref, what, exact=False):
+    """float32 logits within `TOL` of the largest reference logit (float32 rounding through
+    the depth of the model), float64 ones within `TOL / 10` absolute (`exact`)."""
+    diff = float(np.abs(np.asarray(keras_logits, "float64") - ref).max())
+    bound = TOL / 10 if exact else TOL * float(np.abs(ref).max())
+    print(f"{what}: max |logit diff| {diff:.2e} (bound {bound:.1e}), logit std {ref.std():.2f}")
+    assert ref.std() > 1.0, "the logits follow the input"
+    assert diff < bound, what
+
+
+def expected_params(entry):
+    """Parameter counts of timm's `tf_efficientnet_lite{n}` (the harness's `expected` hook)."""
+    torch, timm = import_timm()
+    module = timm.create_model(f"tf_{entry.name}", pretrained=False)
+    params = sum(p.numel() for p in module.parameters())
+    buffers = sum(b.numel() for n, b in module.named_buffers() if "running" in n)
+    head = module.get_classifier()
+    return {"total_params": params + buffers, "trainable_params": params,
+            "no_top_total_params": params + buffers - head.weight.numel() - head.bias.numel()}
+
+
+LITES = [pytest.param(v, id=f"lite{v}", marks=() if v == 0 else pytest.mark.heavy)
+         for v in range(5)]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("variant", LITES)
+def test_tf_port_file_matches_timm(variant, tmp_path):
+    """A timm `tf_efficientnet_lite` file builds the TF-port flavour and gives timm's logits,
+    at an even and an odd size (TF 'same' pads the odd one differently), in float32 and,
+    exactly, in float64."""
+    torch, _ = import_timm()
+    factory = getattr(kl, f"EfficientNetLite{variant}")
+    module, path, x, ref = timm_reference(f"tf_efficientnet_lite{variant}", 64, tmp_path)
+    assert module.pretrained_cfg["mean"] == module.pretrained_cfg["std"] == (0.5,) * 3
+    odd, _ = sample_photos(67, len(x))
+    odd_ref = float64_logits(torch, module, odd)
+    dynamic = factory(weights=path, classifier_activation=None)
+    assert_logits(dynamic(x, training=False), ref, f"Lite{variant} at 64")
+    assert_logits(dynamic(odd, training=False), odd_ref, f"Lite{variant} at 67")
+    exact = float64_model(factory, weights=path, input_shape=(67, 67, 3),
+                          classifier_activation=None)
+    assert_logits(exact(odd.astype("float64"), training=False), odd_ref,
+                  f"Lite{variant} at 67 in float64", exact=True)
+    headless = factory(weights=path, include_top=False, input_shape=(64, 64, 3))
+    with torch.no_grad():
+        features = module.double().forward_features(to_torch(torch, timm_normalize(
+            x, module.pretrained_cfg)).double()).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(headless(x, training=False)), features,
+                               atol=TOL * np.abs(features).max(), rtol=0)
+
+
+@pytest.mark.torch
+def test_timm_trained_flavour_matches_timm(tmp_path):
+    """timm's own EfficientNet-Lite0 (`efficientnet_lite0.ra_in1k`): symmetric padding,
+    epsilon 1e-5, ImageNet mean and std, the same tensors."""
+    _, path, x, ref = timm_reference("efficientnet_lite0", 67, tmp_path)
+    ours = kl.EfficientNetLite(0, weights=None, classifier_activation=None,
+                               flavour=sources.TIMM_LITE)
+    load_state(ours, sources.TIMM.reader(path), sources.TIMM, "EfficientNetLite")
+    assert_logits(ours(x, training=False), ref, "efficientnet_lite0 at 67")
+    pads = {tuple(map(tuple, la.padding)) for la in ours.layers
+            if isinstance(la, keras.layers.ZeroPadding2D)}
+    assert pads == {((1, 1), (1, 1)), ((2, 2), (2, 2))}
+
+
+def test_layer_names_and_flavour():
+    model = kl.EfficientNetLite0(weights=None, input_shape=(64, 64, 3))
+    names = [layer.name for layer in sources.weighted_layers(model)]
+    assert names[:2] == ["conv_stem", "bn1"] and names[-3:] == ["conv_head", "bn2", "classifier"]
+    assert "blocks_0_0_conv_pw" in names and "blocks_1_0_conv_pwl" in names
+    prefixes = [sources.state_prefix(sources.TIMM, "EfficientNetLite", n) for n in names]
+    assert prefixes[2] == "blocks.0.0.conv_dw" and "blocks.6.0.conv_pwl" in prefixes
+    # TF 'same': the strided convolutions pad themselves, no ZeroPadding2D.
+    assert not any(isinstance(la, keras.layers.ZeroPadding2D) for la in model.layers)
+    assert sources.flavour_for("EfficientNetLite", "x.safetensors") is sources.TIMM_TF_LITE
+    assert sources.flavour_for("EfficientNetLite", None) is sources.TIMM_TF_LITE
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert layer.epsilon == 1e-3
+    assert model.get_layer("top_dropout").rate == 0.2
+
+
+@pytest.mark.parametrize("variant,repeats", [(0, [1, 2, 2, 3, 3, 4, 1]),
+                                             (4, [1, 4, 4, 6, 6, 8, 1])])
+def test_depth_scaling(variant, repeats):
+    depth = efficientnet_lite.VARIANTS[variant][1]
+    table = efficientnet_lite.scaled_table(depth)
+    assert [row.repeats for row in table[1:-1]] == repeats
+    model = getattr(kl, f"EfficientNetLite{variant}")(weights=None, include_top=False)
+    assert model.output.shape[-1] == 1280  # the head is not scaled
+    assert model.get_layer("conv_stem").filters == 32
+
+
+def test_registry_and_arguments():
+    assert kl.list_models("EfficientNetLite") == [f"efficientnet_lite{v}" for v in range(5)]
+    assert registry.get_entry("efficientnet_lite0").default
+    assert kl.get_model("efficientnet_lite2", weights=None).name == "efficientnet_lite2"
+    with pytest.raises(ValueError, match="Received: variant=5"):
+        kl.EfficientNetLite(5, weights=None)
+    with pytest.raises(ValueError, match="Received: dropout_rate=1.5"):
+        kl.EfficientNetLite0(weights=None, dropout_rate=1.5)
+    with pytest.raises(ValueError, match="Received: pooling='sum'"):
+        kl.EfficientNetLite1(weights=None, include_top=False, pooling="sum")

@@ -4,6 +4,7 @@ from keras_lightnets.models.mnasnet import MnasNet
 from keras_lightnets.models.mobilenet import MobileNet
 from keras_lightnets.models.mobilenet_v2 import MobileNetV2
 from keras_lightnets.models.mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
+from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.shufflenet_v1 import ShuffleNetV1
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
@@ -45,5 +46,8 @@ SQUEEZENETS = [
 for _name, _kwargs, _default in SQUEEZENETS:
     register(_name, "SqueezeNet", SqueezeNet, default=_default, **_kwargs)
 
+# NASNet-A Mobile has one published configuration (4 @ 1056), no width multiplier.
+register("nasnet_a_mobile", "NASNetMobile", NASNetMobile, default=True)
+
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
-           "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
+           "NASNetMobile", "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]

@@ -258,6 +258,7 @@ FAMILY_HOOKS = {
     "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
     "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
+    "NASNetMobile": {"expected": "test_nasnet:expected_params"},
 }
 
 

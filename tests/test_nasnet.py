@@ -12,9 +12,11 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
+from test_optimize import _compile, _dataset, _int8, _prune_fit_strip
 from test_weights import env, sha256, use_hashes, write_keras_h5  # noqa: F401 (env: fixture)
 
 import keras_lightnets as kl
+from keras_lightnets import optimize
 from keras_lightnets import weights as wl
 from keras_lightnets.export import forms, passes
 from keras_lightnets.models import nasnet
@@ -45,7 +47,7 @@ def _layout(model):
              [tuple(w.shape) for w in layer.weights]) for layer in model.layers]
 
 
-@pytest.mark.parametrize("include_top", [True, False])
+@pytest.mark.parametrize("include_top", [True, pytest.param(False, marks=pytest.mark.heavy)])
 def test_layers_match_keras_applications(include_top):
     kwargs = dict(weights=None, include_top=include_top, input_shape=(SIZE, SIZE, 3))
     ref, ours = keras.applications.NASNetMobile(**kwargs), kl.NASNetMobile(**kwargs)
@@ -81,40 +83,34 @@ def test_keras_weights_give_keras_outputs(reference):
     np.testing.assert_allclose(np.asarray(ours(x, training=False)), want, atol=1e-5, rtol=0)
 
 
-def test_keras_h5_files_load_with_and_without_top(reference, tmp_path):
-    """keras-layout legacy files (the published files' layout) load through weights=<path>."""
+def test_keras_h5_file_loads_with_and_without_top(reference, tmp_path):
+    """A keras-layout legacy file (the published files' layout) loads through weights=<path>,
+    by layer order, and by layer name into a model without the top."""
     ref, x = reference
     full = write_keras_h5(ref, tmp_path / "NASNet-mobile.h5")
-    ref_no_top = keras.applications.NASNetMobile(weights=None, include_top=False,
-                                                 input_shape=(SIZE, SIZE, 3))
-    ref_no_top.set_weights(ref.get_weights()[:len(ref_no_top.weights)])
-    no_top = write_keras_h5(ref_no_top, tmp_path / "NASNet-mobile-no-top.h5")
-
     ours = kl.NASNetMobile(weights=str(full), input_shape=(SIZE, SIZE, 3),
                            classifier_activation=None)
     np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(ref(x)), atol=1e-5, rtol=0)
-    features = np.asarray(ref_no_top(x))
-    for path in (no_top, full):  # the full file by layer name
-        headless = kl.NASNetMobile(weights=str(path), include_top=False,
-                                   input_shape=(SIZE, SIZE, 3))
-        np.testing.assert_allclose(np.asarray(headless(x)), features, atol=1e-5, rtol=0)
+    headless = kl.NASNetMobile(weights=str(full), include_top=False, input_shape=(SIZE, SIZE, 3))
+    features = keras.Model(ref.input, ref.get_layer("predictions").input)
+    np.testing.assert_allclose(np.asarray(headless(x)).mean((1, 2)), np.asarray(features(x)),
+                               atol=1e-5, rtol=0)
 
 
-def test_imagenet_weights_come_from_the_manifest(env, monkeypatch, reference):  # noqa: F811
-    """`weights="imagenet"` fetches keras' file (here from a mirror), checks its hash, loads."""
+def test_imagenet_no_top_file_comes_from_the_manifest(env, monkeypatch, reference):  # noqa: F811
+    """`weights="imagenet"` without the top fetches keras' no-top file (here from a mirror,
+    its hash replaced by the test file's) and loads it by layer order."""
     _, served = env
     ref, x = reference
     ref_no_top = keras.applications.NASNetMobile(weights=None, include_top=False,
-                                                 input_shape=(SIZE, SIZE, 3))
+                                                 input_shape=(SIZE, SIZE, 3), pooling="avg")
     ref_no_top.set_weights(ref.get_weights()[:len(ref_no_top.weights)])
     name = "NASNet-mobile-no-top.h5"
     write_keras_h5(ref_no_top, served / name)
     monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
-    # keras' published md5 is not this file's: refused.
-    with pytest.raises(ValueError, match="deleted and nothing was loaded"):
-        kl.NASNetMobile(weights="imagenet", include_top=False, input_shape=(SIZE, SIZE, 3))
     use_hashes(monkeypatch, **{name: sha256(served / name)})
-    model = kl.NASNetMobile(weights="imagenet", include_top=False, input_shape=(SIZE, SIZE, 3))
+    model = kl.NASNetMobile(weights="imagenet", include_top=False, input_shape=(SIZE, SIZE, 3),
+                            pooling="avg")
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(ref_no_top(x)), atol=1e-5)
 
 
@@ -161,7 +157,7 @@ def test_feature_taps_are_cell_outputs():
 
 
 def test_arguments_and_defaults():
-    assert kl.NASNetMobile(weights=None).input.shape == (None, 224, 224, 3)
+    # As keras.applications: 224x224 without the top too.
     assert kl.NASNetMobile(weights=None, include_top=False).input.shape == (None, 224, 224, 3)
     # keras.applications' smallest input.
     small = kl.NASNetMobile(weights=None, include_top=False, input_shape=(32, 32, 3))
@@ -177,3 +173,43 @@ def test_arguments_and_defaults():
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(nasnet.preprocess_input(x.copy()),
                                keras.applications.nasnet.preprocess_input(x.copy()))
+
+
+# NASNet-A of NASNetMobile's cells, its first four: every kind of layer and of adjustment
+# of the previous state (none, reduction, projection) at a quarter of its layers (the
+# registry's case of test_optimize, on NASNetMobile itself, runs with `-m heavy`).
+SMALL = [("reduction", "stem_1", 4), ("reduction", "stem_2", 8), ("normal", "0", 16),
+         ("reduction", "reduce_1", 32)]
+
+
+def _small_nasnet(size=64, classes=10):
+    inputs = keras.Input((size, size, 3))
+    x, _ = nasnet._network(inputs, wl.flavour_for("NASNetMobile", None).bn, SMALL)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = keras.layers.Dense(classes, name="predictions")(x)
+    return keras.Model(inputs, outputs, name="nasnet_small")
+
+
+def test_separable_cells_prune_quantize_and_export_int8(tmp_path):
+    """Twin, prune (SeparableConv2D's pointwise kernels too) -> strip, prune-preserving QAT
+    with each SeparableConv2D split into named depthwise and 1x1 layers, int8 TFLite."""
+    x, y = sample_photos(64, 40)
+    x, y = np.asarray(nasnet.preprocess_input(x), dtype="float32"), y % 10
+    model = harness.trained_like(_small_nasnet(), x[:16])
+    twin = optimize.to_tf_keras(model)
+    np.testing.assert_allclose(twin(x[:4], training=False).numpy(),
+                               np.asarray(model(x[:4], training=False)), atol=1e-4, rtol=0)
+
+    sparse = _prune_fit_strip(twin, x[:8], y[:8], tmp_path, "nasnet_small")
+    separable = [la.name for la in sparse.layers
+                 if isinstance(la, keras.layers.SeparableConv2D)]
+    assert separable and set(separable) <= set(optimize.sparsity_report(sparse))
+
+    qat = optimize.quantize_aware(sparse, preserve_sparsity=True, representative_data=x[:8])
+    names = {getattr(la, "layer", la).name for la in qat.layers}
+    assert {f"{n}_depthwise" for n in separable} <= names
+    _compile(qat).fit(_dataset(x[:8], y[:8]), epochs=1, verbose=0)
+    kept = optimize.sparsity_report(qat)
+    assert set(separable) <= set(kept) and min(kept.values()) >= 0.5, kept
+    report = _int8(qat, tmp_path / "nasnet_small_int8.tflite", x[:8], x[8:], False)
+    assert report.samples == 32 and report.cosine >= 0.95, report

@@ -125,15 +125,15 @@ def NASNetMobile(
     return spec.remember_taps(model, taps, img_input, inputs)
 
 
-def _network(x, bn):
-    """The stem and the cells of `NETWORK`; returns `(x, {stride: tapped layer})`."""
+def _network(x, bn, network=NETWORK):
+    """The stem and the cells of `network`; returns `(x, {stride: tapped layer})`."""
     x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="valid", use_bias=False,
                       name="stem_conv1")(x)
     x = layers.BatchNormalization(name="stem_bn1", **bn)(x)
     # The cell input and the state before it (None before the first cell), with strides.
     ip, p, stride, last = x, None, 2, "stem_bn1"
     taps = {}
-    for kind, block_id, filters in NETWORK:
+    for kind, block_id, filters in network:
         if kind == "reduction":
             taps[stride] = last
         x = _cell(kind, (ip, stride), p, filters, block_id, bn)

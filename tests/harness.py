@@ -292,8 +292,9 @@ INT8_COSINE = 0.95
 # Photos: the first calibrate the int8 file and measure the batch norms, the others check.
 CALIBRATION_PHOTOS = 32
 CHECK_PHOTOS = 16
-# Reshape arithmetic that a dynamic batch brings into a TFLite graph.
-DYNAMIC_SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+# Reshape arithmetic that a dynamic batch brings into a TFLite graph: it reads the SHAPE
+# (a STRIDED_SLICE of constant bounds alone is a crop, as NASNet's `Cropping2D`).
+DYNAMIC_SHAPE_OPS = {"SHAPE", "PACK"}
 
 
 def export_photos(entry, model, size, count=CALIBRATION_PHOTOS + CHECK_PHOTOS):

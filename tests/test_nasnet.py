@@ -6,6 +6,7 @@ the harness: safe-mode reload, prune -> strip, QAT -> int8 TFLite, TFLite and ON
 
 import functools
 import re
+import types
 
 import harness
 import keras
@@ -213,3 +214,16 @@ def test_separable_cells_prune_quantize_and_export_int8(tmp_path):
     assert set(separable) <= set(kept) and min(kept.values()) >= 0.5, kept
     report = _int8(qat, tmp_path / "nasnet_small_int8.tflite", x[:8], x[8:], False)
     assert report.samples == 32 and report.cosine >= 0.95, report
+
+
+def test_separable_cells_export_to_tflite_and_onnx(tmp_path):
+    """The harness's export check (float32 TFLite, ONNX, int8 TFLite) on the small NASNet-A;
+    the registry's case, NASNetMobile itself, runs with `-m heavy` (test_models_export)."""
+    def build(weights=None, input_shape=(96, 96, 3), classifier_activation=None):
+        assert weights is None and classifier_activation is None
+        return _small_nasnet(input_shape[0], classes=1000)
+
+    entry = types.SimpleNamespace(name="nasnet_small", build=build,
+                                  preprocess_input=nasnet.preprocess_input)
+    measured = harness.run_export_test(entry, tmp_path, 96)
+    assert measured["int8"]["cosine"] >= harness.INT8_COSINE

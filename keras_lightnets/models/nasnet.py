@@ -174,7 +174,7 @@ def _op(op, states, filters, reduce, block_id, bn):
     if op.op == "sep":
         return _separable_block(x, filters, op.kernel, strides, name, bn)
     if strides > 1:
-        x = states["h_pad"]  # the strided pools read h padded, as keras' cells do
+        x = states[f"{op.input}_pad"]  # strided pools read their input padded, as keras' do
     padding = "valid" if strides > 1 else "same"
     pool = kl.AveragePooling2D if op.op == "avg" else layers.MaxPooling2D
     return pool(op.kernel, strides=strides, padding=padding, name=name)(x)

@@ -24,7 +24,7 @@ def _class_name(layer):
 
 
 def layer_macs(layer):
-    """Multiply-accumulates of one layer call at batch 1 (conv and dense only)."""
+    """Multiply-accumulates of one layer call at batch 1 (convolutions and dense only)."""
     name = _class_name(layer)
     if name in ("Conv2D", "DepthwiseConv2D", "Dense"):
         out_shape = _layer_outputs(layer)[0].shape
@@ -36,6 +36,11 @@ def layer_macs(layer):
         # Conv2D (kh, kw, in / groups, out) or depthwise (kh, kw, in, multiplier):
         # one MAC per kernel tap per output pixel.
         return int(out_shape[1]) * int(out_shape[2]) * math.prod(kernel)
+    if name == "SeparableConv2D":  # the depthwise then the pointwise kernel, per output pixel
+        out_shape = _layer_outputs(layer)[0].shape
+        taps = sum(math.prod(int(d) for d in k.shape)
+                   for k in (layer.depthwise_kernel, layer.pointwise_kernel))
+        return int(out_shape[1]) * int(out_shape[2]) * taps
     return 0
 
 

@@ -281,17 +281,23 @@ FAMILY_HOOKS = {
        for size in ("Small", "Medium", "Large")},
     "EfficientNetLite": {"expected": "test_efficientnet_lite:expected_params"},
     "GhostNet": {"expected": "test_ghostnet:expected_params"},
+    "NASNetMobile": {"expected": "test_nasnet:expected_params"},
 }
 
 
 # Families whose default variant is too slow for the default run: all their registry-wide
 # checks run under `-m heavy` (MobileNetV4 Conv-Small's default covers the same code).
 HEAVY_FAMILIES = {"MobileNetV4ConvMedium", "MobileNetV4ConvLarge"}
+# Families whose registry-wide export and optimize cases are heavy: their own tests run those
+# paths in the default run on a smaller model of the same builders (test_nasnet).
+HEAVY_EXPORT_FAMILIES = {"NASNetMobile"}
 
 
-def in_default_run(entry):
-    """Whether the registry-wide checks run `entry` in the default run (`-m "not heavy"`)."""
-    return entry.default and entry.family not in HEAVY_FAMILIES
+def in_default_run(entry, export=False):
+    """Whether the registry-wide checks (`export`: the export and optimize ones) run `entry`
+    in the default run (`-m "not heavy"`)."""
+    slow = HEAVY_FAMILIES | (HEAVY_EXPORT_FAMILIES if export else set())
+    return entry.default and entry.family not in slow
 
 
 def _hook(entry, kind):
@@ -324,8 +330,9 @@ INT8_COSINE = 0.95
 # Photos: the first calibrate the int8 file and measure the batch norms, the others check.
 CALIBRATION_PHOTOS = 32
 CHECK_PHOTOS = 16
-# Reshape arithmetic that a dynamic batch brings into a TFLite graph.
-DYNAMIC_SHAPE_OPS = {"SHAPE", "STRIDED_SLICE", "PACK"}
+# Reshape arithmetic that a dynamic batch brings into a TFLite graph: it reads the SHAPE
+# (a STRIDED_SLICE of constant bounds alone is a crop, as NASNet's `Cropping2D`).
+DYNAMIC_SHAPE_OPS = {"SHAPE", "PACK"}
 
 
 def export_photos(entry, model, size, count=CALIBRATION_PHOTOS + CHECK_PHOTOS):

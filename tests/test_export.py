@@ -25,7 +25,8 @@ from keras_lightnets.export import tflite as tflite_lib
 SIZE = 96
 DEFAULTS = [e for e in registry.entries() if e.default]
 # Each family's default; the slow families' under `-m heavy` (`harness.in_default_run`).
-DEFAULT_CASES = [pytest.param(e, id=e.name, marks=() if in_default_run(e) else pytest.mark.heavy)
+DEFAULT_CASES = [pytest.param(e, id=e.name,
+                              marks=() if in_default_run(e, export=True) else pytest.mark.heavy)
                  for e in DEFAULTS]
 
 _MODELS = {}

@@ -32,23 +32,27 @@ def _cases():
     cases = []
     for i, entry in enumerate(e for e in registry.entries() if e.default):
         for preserve in (False, True):
-            marks = () if preserve == bool(i % 2) and in_default_run(entry) else pytest.mark.heavy
+            default = preserve == bool(i % 2) and in_default_run(entry, export=True)
+            marks = () if default else pytest.mark.heavy
             cases.append(pytest.param(entry.name, preserve, marks=marks,
                                       id=f"{entry.name}-{'sparse' if preserve else 'dense'}"))
     return cases
 
 
 def _sparsify(model, sparsity=SPARSITY):
-    """Zeroes the smallest kernel weights of every Conv2D and Dense layer, in place.
+    """Zeroes the smallest kernel weights of every Conv2D and Dense layer (SeparableConv2D:
+    pointwise), in place.
 
     Stands in for prune -> fit -> strip (test_optimize runs that chain for
     every family): the prune-preserving scheme only needs the zeros.
     """
     for layer in model._flatten_layers():
-        if type(layer) in (keras.layers.Conv2D, keras.layers.Dense):
+        if type(layer) in (keras.layers.Conv2D, keras.layers.Dense,
+                           keras.layers.SeparableConv2D):
             weights = layer.get_weights()
-            cut = np.quantile(np.abs(weights[0]), sparsity)
-            weights[0] = np.where(np.abs(weights[0]) <= cut, 0.0, weights[0]).astype("float32")
+            k = 1 if type(layer) is keras.layers.SeparableConv2D else 0  # pointwise kernel
+            cut = np.quantile(np.abs(weights[k]), sparsity)
+            weights[k] = np.where(np.abs(weights[k]) <= cut, 0.0, weights[k]).astype("float32")
             layer.set_weights(weights)
     return model
 

@@ -36,11 +36,11 @@ def _case(entry, marks=(), **extra):
     return pytest.param(entry.name, extra, id=entry.name + suffix, marks=marks)
 
 
-DEFAULTS = [_case(e) for e in registry.entries() if in_default_run(e)]
+DEFAULTS = [_case(e) for e in registry.entries() if in_default_run(e, export=True)]
 # ShuffleNet V1 in both grouped-convolution forms (split/conv/concat, and Conv2D(groups)).
 DEFAULTS.append(_case(registry.get_entry("shufflenet_v1_g3_100"), group_conv="native"))
 OTHERS = [_case(e, marks=pytest.mark.heavy) for e in registry.entries()
-          if not in_default_run(e)]
+          if not in_default_run(e, export=True)]
 
 
 def _inputs(entry, size=SIZE, limit=PHOTOS, model=None):

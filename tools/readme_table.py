@@ -30,7 +30,10 @@ def _value(v):
 
 
 def _variants(variants):
-    """`alpha 0.75, 1.0, 1.0 minimalistic` for the family's distinct variant dicts."""
+    """`alpha 0.75, 1.0, 1.0 minimalistic` for the family's distinct variant dicts ("-" for
+    a family of one model, e.g. NASNetMobile)."""
+    if not any(variants):
+        return "-"
     keys = [k for k in variants[0] if len({repr(v.get(k)) for v in variants}) > 1]
     keys = keys or list(variants[0])[:1]
     if not keys:  # a family of one variant (MobileNetV4 Conv-Medium)

@@ -18,6 +18,7 @@ from keras_lightnets.models.mobilenet_v4 import (
     MobileNetV4ConvMedium,
     MobileNetV4ConvSmall,
 )
+from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.shufflenet_v1 import ShuffleNetV1
 from keras_lightnets.models.shufflenet_v2 import ShuffleNetV2
 from keras_lightnets.models.squeezenet import SqueezeNet
@@ -60,6 +61,8 @@ SQUEEZENETS = [
 for _name, _kwargs, _default in SQUEEZENETS:
     register(_name, "SqueezeNet", SqueezeNet, default=_default, **_kwargs)
 
+# NASNet-A Mobile has one published configuration (4 @ 1056), no width multiplier.
+register("nasnet_a_mobile", "NASNetMobile", NASNetMobile, default=True)
 # MobileNetV4: timm's widths of Conv-Small; Medium and Large have one width.
 # Columns: name, family, factory, variant kwargs, default.
 MOBILENET_V4 = [
@@ -78,7 +81,7 @@ for _variant in range(5):
 
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
            "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall",
-           "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
+           "NASNetMobile", "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
 # GhostNet: versions and widths with timm weights; V1 and V2 at 1.0 represent the family.
 for _version, _alpha in ((1, 1.0), (2, 1.0), (2, 1.3), (2, 1.6)):
     register(f"ghostnet_v{_version}_{width_tag(_alpha)}", "GhostNet", GhostNet,

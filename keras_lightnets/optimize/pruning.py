@@ -98,7 +98,8 @@ def prune(model, target_sparsity=0.5, begin_step=0, end_step=None, schedule="pol
         pruning_schedule = sparsity.ConstantSparsity(
             float(target_sparsity), begin_step, end_step=-1 if end_step is None else end_step,
             frequency=1 if end_step is None else frequency_for(span))
-    prunable = (tf_keras.layers.Conv2D, tf_keras.layers.Dense)
+    # TF-MOT prunes a SeparableConv2D's pointwise kernel (depthwise kernels stay dense).
+    prunable = (tf_keras.layers.Conv2D, tf_keras.layers.Dense, tf_keras.layers.SeparableConv2D)
 
     def wrap(layer):
         # Exact types: tf_keras' DepthwiseConv2D subclasses Conv2D.
@@ -183,12 +184,15 @@ def strip(model, like=None):
         target = _reached_sparsity(layer)
         for weight, mask, _ in getattr(layer, "pruning_vars", ()):
             values = np.asarray(weight) * np.asarray(mask)
-            kernels[layer.layer.name] = _at_least(values, target)
+            # By weight name: a SeparableConv2D's pruned kernel is its second.
+            kind = weight.name.split("/")[-1].split(":")[0]
+            kernels[layer.layer.name, kind] = _at_least(values, target)
     # Weights move by name and wrappers are looked through.
     stripped = twin_lib.to_keras3(model, like=like)
     for layer in twin_lib.leaf_layers(stripped):
-        if layer.name in kernels:
-            layer.weights[0].assign(kernels[layer.name])
+        for weight in layer.weights:
+            if (layer.name, weight.name) in kernels:
+                weight.assign(kernels[layer.name, weight.name])
     return stripped
 
 
@@ -221,18 +225,21 @@ def _at_least(values, sparsity):
 
 
 def sparsity_report(model):
-    """Fraction of zero weights of every Conv2D and Dense kernel (not depthwise), by layer
-    name, of a Keras 3 or tf_keras model, pruning and QAT wrappers included."""
+    """Fraction of zero weights of every Conv2D and Dense kernel and SeparableConv2D
+    pointwise kernel (not depthwise), by layer name, of a Keras 3 or tf_keras model,
+    pruning and QAT wrappers included."""
     report = {}
+    kernel_names = {"Conv2D": "kernel", "Dense": "kernel", "SeparableConv2D": "pointwise_kernel"}
     for layer in _outer_layers(model):
         inner = layer
         while getattr(inner, "layer", None) is not None:
             inner = inner.layer
-        if type(inner).__name__ not in ("Conv2D", "Dense"):
+        kind = kernel_names.get(type(inner).__name__)
+        if kind is None:
             continue
         # A QAT wrapper owns its layer's kernel: look in the outer layer's weights.
         kernels = [w for w in layer.weights
-                   if w.name.split("/")[-1].split(":")[0] == "kernel"]
+                   if w.name.split("/")[-1].split(":")[0] == kind]
         report[inner.name] = float(np.mean(np.asarray(kernels[0]) == 0))
     return report
 

@@ -237,7 +237,8 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
         source, base = twin_lib.source_of(model), model
     else:  # the graph the int8 file of a Keras 3 model runs
         source = model
-        base = twin_lib.to_tf_keras(export.routed(export.fold_concatenated(model)))
+        base = twin_lib.to_tf_keras(
+            _split_separable(export.routed(export.fold_concatenated(model))))
     if any(hasattr(layer, "pruning_vars") for layer in base.layers):
         raise ValueError(received(
             "The model still has pruning wrappers; call `strip` first.",
@@ -265,6 +266,30 @@ def quantize_aware(model, preserve_sparsity=False, representative_data=None):
     if representative_data is not None:
         calibrate(qat, base, representative_data)
     return qat
+
+
+def _split_separable(model):
+    """`model` with each SeparableConv2D as a DepthwiseConv2D `{name}_depthwise` and a 1x1
+    Conv2D `{name}` (its weights): the int8 tensor between them gets a calibrated range.
+    TF-MOT splits them too, but into layers of generated names that calibration misses."""
+    import keras
+
+    def substitute(node, args, kwargs):
+        layer = node.operation
+        if type(layer) is not keras.layers.SeparableConv2D or layer.activation.__name__ != (
+                "linear") or layer.use_bias or layer.depth_multiplier != 1:
+            return None
+        depthwise = keras.layers.DepthwiseConv2D(
+            layer.kernel_size, strides=layer.strides, padding=layer.padding,
+            dilation_rate=layer.dilation_rate, use_bias=False, name=f"{layer.name}_depthwise")
+        pointwise = keras.layers.Conv2D(layer.filters, 1, use_bias=False, name=layer.name)
+        y = pointwise(depthwise(*args, **kwargs))
+        kernels = layer.get_weights()
+        depthwise.set_weights(kernels[:1])
+        pointwise.set_weights(kernels[1:])
+        return y
+
+    return graph.rebuild(model, substitute) if graph.functional(model) else model
 
 
 def _inference_mode_batch_norms(model, tf_keras):

@@ -282,6 +282,15 @@ def _depthwise(t, layer):
         dilation_rate=layer.dilation_rate, **_weighted(t, layer, "depthwise"))
 
 
+def _separable(t, layer):
+    return t.tfk.layers.SeparableConv2D(
+        layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
+        data_format=layer.data_format, dilation_rate=layer.dilation_rate,
+        depth_multiplier=layer.depth_multiplier,
+        pointwise_regularizer=t.regularizer(layer.pointwise_regularizer, layer),
+        **_weighted(t, layer, "depthwise"))
+
+
 def _dense(t, layer):
     return t.tfk.layers.Dense(layer.units, **_weighted(t, layer))
 
@@ -311,6 +320,7 @@ _POOL = ("pool_size", "strides", "padding", "data_format")
 TRANSLATIONS = {
     L.Conv2D: _conv,
     L.DepthwiseConv2D: _depthwise,
+    L.SeparableConv2D: _separable,
     L.Dense: _dense,
     L.BatchNormalization: _same("BatchNormalization", "axis", "momentum", "epsilon", "center",
                                 "scale"),
@@ -321,6 +331,7 @@ TRANSLATIONS = {
         "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")},
     L.Concatenate: _same("Concatenate", "axis"),
     L.ZeroPadding2D: _same("ZeroPadding2D", "padding", "data_format"),
+    L.Cropping2D: _same("Cropping2D", "cropping", "data_format"),
     L.GlobalAveragePooling2D: _same("GlobalAveragePooling2D", "data_format", "keepdims"),
     L.GlobalMaxPooling2D: _same("GlobalMaxPooling2D", "data_format", "keepdims"),
     L.AveragePooling2D: _same("AveragePooling2D", *_POOL),

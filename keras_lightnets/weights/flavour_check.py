@@ -60,7 +60,8 @@ def _padding_mismatch(model, flavour):
     producers = graph.producers(nodes)
     for node in nodes:
         conv = node.operation
-        if (isinstance(conv, keras.layers.Conv2D | keras.layers.DepthwiseConv2D)
+        if (isinstance(conv, keras.layers.Conv2D | keras.layers.DepthwiseConv2D
+                       | keras.layers.SeparableConv2D)
                 and max(conv.strides) > 1 and conv.kernel_size[0] > 1):
             before = producers.get(id(node.input_tensors[0]))
             pads, size = None, tuple(node.input_tensors[0].shape[1:3])

@@ -212,6 +212,8 @@ KERAS_APPLICATIONS = Source(
         "MobileNetV2": KERAS,
         "MobileNetV3Large": _V3,
         "MobileNetV3Small": _V3,
+        # keras' NASNet builds every batch norm with momentum 0.9997.
+        "NASNetMobile": _replace(KERAS, bn_momentum=0.9997, block0_expand=None),
     },
 )
 

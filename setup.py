@@ -31,6 +31,9 @@ EXTRAS = {
         "hypothesis",
         "ruff",
         "torch==2.13.0",
+        # PaddleClas's model code is the reference of its weights' parity tests (paddleclas
+        # itself goes in with --no-deps: its pins clash with TensorFlow's).
+        "paddlepaddle==3.3.1",
         "jax",  # the multi-backend and distributed tests (KERAS_BACKEND=jax)
         # tests/test_notebooks.py executes examples/*.ipynb
         "nbclient",

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import paddle_ref
 import pytest
 from conftest import ROOT, SAMPLE, WEIGHTS, import_torchvision, sample_photos, shared_file
 
@@ -34,6 +35,10 @@ def sections():
         else:
             found.setdefault(heading, []).append(match.group(2))
     return found
+
+
+SSLD_FILE = "MobileNetV3_large_x1_0_ssld_pretrained.pdparams"
+paddle_ref.request("MobileNetV3_large_x1_0")
 
 
 def _torchvision_file(path, width):
@@ -58,6 +63,9 @@ def offline_weights(tmp_path_factory):
     shutil.copy(keras_file, mirror / "mobilenet_2_5_224_tf.h5")
     for width, name in SHUFFLENET_FILES.items():
         _torchvision_file(mirror / name, width)
+    # PaddleClas's SSLD MobileNetV3 Large, as its own code writes that architecture.
+    pdparams = paddle_ref.reference("MobileNetV3_large_x1_0")[0]
+    shutil.copy(pdparams, mirror / SSLD_FILE)
     # The files the snippets and commands name in their working folder.
     shutil.copy(keras_file, work / "mobilenet_2_5_224_tf.h5")
     shutil.copy(mirror / SHUFFLENET_FILES["x1_0"], work / SHUFFLENET_FILES["x1_0"])
@@ -110,6 +118,10 @@ def test_every_python_block_is_run_here():
 def test_use_weights_and_export_snippets(readme_env):
     ns = run_snippets("Use", "Weights", "Export", namespace=_reader_inputs())
     assert ns["model"].name.startswith("shufflenet") and len(ns["features"].outputs) == 3
+    # The SSLD file came through the mirror, its first sha256 recorded next to the cached file.
+    cache = os.path.join(readme_env["KERAS_HOME"], "models", SSLD_FILE)
+    assert os.path.isfile(cache) and os.path.isfile(cache + ".sha256")
+    assert ns["ssld"].get_layer("rescaling") is not None
     # The photo snippet classified the real photo with the real weights.
     top5 = ns["mobilenet"].decode_predictions(ns["preds"], top=5)[0]
     assert top5[0][1] == "great_grey_owl", top5
@@ -126,7 +138,8 @@ def test_prune_and_quantize_snippet(readme_env):
 # Commands: each README line that runs something is run here, or says where it runs.
 COVERED_ELSEWHERE = {
     'pip install ".[all]" && keras-lightnets demo': ".ci/run runs it on a fresh machine",
-    'pip install ".[all,dev]" && pip install --no-deps torchvision==0.28.0 && '
+    'pip install ".[all,dev]" && pip install --no-deps torchvision==0.28.0 timm==1.0.31 '
+    'paddleclas==2.6.0 && '
     "python -m pytest -n 2 --dist worksteal": ".ci/run runs it on a fresh machine",
     "python -m pytest -m heavy": "the heavy subset itself",
     "python examples/distillation.py": "tests/test_distill.py runs its experiment",

@@ -35,7 +35,7 @@ def test_each_figure_follows_the_manifest():
             e["source"] = "timm (a new source)"
     after = readme_table.render(entries)
     row = next(r for r in after.splitlines() if r.startswith("| `MnasNet` |"))
-    assert row == ("| `MnasNet` | `imagenet` | timm | alpha 0.5, 0.75, 1.0, 1.3 | 224 | 99.9 "
+    assert row == ("| `MnasNet` | timm | alpha 0.5, 0.75, 1.0, 1.3 | `imagenet` 99.9 | 224 "
                    "| 2.24-106.33M |")
     assert before.replace(next(r for r in before.splitlines() if "MnasNet" in r), row) == after
 
@@ -50,14 +50,15 @@ def test_families_without_weights_and_variant_words():
         for s, top in ((224, True), (224, False), (160, True))]
     rows = readme_table.rows(entries, {"G": [1_000_000, 500_000]})
     assert rows == [
-        "| `F` | `imagenet` | torchvision | alpha 0.75, 1.0, 1.0 minimalistic | 160/224 "
-        "| 60.0-70.0 | 2.00-4.00M |",
-        "| `G` | - | none published | - | - | - | 0.50-1.00M |"]
+        "| `F` | torchvision | alpha 0.75, 1.0, 1.0 minimalistic | `imagenet` 60.0-70.0 "
+        "| 160/224 | 2.00-4.00M |",
+        "| `G` | none published | - | - | - | 0.50-1.00M |"]
 
 
-def test_a_row_per_weight_set_imagenet_first():
-    """Several sets of one family: a row each, "imagenet" first, then by name, whatever the
-    manifest's order; another family's rows stay in the manifest's order of families."""
+def test_a_row_per_family_its_sets_imagenet_first():
+    """Several sets of one family: one row, "imagenet" first, then by name, whatever the
+    manifest's order; families stay in the manifest's order. A family only timm publishes
+    shows its default set as "imagenet"; a set without URLs (megvii's) does not."""
     def entry(family, weights, source, alpha, top1):
         return {"family": family, "weights": weights, "source": source, "input_size": 224,
                 "include_top": True, "top1": top1, "params": int(alpha * 1e6),
@@ -69,9 +70,13 @@ def test_a_row_per_weight_set_imagenet_first():
                entry("F", "imagenet", "keras.applications", 1.0, 70.0),
                entry("F", "paddle", "paddle", 0.35, 64.0),
                entry("F", "paddle", "paddle", 1.25, 76.0)]
-    assert readme_table.rows(entries) == [
-        "| `F` | `imagenet` | keras.applications | alpha 0.5, 1.0 | 224 | 60.0-70.0 "
-        "| 0.50-1.00M |",
-        "| `F` | `paddle` | paddle | alpha 0.35, 1.25 | 224 | 64.0-76.0 | 0.35-1.25M |",
-        "| `F` | `paddle_ssld` | paddle | alpha 1.0 | 224 | 79.0 | 1.00M |",
-        "| `H` | `imagenet` | torchvision | alpha 1.0 | 224 | 70.0 | 1.00M |"]
+    timm = [dict(entry("T", "timm", "timm", 1.0, 73.8), url="https://t"),
+            dict(entry("T", "timm_r256", "timm", 1.0, 74.5), url="https://t", input_size=256),
+            dict(entry("M", "megvii", "megvii", 1.0, 67.8), url=None)]
+    assert readme_table.rows(entries + timm) == [
+        "| `F` | keras.applications, paddle | alpha 0.35, 0.5, 1.0, 1.25 | `imagenet` 60.0-70.0, "
+        "`paddle` 64.0-76.0, `paddle_ssld` 79.0 | 224 | 0.35-1.25M |",
+        "| `H` | torchvision | alpha 1.0 | `imagenet` 70.0 | 224 | 1.00M |",
+        "| `T` | timm | alpha 1.0 | `imagenet` = `timm` 73.8, `timm_r256` 74.5 | 224/256 "
+        "| 1.00M |",
+        "| `M` | megvii | alpha 1.0 | `megvii` 67.8 | 224 | 1.00M |"]

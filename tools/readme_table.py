@@ -4,11 +4,12 @@
     python tools/readme_table.py --write   # put it into README.md between its markers
     python tools/readme_table.py --check   # exit 1 if README.md's table differs
 
-One row per family and weight set (the manifest's `weights`, what `weights=` takes; "imagenet"
-first, then the other sets by name): the source of its files, the variants with files in the set,
-the input sizes the publisher has files for, the publisher's top-1 at 224 px (the manifest's
-`top1`) and the params of those variants with their classifier. A registered family without
-published weights gets a row of its own, its params from the registry's table. No figure is
+One row per family: the sources of its files, the variants with files, its weight sets (the
+manifest's `weights`, what `weights=` takes; "imagenet" first, then by name) each with the
+publisher's top-1 (the manifest's `top1`; at 224 px where a variant has a 224 px file, else at its
+file's size), the input sizes the publishers have files for and the params of those variants with
+their classifier. A registered family without published weights gets a row of its
+own, its params from the registry's table. No figure is
 typed here: edit weights_manifest.json, then run `--write`; tests/test_readme_table.py fails on
 drift.
 """
@@ -21,23 +22,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 BEGIN = "<!-- weights-table: rendered by tools/readme_table.py from weights_manifest.json -->"
 END = "<!-- /weights-table -->"
-HEADER = ("| family | `weights=` | from | variants with weights | input px | top-1 % at 224 px "
-          "| params |\n|---|---|---|---|---|---|---|")
+HEADER = ("| family | from | variants with weights | `weights=` and top-1 % | input px | params |"
+          "\n|---|---|---|---|---|---|")
 
 
 def _value(v):
     return v if isinstance(v, str) else repr(v)
 
 
-def _variants(variants):
-    """`alpha 0.75, 1.0, 1.0 minimalistic` for the family's distinct variant dicts ("-" for
-    a family of one model, e.g. NASNetMobile)."""
-    if not any(variants):
-        return "-"
-    keys = [k for k in variants[0] if len({repr(v.get(k)) for v in variants}) > 1]
-    keys = keys or list(variants[0])[:1]
-    if not keys:  # a family of one variant (MobileNetV4 Conv-Medium)
-        return "-"
+def _words(variants, keys):
+    """`0.75, 1.0, 1.0 minimalistic`: the first key's values, boolean keys as flags."""
     order = sorted(variants, key=lambda v: [(str(type(v.get(k))), v.get(k)) for k in keys])
     words = []
     for variant in order:
@@ -49,6 +43,29 @@ def _variants(variants):
                 word += f" {k}={_value(variant[k])}"
         words.append(word)
     return f"{keys[0]} {', '.join(words)}"
+
+
+def _variants(variants):
+    """`alpha 0.75, 1.0, 1.0 minimalistic` for the family's distinct variant dicts; with a
+    second non-boolean key, one group per its value (`groups 3: alpha 0.5, 1.0; groups 8: ...`);
+    "-" for a family of one model (NASNetMobile, MobileNetV4 Conv-Medium)."""
+    if not any(variants):
+        return "-"
+    keys = [k for k in variants[0] if len({repr(v.get(k)) for v in variants}) > 1]
+    keys = keys or list(variants[0])[:1]
+    if not keys:
+        return "-"
+    # The key with the most values is listed; other non-boolean keys group the list.
+    keys.sort(key=lambda k: -len({repr(v.get(k)) for v in variants}))
+    outer = [k for k in keys[1:] if not all(isinstance(v.get(k), bool) for v in variants)]
+    if not outer:
+        return _words(variants, keys)
+    inner = [k for k in keys if k not in outer]
+    groups = {}
+    for v in variants:
+        groups.setdefault(tuple(v.get(k) for k in outer), []).append(v)
+    return "; ".join(" ".join(f"{k} {_value(x)}" for k, x in zip(outer, group, strict=True))
+                     + ": " + _words(members, inner) for group, members in sorted(groups.items()))
 
 
 def _span(values, fmt, unit=""):
@@ -63,8 +80,8 @@ def _millions(n):
 
 
 def rows(entries, unweighted=None):
-    """Table rows (strings) from manifest entries, in the manifest's order of families and,
-    within a family, "imagenet" first, then the other weight sets by name.
+    """Table rows (strings) from manifest entries: one per family, in the manifest's order, its
+    weight sets "imagenet" first, then by name, each with its publisher's top-1.
 
     `unweighted`: `{family: [params of each registered variant]}` of the families without
     published weights, each a row after the others.
@@ -72,26 +89,36 @@ def rows(entries, unweighted=None):
     groups, order = {}, {}
     for e in entries:
         order.setdefault(e["family"], len(order))
-        groups.setdefault((e["family"], e["weights"]), []).append(e)
+        groups.setdefault(e["family"], {}).setdefault(e["weights"], []).append(e)
     lines = []
-    for family, weights in sorted(groups, key=lambda k: (order[k[0]], k[1] != "imagenet", k[1])):
-        group = groups[family, weights]
-        source = "/".join(dict.fromkeys(e["source"].split()[0] for e in group))
-        variants = []
-        for e in group:
-            if e["variant"] not in variants:
-                variants.append(e["variant"])
-        at_224 = [e for e in group if e["input_size"] == 224]
-        sizes = "/".join(str(s) for s in sorted({e["input_size"] for e in group}))
-        # No file at 224 px (MobileNetV4 Conv-Large): no top-1 in this column.
-        top1 = _span([e["top1"] for e in at_224], lambda t: f"{t:.1f}") if at_224 else "-"
-        params = _span([e["params"] for e in at_224 or group if e["include_top"]], _millions,
-                       "M")
-        lines.append(f"| `{family}` | `{weights}` | {source} | {_variants(variants)} | {sizes} "
-                     f"| {top1} | {params} |")
+    for family in sorted(groups, key=order.get):
+        sets = groups[family]
+        variants, shown, sizes, sources, tops = [], [], set(), [], []
+        for weights in sorted(sets, key=lambda w: (w != "imagenet", w)):
+            group = sets[weights]
+            sources += [e["source"].split()[0] for e in group]
+            sizes |= {e["input_size"] for e in group}
+            # Per variant its 224 px files where the publisher has them, else its own size's.
+            in_set = []
+            for variant in dict.fromkeys(repr(e["variant"]) for e in group):
+                files = [e for e in group if repr(e["variant"]) == variant]
+                in_set += [e for e in files if e["input_size"] == 224] or files
+            shown += in_set
+            for e in group:
+                if e["variant"] not in variants:
+                    variants.append(e["variant"])
+            name = f"`{weights}`"
+            if (weights == group[0]["source"] and "imagenet" not in sets
+                    and all(e["url"] for e in group)):
+                name = f"`imagenet` = {name}"  # the family's default (manifest.entries)
+            tops.append(f"{name} {_span([e['top1'] for e in in_set], lambda t: f'{t:.1f}')}")
+        params = _span([e["params"] for e in shown if e["include_top"]], _millions, "M")
+        lines.append(f"| `{family}` | {', '.join(dict.fromkeys(sources))} | "
+                     f"{_variants(variants)} | {', '.join(tops)} | "
+                     f"{'/'.join(str(s) for s in sorted(sizes))} | {params} |")
     for family, params in (unweighted or {}).items():
         params = _span(params, _millions, "M")
-        lines.append(f"| `{family}` | - | none published | - | - | - | {params} |")
+        lines.append(f"| `{family}` | none published | - | - | - | {params} |")
     return lines
 
 

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import paddle_ref
 import pytest
+from test_download_safety import models_dir, serve
 
 import keras_lightnets as kl
 from keras_lightnets import export, optimize, registry
@@ -109,6 +110,33 @@ def test_paddle_sets_resolve_through_the_manifest_and_mirror(tmp_path, monkeypat
     features = np.asarray(build(include_top=False, pooling="avg")(images, training=False))
     head = keras.Model(full.input, full.get_layer("conv_1_hard_swish").output)
     np.testing.assert_allclose(features, np.asarray(head(images)).mean((1, 2)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`input_shape` is undefined")
+def test_ssld_set_from_127_0_0_1_is_recorded_and_a_changed_file_refused(tmp_path, monkeypatch):
+    """weights="paddle_ssld" downloads MobileNetV3 Large SSLD from a local server; the sha256 of
+    the first file is recorded (PaddleClas publishes none) and a changed file is refused."""
+    path, images, _, logits64 = paddle_ref.reference("MobileNetV3_large_x1_0")
+    home = tmp_path / "home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    name = "MobileNetV3_large_x1_0_ssld_pretrained.pdparams"
+
+    def build():
+        return kl.MobileNetV3Large(weights="paddle_ssld", classifier_activation=None,
+                                   input_shape=(paddle_ref.SIZE, paddle_ref.SIZE, 3))
+
+    with serve(monkeypatch, path.read_bytes()):
+        model = build()
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), logits64,
+                               atol=1e-4, rtol=0)
+    assert sorted(models_dir(home)) == [name, name + ".sha256"]
+    state = pdparams.load_state_dict(path)
+    state["fc.weight"] = state["fc.weight"] * 1.01  # same shapes, other values
+    (home / download.CACHE_SUBDIR / name).unlink()
+    with serve(monkeypatch, pickle.dumps(state, protocol=2)), pytest.raises(
+            ValueError, match="differs from the one first downloaded"):
+        build()
+    assert models_dir(home) == [name + ".sha256"]
 
 
 class _Command:

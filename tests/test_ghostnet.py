@@ -133,7 +133,7 @@ def test_registry_and_arguments():
     assert kl.list_models("GhostNet") == ["ghostnet_v1_100", "ghostnet_v2_100",
                                           "ghostnet_v2_130", "ghostnet_v2_160"]
     assert {e.name for e in registry.entries() if e.family == "GhostNet" and e.default} == {
-        "ghostnet_v1_100", "ghostnet_v2_100"}
+        "ghostnet_v2_100"}
     with pytest.raises(ValueError, match="Received: version=3"):
         kl.GhostNet(version=3, weights=None)
     with pytest.raises(ValueError, match="Received: alpha=0.5"):

@@ -82,10 +82,11 @@ for _variant in range(5):
 __all__ = ["MnasNet", "MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small",
            "MobileNetV4ConvLarge", "MobileNetV4ConvMedium", "MobileNetV4ConvSmall",
            "NASNetMobile", "ShuffleNetV1", "ShuffleNetV2", "SqueezeNet"]
-# GhostNet: versions and widths with timm weights; V1 and V2 at 1.0 represent the family.
+# GhostNet: versions and widths with timm weights; V2 1.0 (V1's ghost modules plus DFC
+# attention) represents the family, test_ghostnet checks V1 as well.
 for _version, _alpha in ((1, 1.0), (2, 1.0), (2, 1.3), (2, 1.6)):
     register(f"ghostnet_v{_version}_{width_tag(_alpha)}", "GhostNet", GhostNet,
-             default=_alpha == 1.0, version=_version, alpha=_alpha)
+             default=(_version, _alpha) == (2, 1.0), version=_version, alpha=_alpha)
 
 __all__ += ["GhostNet", "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1",
             "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"]

@@ -194,13 +194,14 @@ for _names, _kind, _length in [
 _U32 = struct.Struct("<I").unpack_from
 
 
-def _scan(data, pos, limit=_MAX_PICKLE_BYTES):
+def _scan(data, pos, limit=None):
     """Checks the pickle of at most `limit` bytes at `data[pos]`; returns where it ends.
 
     Follows the stack only as far as safety needs: how deeply each item nests
     tuples (the C unpickler hashes dict keys recursively, with no depth limit)
     and how the memo grows (it allocates up to the largest index it is given).
     """
+    limit = _MAX_PICKLE_BYTES if limit is None else limit
     end = min(len(data), pos + limit)
     kinds, lengths, u32 = _KINDS, _LENGTHS, _U32
     depth = []  # per stack item: how deeply it nests tuples

@@ -160,8 +160,8 @@ DOCSTRING = """Instantiates the MobileNetV4 {size} architecture.
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.{alpha}
         include_top: whether to include the classifier.
-        weights: `None`, a weight set (`"timm"`, timm's default tag, or
-            `"timm_<tag>"`) or the path to a timm `.safetensors` file.
+        weights: `None`, `"imagenet"` (= `"timm"`, timm's default tag), another
+            weight set (`"timm_<tag>"`) or the path to a timm `.safetensors` file.
         input_tensor: optional Keras tensor to use as the model input.
         pooling: `None`, `"avg"` or `"max"` global pooling when
             `include_top=False`.

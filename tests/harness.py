@@ -160,7 +160,8 @@ def _squeezenet_reference(kwargs):
 
 
 def _keras_applications_counts(entry):
-    # Widths complexity.json lacks (PaddleClas's): keras.applications' own model counts them.
+    # Widths complexity.json lacks (PaddleClas's, timm's MobileNet 1.25): keras.applications'
+    # own model counts them.
     factory = getattr(keras.applications, entry.family)
     kwargs = {k: v for k, v in entry.kwargs.items() if k in ("alpha", "minimalistic")}
     if entry.family == "MobileNetV2":
@@ -275,7 +276,7 @@ FAMILY_HOOKS = {
     "SqueezeNet": {"reference": _squeezenet_reference, "features": _squeezenet_features},
     "ShuffleNetV1": {"expected": "test_shufflenet:expected_params"},
     **{family: {"expected": _keras_applications_counts}
-       for family in ("MobileNetV2", "MobileNetV3Large", "MobileNetV3Small")},
+       for family in ("MobileNet", "MobileNetV2", "MobileNetV3Large", "MobileNetV3Small")},
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
     **{f"MobileNetV4Conv{size}": {"expected": "test_mobilenet_v4:expected_params"}
        for size in ("Small", "Medium", "Large")},

@@ -444,6 +444,36 @@ TIMM.name_maps["GhostNet"] = (
     (r"blocks_(\d+)_(\d+)_(se|shortcut)_(conv_reduce|conv_expand|\d+)", r"blocks.\1.\2.\3.\4"),
 )
 
+# timm's MobileNet V1 (`mobilenetv1_*`, ra4 tags): PyTorch numerics, symmetric padding in the
+# stem too, a dense classifier on the pooled 1024 (no head conv), inputs scaled to [-1, 1].
+TIMM.flavours["MobileNet"] = _replace(TORCH, source="timm",
+                                      normalization=Normalization((0.5,) * 3, (0.5,) * 3))
+# Keras' separable blocks 1-13 are timm's `blocks.{stage}.{i}`: stages of 1, 2, 2, 6, 2.
+_V1_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate((1, 2, 2, 6, 2)) for i in range(n)]
+TIMM.name_maps["MobileNet"] = (
+    (r"conv1", "conv_stem"), (r"conv1_bn", "bn1"), (r"predictions", "classifier"),
+    *((f"conv_{kind}_{b}{bn}", f"{module}.{leaf}")
+      for b, module in enumerate(_V1_TIMM_BLOCKS, start=1)
+      for kind, leaves in (("dw", ("conv_dw", "bn1")), ("pw", ("conv_pw", "bn2")))
+      for bn, leaf in zip(("", "_bn"), leaves, strict=True)),
+)
+# timm's MobileNetV2 (`mobilenetv2_{050,100,140}`): torchvision's topology and numerics, no
+# dropout; block 0 is a depthwise separable `blocks.0.0`, the others `blocks.{stage}.{i}`.
+TIMM.flavours["MobileNetV2"] = _replace(TORCHVISION.flavours["MobileNetV2"], source="timm",
+                                        classifier_dropout=0.0)
+_V2_TIMM_IR = {"expand": "conv_pw", "expand_BN": "bn1", "depthwise": "conv_dw",
+               "depthwise_BN": "bn2", "project": "conv_pwl", "project_BN": "bn3"}
+_V2_TIMM_BLOCK0 = {"depthwise": "conv_dw", "depthwise_BN": "bn1", "project": "conv_pw",
+                   "project_BN": "bn2"}
+_V2_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate(_V2_REPEATS) for i in range(n)]
+TIMM.name_maps["MobileNetV2"] = (
+    (r"Conv1", "conv_stem"), (r"bn_Conv1", "bn1"), (r"Conv_1", "conv_head"),
+    (r"Conv_1_bn", "bn2"), (r"predictions", "classifier"),
+    *((f"expanded_conv_{k}", f"blocks.0.0.{v}") for k, v in _V2_TIMM_BLOCK0.items()),
+    *((f"block_{b}_{k}", f"{module}.{v}") for b, module in enumerate(_V2_TIMM_BLOCKS)
+      if b for k, v in _V2_TIMM_IR.items()),
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.

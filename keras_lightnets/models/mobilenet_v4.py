@@ -110,12 +110,12 @@ def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor
                   classes, dropout_rate, classifier_activation, include_preprocessing, name):
     args = {k: v for k, v in locals().items() if k != "family"}
     classes = common.check_common(args)
-    flavour = sources.flavour_for(family, weights)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     variant = {"alpha": alpha} if family == "MobileNetV4ConvSmall" else {}
     common.check_published(family, variant, weights)
+    flavour = sources.flavour_for(family, weights, variant)
 
     table, prefix = SPECS[family]
     img_input, inputs = common.make_input(shape, input_tensor)

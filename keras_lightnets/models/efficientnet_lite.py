@@ -121,8 +121,11 @@ _DOC = """Instantiates the EfficientNet-Lite{variant} architecture.
 
     Args:
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file (timm's
-            `model.safetensors`).
+        weights: `None`, `"imagenet"` (= `"timm"`, timm's port of the
+            TensorFlow weights), `"timm_ra"` (Lite0: timm's own training,
+            built with PyTorch's padding and ImageNet mean/std) or the path
+            to a weights file (a timm `model.safetensors` builds the port's
+            flavour).
         input_tensor: optional Keras tensor to use as the model input.
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.

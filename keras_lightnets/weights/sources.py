@@ -454,8 +454,7 @@ TIMM.name_maps["GhostNet"] = (
 
 # timm's MobileNet V1 (`mobilenetv1_*`, ra4 tags): PyTorch numerics, symmetric padding in the
 # stem too, a dense classifier on the pooled 1024 (no head conv), inputs scaled to [-1, 1].
-TIMM.flavours["MobileNet"] = _replace(TORCH, source="timm",
-                                      normalization=Normalization((0.5,) * 3, (0.5,) * 3))
+TIMM.flavours["MobileNet"] = _replace(TORCH, source="timm", normalization=TIMM_INCEPTION)
 # Keras' separable blocks 1-13 are timm's `blocks.{stage}.{i}`: stages of 1, 2, 2, 6, 2.
 _V1_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate((1, 2, 2, 6, 2)) for i in range(n)]
 TIMM.name_maps["MobileNet"] = (

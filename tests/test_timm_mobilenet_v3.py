@@ -31,10 +31,12 @@ CASES = [
 # The default run: Large 1.0 and MnasNet 1.0; the Small widths under `-m heavy`.
 DEFAULT = ("mobilenet_v3_large_100", "mnasnet_100")
 # The sets of this file, per registry name.
-SETS = {"mobilenet_v3_large_100": {"timm", "timm_ra4"}, "mnasnet_100": {"timm"},
+SETS = {"mobilenet_v3_large_100": {"timm", "timm_miil", "timm_ra4"}, "mnasnet_100": {"timm"},
         "mobilenet_v3_small_050": {"timm"}, "mobilenet_v3_small_075": {"timm"},
         "mobilenet_v3_small_100": {"timm"}}
+# The last is ra4: the checks after the loop use its file and model.
 TAGS = {"timm": "mobilenetv3_large_100.ra_in1k",
+        "timm_miil": "mobilenetv3_large_100.miil_in21k_ft_in1k",
         "timm_ra4": "mobilenetv3_large_100.ra4_e3600_r224_in1k"}
 
 
@@ -89,9 +91,9 @@ def test_timm_file_gives_timms_logits(name, tag, tmp_path):
 
 @pytest.mark.torch
 def test_weight_sets_through_a_mirror(tmp_path, monkeypatch):
-    """`weights="timm_ra4"` (inputs normalized by mean = std = 0.5) and `weights="timm"`
-    (ImageNet's mean and std) fetch their files from a mirror and give timm's logits; the
-    default "imagenet" stays keras.applications' flavour."""
+    """`weights="timm_ra4"` (inputs normalized by mean = std = 0.5), `"timm_miil"` (pixels /
+    255) and `"timm"` (ImageNet's mean and std) fetch their files from a mirror and give timm's
+    logits; the default "imagenet" stays keras.applications' flavour."""
     served = tmp_path / "served"
     served.mkdir()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
@@ -137,7 +139,8 @@ def test_manifest_entries():
              and e["family"] in ("MobileNetV3Large", "MobileNetV3Small", "MnasNet")]
     assert sorted((e["family"], e["weights"], e["variant"]["alpha"]) for e in found) == [
         ("MnasNet", "timm", 1.0), ("MobileNetV3Large", "timm", 1.0),
-        ("MobileNetV3Large", "timm_ra4", 1.0), ("MobileNetV3Small", "timm", 0.5),
+        ("MobileNetV3Large", "timm_miil", 1.0), ("MobileNetV3Large", "timm_ra4", 1.0),
+        ("MobileNetV3Small", "timm", 0.5),
         ("MobileNetV3Small", "timm", 0.75), ("MobileNetV3Small", "timm", 1.0)]
     for e in found:
         tag = e["file"].removesuffix(".safetensors")
@@ -160,21 +163,6 @@ def test_embedded_normalization_is_timms():
             norm = sources.entry_flavour(e).normalization
             assert (norm.mean, norm.std, norm.pixel_max) == (cfg.mean, cfg.std, 1.0), e["file"]
             assert (e["crop_pct"], e["interpolation"]) == (cfg.crop_pct, cfg.interpolation)
-
-
-@pytest.mark.torch
-def test_miil_tag_is_the_same_architecture(tmp_path):
-    """`mobilenetv3_large_100.miil_in21k_ft_in1k` is the same model, on pixels / 255
-    (mean 0, std 1): its file loads by path and, without the embedded normalization, gives
-    timm's logits on x / 255."""
-    torch, model, path, x = timm_case("mobilenetv3_large_100.miil_in21k_ft_in1k", tmp_path)
-    cfg = model.pretrained_cfg
-    assert (cfg["mean"], cfg["std"], cfg["interpolation"]) == ((0.0,) * 3, (1.0,) * 3,
-                                                               "bilinear")
-    ours = kl.MobileNetV3Large(weights=str(path), include_preprocessing=False,
-                               input_shape=(SIZE, SIZE, 3), classifier_activation=None)
-    ref = timm_logits(torch, model, x)
-    assert_logits_match(ours, ref, x / 255.0, "miil_in21k_ft_in1k")
 
 
 @pytest.mark.torch

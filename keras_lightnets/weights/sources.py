@@ -519,6 +519,9 @@ TIMM.name_maps["MobileNetV3Small"] = _timm_v3((1, 2, 3, 2, 3), se=(0, 3, 4, 5, 6
 # The ra4 tag (`mobilenetv3_large_100.ra4_e3600_r224_in1k`) takes inputs scaled to [-1, 1].
 TIMM.set_flavours[("MobileNetV3Large", "inception")] = _replace(
     TIMM_V3, normalization=TIMM_INCEPTION)
+# Alibaba MIIL's ImageNet-21K pretraining, fine-tuned on ImageNet-1k: pixels / 255, unnormalized.
+TIMM.set_flavours[("MobileNetV3Large", "miil")] = _replace(
+    TIMM_V3, normalization=Normalization((0.0,) * 3, (1.0,) * 3))
 
 # timm's MnasNet-B1 (`mnasnet_100`): torchvision's topology; PyTorch's default batch-norm
 # momentum. Keras' torchvision names `layers_{8 + s}_{i}_layers_{j}` are timm's

@@ -279,6 +279,8 @@ FAMILY_HOOKS = {
     "ShuffleNetV2": {"expected": "test_shufflenet:expected_params"},
     **{f"MobileNetV4Conv{size}": {"expected": "test_mobilenet_v4:expected_params"}
        for size in ("Small", "Medium", "Large")},
+    **{f"MobileNetV4Hybrid{size}": {"expected": "test_mobilenet_v4_hybrid:expected_params"}
+       for size in ("Medium", "Large")},
     "EfficientNetLite": {"expected": "test_efficientnet_lite:expected_params"},
     "GhostNet": {"expected": "test_ghostnet:expected_params"},
     "NASNetMobile": {"expected": "test_nasnet:expected_params"},
@@ -286,8 +288,10 @@ FAMILY_HOOKS = {
 
 
 # Families whose default variant is too slow for the default run: all their registry-wide
-# checks run under `-m heavy` (MobileNetV4 Conv-Small's default covers the same code).
-HEAVY_FAMILIES = {"MobileNetV4ConvMedium", "MobileNetV4ConvLarge"}
+# checks run under `-m heavy` (MobileNetV4 Conv-Small's default covers the same code; the
+# hybrids' attention block runs in test_mobilenet_v4_hybrid on a small model).
+HEAVY_FAMILIES = {"MobileNetV4ConvMedium", "MobileNetV4ConvLarge", "MobileNetV4HybridMedium",
+                  "MobileNetV4HybridLarge"}
 # Families whose registry-wide export and optimize cases are heavy: their own tests run those
 # paths in the default run on a smaller model of the same builders (test_nasnet).
 HEAVY_EXPORT_FAMILIES = {"NASNetMobile"}

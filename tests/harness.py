@@ -59,6 +59,9 @@ def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
       momentum 0, in which every batch norm normalizes with, and stores, the
       statistics of its input as the (already measured) layers before it
       produce it;
+    - each `LayerScale` (MobileNetV4-Hybrid's) gets a scale in [0.5, 1.5]:
+      the factory's initial 1e-5 shrinks the residual branches to where
+      float32 rounding in the offsets outweighs them;
     - the classifier (the last convolution or dense layer, when no batch
       norm follows it) is rescaled and re-centred so that on `images` each
       class's logit has mean 0 and the logits have std `logit_std`: a
@@ -84,6 +87,10 @@ def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
         gamma = rng.uniform(0.5, 1.5, gamma.shape)
         beta = gamma * rng.uniform(1.0, 2.0, beta.shape)
         layer.set_weights([gamma.astype("float32"), beta.astype("float32"), mean, variance])
+    for layer in layers:
+        if type(layer).__name__ == "LayerScale":
+            (gamma,) = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32")])
     momenta = [layer.momentum for layer in norms]
     for layer in norms:
         layer.momentum = 0.0

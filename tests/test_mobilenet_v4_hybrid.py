@@ -209,8 +209,8 @@ def _small_table(act):
 
 
 def _small_hybrid(act="gelu", size=64, classes=10):
-    """The small hybrid with the flavour's embedded normalization (raw pixels in), layer
-    scales of a trained model's size (the factory's 1e-5 would hide the blocks)."""
+    """The small hybrid with the flavour's embedded normalization (raw pixels in);
+    `harness.trained_like` gives its layer scales a trained model's size."""
     flavour = sources.TIMM.flavours["MobileNetV4HybridLarge"]
     inputs = keras.Input((size, size, 3))
     x = kl.layers.Rescaling(*flavour.normalization.scale_offset(), name="normalization")(inputs)
@@ -218,12 +218,7 @@ def _small_hybrid(act="gelu", size=64, classes=10):
                       bn=flavour.bn, pad=flavour.padding, layer_scale=1e-5)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     outputs = keras.layers.Dense(classes, name="classifier")(x)
-    model = keras.Model(inputs, outputs, name=f"mobilenet_v4_hybrid_small_{act}")
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, kl.LayerScale):
-            layer.set_weights([rng.uniform(0.5, 1.5, layer.gamma.shape).astype("float32")])
-    return model
+    return keras.Model(inputs, outputs, name=f"mobilenet_v4_hybrid_small_{act}")
 
 
 @pytest.mark.parametrize("act", ["gelu", pytest.param("relu", marks=pytest.mark.heavy)])

@@ -45,7 +45,7 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
+def trained_like(model, images, seed=0, logit_std=LOGIT_STD, layer_scales=True):
     """Weights shaped like trained ones, in place, so that outputs follow the input.
 
     `randomize` gives batch norms statistics unrelated to the activations
@@ -59,9 +59,10 @@ def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
       momentum 0, in which every batch norm normalizes with, and stores, the
       statistics of its input as the (already measured) layers before it
       produce it;
-    - each `LayerScale` (MobileNetV4-Hybrid's) gets a scale in [0.5, 1.5]:
-      the factory's initial 1e-5 shrinks the residual branches to where
-      float32 rounding in the offsets outweighs them;
+    - each `LayerScale` (MobileNetV4-Hybrid's) gets a scale in [0.5, 1.5]
+      (unless `layer_scales=False`): the factory's initial 1e-5 shrinks the
+      residual branches to where float32 rounding in the offsets outweighs
+      them;
     - the classifier (the last convolution or dense layer, when no batch
       norm follows it) is rescaled and re-centred so that on `images` each
       class's logit has mean 0 and the logits have std `logit_std`: a
@@ -87,7 +88,7 @@ def trained_like(model, images, seed=0, logit_std=LOGIT_STD):
         gamma = rng.uniform(0.5, 1.5, gamma.shape)
         beta = gamma * rng.uniform(1.0, 2.0, beta.shape)
         layer.set_weights([gamma.astype("float32"), beta.astype("float32"), mean, variance])
-    for layer in layers:
+    for layer in layers if layer_scales else ():
         if type(layer).__name__ == "LayerScale":
             (gamma,) = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32")])

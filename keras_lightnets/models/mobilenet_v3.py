@@ -110,7 +110,7 @@ def _mobilenet_v3(
         common.check_published(family, {"alpha": alpha, "minimalistic": minimalistic}, weights)
         common.warn_default_size(shape[0], shape[1], (224,))
 
-    flavour = sources.flavour_for(family, weights)
+    flavour = sources.flavour_for(family, weights, {"alpha": alpha, "minimalistic": minimalistic})
     table, hidden = SPECS[model_type]
     if minimalistic:
         table = [minimal(row) for row in table]

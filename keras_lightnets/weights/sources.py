@@ -125,7 +125,9 @@ class Source:
     matches a whole Keras layer name gives the tensor-name prefix
     (`re.Match.expand`). `bn_keys` name a batch norm's gamma, beta, mean and
     variance; `dense_layout` is "out_in" ([out, in], PyTorch) or "in_out";
-    `key_prefixes` are stripped from the file's keys.
+    `key_prefixes` are stripped from the file's keys. `set_flavours[(family,
+    name)]` are flavours of weight sets whose numerics differ from the
+    family's (another mean and std): manifest entries name them in `flavour`.
     """
 
     name: str
@@ -137,6 +139,7 @@ class Source:
     bn_keys: tuple = ("weight", "bias", "running_mean", "running_var")
     dense_layout: str = "out_in"
     key_prefixes: tuple = ()
+    set_flavours: dict = dataclasses.field(default_factory=dict)
 
 
 # -- flavours: today's values, as the models build them ----------------------------------
@@ -387,6 +390,10 @@ _TIMM_MOBILENET_V4_NAMES = (
 for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
     TIMM.flavours[_family] = _TIMM_MOBILENET_V4
     TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_NAMES
+# timm's longer trainings of Conv-Small (e3600, the 0.5 width) take inputs scaled to [-1, 1].
+TIMM_INCEPTION = Normalization((0.5,) * 3, (0.5,) * 3)
+TIMM.set_flavours[("MobileNetV4ConvSmall", "inception")] = _replace(
+    _TIMM_MOBILENET_V4, normalization=TIMM_INCEPTION)
 # The hybrids add the attention blocks' modules and the layer scales (same flavour).
 _TIMM_MOBILENET_V4_HYBRID_NAMES = (
     *_TIMM_MOBILENET_V4_NAMES,
@@ -443,6 +450,7 @@ _EFFICIENTNET_LITE_NAMES = (
 )
 TIMM.flavours["EfficientNetLite"] = TIMM_TF_LITE
 TIMM.name_maps["EfficientNetLite"] = _EFFICIENTNET_LITE_NAMES
+TIMM.set_flavours[("EfficientNetLite", "pytorch")] = TIMM_LITE
 
 # timm's GhostNet V1/V2: PyTorch numerics, ImageNet mean and std; SE gate `hard_sigmoid`.
 TIMM.flavours["GhostNet"] = _replace(TORCH, source="timm", gate=GATE_RELU6)
@@ -452,6 +460,35 @@ TIMM.name_maps["GhostNet"] = (
      r"blocks.\1.\2.\3.\4.\5"),
     (r"blocks_(\d+)_(\d+)_(conv_dw|bn_dw|conv|bn1)", r"blocks.\1.\2.\3"),
     (r"blocks_(\d+)_(\d+)_(se|shortcut)_(conv_reduce|conv_expand|\d+)", r"blocks.\1.\2.\3.\4"),
+)
+
+# timm's MobileNet V1 (`mobilenetv1_*`, ra4 tags): PyTorch numerics, symmetric padding in the
+# stem too, a dense classifier on the pooled 1024 (no head conv), inputs scaled to [-1, 1].
+TIMM.flavours["MobileNet"] = _replace(TORCH, source="timm", normalization=TIMM_INCEPTION)
+# Keras' separable blocks 1-13 are timm's `blocks.{stage}.{i}`: stages of 1, 2, 2, 6, 2.
+_V1_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate((1, 2, 2, 6, 2)) for i in range(n)]
+TIMM.name_maps["MobileNet"] = (
+    (r"conv1", "conv_stem"), (r"conv1_bn", "bn1"), (r"predictions", "classifier"),
+    *((f"conv_{kind}_{b}{bn}", f"{module}.{leaf}")
+      for b, module in enumerate(_V1_TIMM_BLOCKS, start=1)
+      for kind, leaves in (("dw", ("conv_dw", "bn1")), ("pw", ("conv_pw", "bn2")))
+      for bn, leaf in zip(("", "_bn"), leaves, strict=True)),
+)
+# timm's MobileNetV2 (`mobilenetv2_{050,100,140}`): torchvision's topology and numerics, no
+# dropout; block 0 is a depthwise separable `blocks.0.0`, the others `blocks.{stage}.{i}`.
+TIMM.flavours["MobileNetV2"] = _replace(TORCHVISION.flavours["MobileNetV2"], source="timm",
+                                        classifier_dropout=0.0)
+_V2_TIMM_IR = {"expand": "conv_pw", "expand_BN": "bn1", "depthwise": "conv_dw",
+               "depthwise_BN": "bn2", "project": "conv_pwl", "project_BN": "bn3"}
+_V2_TIMM_BLOCK0 = {"depthwise": "conv_dw", "depthwise_BN": "bn1", "project": "conv_pw",
+                   "project_BN": "bn2"}
+_V2_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate(_V2_REPEATS) for i in range(n)]
+TIMM.name_maps["MobileNetV2"] = (
+    (r"Conv1", "conv_stem"), (r"bn_Conv1", "bn1"), (r"Conv_1", "conv_head"),
+    (r"Conv_1_bn", "bn2"), (r"predictions", "classifier"),
+    *((f"expanded_conv_{k}", f"blocks.0.0.{v}") for k, v in _V2_TIMM_BLOCK0.items()),
+    *((f"block_{b}_{k}", f"{module}.{v}") for b, module in enumerate(_V2_TIMM_BLOCKS)
+      if b for k, v in _V2_TIMM_IR.items()),
 )
 
 # In order of precedence: a family's default source is the first that publishes it.
@@ -535,21 +572,37 @@ def file_source(path, family=None):
     )
 
 
-def flavour_for(family, weights):
+def flavour_for(family, weights, variant=None):
     """The flavour a factory builds for `weights` (None, a weight set's name or a path).
 
     "imagenet" and None give the family's default source; another set the
     source its manifest entries name (`set_source`); a path's ending decides
     its source (`file_source`), Keras-layout files giving the default source.
+    With `variant` (the factory's variant arguments), a set whose entry of
+    that variant names a `flavour` gives that flavour (`entry_flavour`).
     """
     from keras_lightnets.weights import manifest
 
     source = None
-    if manifest.is_set_name(weights) and weights != manifest.IMAGENET:
-        source = set_source(family, weights)
-    elif weights is not None and not manifest.is_set_name(weights):
+    if manifest.is_set_name(weights):
+        if weights != manifest.IMAGENET:
+            source = set_source(family, weights)
+        if variant is not None:
+            named = [e for e in manifest.entries(family, weights)
+                     if manifest.matches(e, variant) and e.get("flavour")]
+            if named:
+                return entry_flavour(named[0])
+    elif weights is not None:
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
+
+
+def entry_flavour(entry):
+    """The flavour manifest entry `entry`'s file was trained in."""
+    source = SOURCES[entry["source"]]
+    if entry.get("flavour"):
+        return source.set_flavours[(entry["family"], entry["flavour"])]
+    return source.flavours[entry["family"]]
 
 
 def state_prefix(source, family, layer_name):

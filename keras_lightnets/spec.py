@@ -143,7 +143,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                         p, suffixes, bn, pad, residual=row.kind == "ir",
                     )
                 skip = row.kind != "ds" and stride == 1 and in_filters == filters
-                last = p + suffixes["add" if skip else "project_bn"]
+                scaled = layer_scale is not None and row.kind == "uir"
+                last = p + suffixes["add" if skip else "layer_scale" if scaled else "project_bn"]
                 block += 1
             base = row.filters or round(base * row.expand)
             scale *= stride

@@ -491,6 +491,60 @@ TIMM.name_maps["MobileNetV2"] = (
       if b for k, v in _V2_TIMM_IR.items()),
 )
 
+# timm's MobileNetV3 (`mobilenetv3_large_100`, `mobilenetv3_small_*`): torchvision's topology
+# (same SE rounding, hard-sigmoid gate, head conv with bias and no batch norm, linear
+# classifier) with PyTorch's batch-norm epsilon; ImageNet mean/std (the `ra_in1k`/`lamb_in1k`
+# tags). Keras block b is timm's `blocks.{stage}.{i}`: block 0 a depthwise-separable block,
+# the head's 1x1 conv the last stage.
+def _timm_v3(stages, se):
+    """The name map of a MobileNetV3 of `stages` blocks per stage; blocks `se` have an SE."""
+    places = [(s, i) for s, repeats in enumerate(stages) for i in range(repeats)]
+    block0 = {"depthwise": "conv_dw", "depthwise_bn": "bn1", "project": "conv_pw",
+              "project_bn": "bn2"}
+    block = {"expand": "conv_pw", "expand_bn": "bn1", "depthwise": "conv_dw",
+             "depthwise_bn": "bn2", "project": "conv_pwl", "project_bn": "bn3"}
+
+    def block_names(b):
+        if b >= len(places):
+            return {}
+        module = "blocks.{}.{}".format(*places[b])
+        names = {k: f"{module}.{v}" for k, v in (block if b else block0).items()}
+        if b in se:
+            names.update({"squeeze_excite_conv": f"{module}.se.conv_reduce",
+                          "squeeze_excite_conv_1": f"{module}.se.conv_expand"})
+        return names
+
+    head = f"blocks.{len(stages)}.0"
+    return _v3_rules(block_names, {"conv": "conv_stem", "conv_bn": "bn1", "conv_1": f"{head}.conv",
+                                   "conv_1_bn": f"{head}.bn1", "conv_2": "conv_head",
+                                   "logits": "classifier"})
+
+
+TIMM_V3 = _replace(TORCHVISION.flavours["MobileNetV3Large"], source="timm", bn_epsilon=1e-5,
+                   bn_momentum=0.9)
+TIMM.flavours.update({"MobileNetV3Large": TIMM_V3, "MobileNetV3Small": TIMM_V3})
+TIMM.name_maps["MobileNetV3Large"] = _timm_v3((1, 2, 3, 4, 2, 3),
+                                              se=(3, 4, 5, 10, 11, 12, 13, 14))
+TIMM.name_maps["MobileNetV3Small"] = _timm_v3((1, 2, 3, 2, 3), se=(0, 3, 4, 5, 6, 7, 8, 9, 10))
+# The ra4 tag (`mobilenetv3_large_100.ra4_e3600_r224_in1k`) takes inputs scaled to [-1, 1].
+TIMM.set_flavours[("MobileNetV3Large", "inception")] = _replace(
+    TIMM_V3, normalization=TIMM_INCEPTION)
+
+# timm's MnasNet-B1 (`mnasnet_100`): torchvision's topology; PyTorch's default batch-norm
+# momentum. Keras' torchvision names `layers_{8 + s}_{i}_layers_{j}` are timm's
+# `blocks.{s + 1}.{i}`.
+_MNASNET_IR = {0: "conv_pw", 1: "bn1", 3: "conv_dw", 4: "bn2", 6: "conv_pwl", 7: "bn3"}
+TIMM.flavours["MnasNet"] = _replace(TORCHVISION.flavours["MnasNet"], source="timm",
+                                    bn_momentum=0.9)
+TIMM.name_maps["MnasNet"] = (
+    (r"layers_0", "conv_stem"), (r"layers_1", "bn1"),
+    (r"layers_3", "blocks.0.0.conv_dw"), (r"layers_4", "blocks.0.0.bn1"),
+    (r"layers_6", "blocks.0.0.conv_pw"), (r"layers_7", "blocks.0.0.bn2"),
+    *((rf"layers_{8 + s}_(\d+)_layers_{j}", rf"blocks.{s + 1}.\1.{v}")
+      for s in range(6) for j, v in _MNASNET_IR.items()),
+    (r"layers_14", "conv_head"), (r"layers_15", "bn2"), (r"classifier_1", "classifier"),
+)
+
 # In order of precedence: a family's default source is the first that publishes it.
 SOURCES = {s.name: s for s in (KERAS_APPLICATIONS, TORCHVISION, PADDLE, PAPER, TIMM, MEGVII)}
 # This package's own files: Keras reads them by layer name, whatever the flavour.

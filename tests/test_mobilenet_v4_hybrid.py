@@ -230,7 +230,7 @@ def test_attention_block_exports(act, tmp_path):
         return _small_hybrid(act, input_shape[0], classes=1000)
 
     # No registered family: the harness's own int8 bound, not the hybrids' lower floors.
-    entry = types.SimpleNamespace(name=f"hybrid_small_{act}", family=None, build=build,
+    entry = types.SimpleNamespace(name=f"hybrid_small_{act}", build=build,
                                   preprocess_input=mobilenet_v4.preprocess_input)
     measured = harness.run_export_test(entry, tmp_path, 64)
     assert measured["int8"]["cosine"] >= harness.INT8_COSINE

@@ -27,7 +27,8 @@ def correct_pad(input_size, kernel_size):
 
 
 def activation(kind, name=None):
-    """The layer for `kind` (relu, relu6, hard_swish, hard_sigmoid, swish, sigmoid) or None."""
+    """The layer for `kind` (relu, relu6, hard_swish, hard_sigmoid, swish, sigmoid, gelu) or
+    None; gelu is the exact (erf) one, PyTorch's default."""
     if kind is None:
         return None
     if kind == "relu":
@@ -38,7 +39,7 @@ def activation(kind, name=None):
         return kl.HardSwish(name=name)
     if kind == "hard_sigmoid":
         return kl.HardSigmoid(name=name)
-    if kind in ("swish", "sigmoid"):
+    if kind in ("swish", "sigmoid", "gelu"):
         return layers.Activation(kind, name=name)
     raise ValueError(f"Unknown activation. Received: activation={kind}")
 
@@ -371,13 +372,15 @@ UIR_NAMES_TIMM = {
     "start": "dw_start_conv", "start_bn": "dw_start_bn", "start_pad": "dw_start_pad",
     "expand": "pw_exp_conv", "expand_bn": "pw_exp_bn", "expand_act": "pw_exp_{act}",
     "dw": "dw_mid_conv", "dw_bn": "dw_mid_bn", "dw_act": "dw_mid_{act}", "dw_pad": "dw_mid_pad",
-    "project": "pw_proj_conv", "project_bn": "pw_proj_bn", "add": "add",
+    "project": "pw_proj_conv", "project_bn": "pw_proj_bn", "layer_scale": "layer_scale",
+    "add": "add",
 }
 
 
 def universal_inverted_residual(x, filters, expand_filters, start_kernel=0, mid_kernel=3,
                                 strides=1, act="relu", prefix="blocks_0_0_",
-                                names=UIR_NAMES_TIMM, bn=None, pad_mode="symmetric"):
+                                names=UIR_NAMES_TIMM, bn=None, pad_mode="symmetric",
+                                layer_scale=None):
     """Universal inverted residual (MobileNetV4's UIB): optional depthwise conv + BN
     (`start_kernel`, 0 for none), 1x1 expansion + BN + act, optional depthwise conv + BN +
     act (`mid_kernel`), linear 1x1 projection + BN, identity shortcut when shapes allow.
@@ -390,6 +393,8 @@ def universal_inverted_residual(x, filters, expand_filters, start_kernel=0, mid_
         expand_filters: channels after the expansion.
         names: layer-name suffixes after `prefix` (`{act}`: the activation kind).
         pad_mode: padding of strided depthwise convs, see `pad_for_stride`.
+        layer_scale: None, or the initial value of a `LayerScale` on the projection
+            (MobileNetV4-Hybrid's), before the shortcut.
     """
     if strides > 1 and not (start_kernel or mid_kernel):
         raise ValueError(f"A strided universal inverted residual needs a depthwise conv. "
@@ -403,9 +408,60 @@ def universal_inverted_residual(x, filters, expand_filters, start_kernel=0, mid_
     if mid_kernel:
         x = _depthwise_bn(x, mid_kernel, strides, pad_mode, n, "dw", bn, act)
     x = _pointwise(x, filters, n["project"], n["project_bn"], bn)
+    if layer_scale is not None:
+        x = kl.LayerScale(layer_scale, name=n["layer_scale"])(x)
     if strides == 1 and in_filters == filters:
         x = layers.Add(name=n["add"])([shortcut, x])
     return x
+
+
+# Layer-name suffixes of the mobile multi-query attention block: timm's module paths
+# (`blocks.2.4.attn.key.down_conv` -> `blocks_2_4_attn_key_down_conv`) for weighted layers.
+MQA_NAMES_TIMM = {
+    "norm": "norm", "query": "attn_query_proj", "down_pad": "attn_{part}_pad",
+    "down": "attn_{part}_down_conv", "down_bn": "attn_{part}_norm", "proj": "attn_{part}_proj",
+    "core": "attn_core", "output": "attn_output_proj", "layer_scale": "layer_scale",
+    "add": "add",
+}
+
+
+def mobile_attention(x, heads, key_dim, kv_stride=1, kernel_size=3, prefix="blocks_2_4_",
+                     names=MQA_NAMES_TIMM, bn=None, pad_mode="symmetric", layer_scale=1e-5):
+    """Mobile multi-query attention (MobileNetV4-Hybrid's Mobile MQA), as timm's
+    `MobileAttention(use_multi_query=True)`.
+
+    Batch norm, then attention: a 1x1 query projection to `heads * key_dim`; keys and
+    values each through a strided `kernel_size` depthwise conv + batch norm when
+    `kv_stride > 1` and a 1x1 projection to one shared head of `key_dim`;
+    `MultiQueryAttentionCore`; a 1x1 output projection to the input's channels. Then an
+    optional `LayerScale` and the identity shortcut. Convolutions have no bias.
+
+    Args:
+        names: layer-name suffixes after `prefix` (`{part}`: "key" or "value").
+        pad_mode: padding of the strided depthwise convs, see `pad_for_stride`.
+        layer_scale: None, or the initial value of the `LayerScale`.
+    """
+    n = {k: prefix + v for k, v in names.items()}
+    channels = x.shape[-1]
+    shortcut = x
+    x = layers.BatchNormalization(name=n["norm"], **(bn or {}))(x)
+    query = layers.Conv2D(heads * key_dim, 1, use_bias=False, name=n["query"])(x)
+    key_value = []
+    for part in ("key", "value"):
+        h = x
+        if kv_stride > 1:
+            h, padding = pad_for_stride(h, kernel_size, kv_stride, pad_mode,
+                                        n["down_pad"].format(part=part))
+            h = layers.DepthwiseConv2D(kernel_size, strides=kv_stride, padding=padding,
+                                       use_bias=False, name=n["down"].format(part=part))(h)
+            h = layers.BatchNormalization(name=n["down_bn"].format(part=part), **(bn or {}))(h)
+        key_value.append(layers.Conv2D(key_dim, 1, use_bias=False,
+                                       name=n["proj"].format(part=part))(h))
+    x = kl.MultiQueryAttentionCore(key_dim, name=n["core"])([query, *key_value])
+    x = layers.Conv2D(channels, 1, use_bias=False, name=n["output"])(x)
+    if layer_scale is not None:
+        x = kl.LayerScale(layer_scale, name=n["layer_scale"])(x)
+    return layers.Add(name=n["add"])([shortcut, x])
 
 
 # Layer-name suffixes of the edge residual (fused inverted residual): timm's module paths.

@@ -226,3 +226,94 @@ class ResizeNearest(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x, like = input_shape
         return (x[0], like[1], like[2], x[3])
+
+
+@_register
+class LayerScale(keras.layers.Layer):
+    """Learned per-channel scale of a channels-last tensor, `x * gamma` (timm's
+    `LayerScale2d`, which MobileNetV4-Hybrid puts on every block's residual branch).
+
+    Args:
+        init_value: the initial value of every channel's `gamma`.
+    """
+
+    traits = ("per_channel",)
+
+    def __init__(self, init_value=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = float(init_value)
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma", shape=(input_shape[-1],),
+            initializer=keras.initializers.Constant(self.init_value))
+
+    def call(self, inputs):
+        return inputs * ops.cast(self.gamma, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+def multi_query_attention(query, key, value, key_dim, backend, softmax):
+    """MultiQueryAttentionCore's computation with `backend` (`keras.ops` or `tensorflow`) and
+    its `softmax` function."""
+    dynamic = backend.shape(query)
+    batch, rows, cols = (dynamic[i] if query.shape[i] is None else query.shape[i]
+                         for i in range(3))
+    value_dim = value.shape[-1]
+    heads = query.shape[-1] // key_dim
+    # Head-major query channels: position p, head h is row p * heads + h.
+    q = backend.reshape(query, (batch, -1, key_dim)) * (key_dim ** -0.5)
+    k = backend.reshape(key, (batch, -1, key_dim))
+    v = backend.reshape(value, (batch, -1, value_dim))
+    attention = softmax(backend.matmul(q, backend.transpose(k, (0, 2, 1))))
+    return backend.reshape(backend.matmul(attention, v), (batch, rows, cols, heads * value_dim))
+
+
+@_register
+class MultiQueryAttentionCore(keras.layers.Layer):
+    """The core of multi-query attention on channels-last maps (MobileNetV4's Mobile MQA):
+    `softmax(q k^T / sqrt(key_dim)) v` for every query head, all heads sharing one key and
+    value head. The projections (and any key/value downsampling) are the model's own layers.
+
+    Inputs `[query, key, value]`: `(batch, rows, cols, heads * key_dim)` with head-major
+    channels, `(batch, r, c, key_dim)` and `(batch, r, c, value_dim)`. Output:
+    `(batch, rows, cols, heads * value_dim)`, head-major. One shared key/value head lets the
+    query heads fold into the query axis: two 3-D matmuls and a softmax, nothing above 4-D.
+
+    Args:
+        key_dim: channels per query and key head.
+    """
+
+    traits = ()
+
+    def __init__(self, key_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.key_dim = _positive("key_dim", key_dim)
+
+    def build(self, input_shape):
+        query, key, _ = input_shape
+        if query[-1] is not None and query[-1] % self.key_dim:
+            raise ValueError(f"The query channels {query[-1]} are not a multiple of the head "
+                             f"size. Received: key_dim={self.key_dim}")
+        if key[-1] is not None and key[-1] != self.key_dim:
+            raise ValueError(f"The key has {key[-1]} channels, one head of `key_dim`. "
+                             f"Received: key_dim={self.key_dim}")
+
+    def call(self, inputs):
+        query, key, value = inputs
+        return multi_query_attention(query, key, value, self.key_dim, ops,
+                                     lambda x: ops.softmax(x, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        query, _, value = input_shape
+        heads = None if query[-1] is None else query[-1] // self.key_dim
+        channels = None if heads is None or value[-1] is None else heads * value[-1]
+        return (query[0], query[1], query[2], channels)
+
+    def get_config(self):
+        return {**super().get_config(), "key_dim": self.key_dim}

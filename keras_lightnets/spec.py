@@ -15,8 +15,10 @@ from keras_lightnets import blocks
 # kind: "conv" (conv + BN + act), "ir" (inverted residual: no expansion conv
 #   when `expand` is 1), "ds" (depthwise separable: no expansion, no skip),
 #   "uir" (universal inverted residual; `kernel` is its (start, middle)
-#   depthwise kernels, 0 for none) or "er" (edge residual: a full `kernel`
-#   conv expands).
+#   depthwise kernels, 0 for none), "er" (edge residual: a full `kernel`
+#   conv expands) or "mqa" (mobile multi-query attention; `kernel` is the
+#   key/value downsampling depthwise kernel, `attn` its
+#   (heads, key_dim, kv_stride); `filters` stays the input's).
 # filters: output channels at alpha 1; None on a conv row for `expand` times
 #   its input channels.
 # expand: expansion ratio. se: squeeze-excite channels as a fraction of the
@@ -27,8 +29,8 @@ from keras_lightnets import blocks
 #   (default: the family's), `{b}` the block index, `{i}` the repeat, `{j}`
 #   the block's index among the rows of the same name (a timm stage).
 Block = collections.namedtuple(
-    "Block", "kind kernel stride filters expand se act repeats scale tap name",
-    defaults=(1, 0, None, 1, "alpha", False, None),
+    "Block", "kind kernel stride filters expand se act repeats scale tap name attn",
+    defaults=(1, 0, None, 1, "alpha", False, None, None),
 )
 
 # Per model: `{stride: layer name}` of its tapped rows.
@@ -50,7 +52,7 @@ def width(filters, alpha, scale="alpha", truncate=False, rule="make_divisible"):
 
 
 def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=False,
-          flavour=None):
+          flavour=None, layer_scale=None):
     """Builds the rows of `table` on `x`; returns `(x, taps)`.
 
     Args:
@@ -66,6 +68,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
         flavour: the `sources.Flavour` whose `block0_expand`, `stem_scaled`,
             `expand_from_alpha`, `se_round` and `width_rule` apply (None:
             keras.applications').
+        layer_scale: None, or the initial value of the `LayerScale` on the
+            residual branch of "uir" and "mqa" rows (MobileNetV4-Hybrid's).
 
     Returns:
         The output tensor and `{stride: layer name}` of the tapped rows: the
@@ -119,7 +123,14 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                     taps[scale] = p + suffixes["expand_act"].format(act=row.act)
                 if row.kind == "uir":
                     x = blocks.universal_inverted_residual(
-                        x, filters, expand, *row.kernel, stride, row.act, p, suffixes, bn, pad)
+                        x, filters, expand, *row.kernel, stride, row.act, p, suffixes, bn, pad,
+                        layer_scale)
+                elif row.kind == "mqa":
+                    if stride != 1 or filters != in_filters:
+                        raise ValueError(f"A mobile attention row keeps its input's shape "
+                                         f"({in_filters} channels). Received: row={row}")
+                    x = blocks.mobile_attention(x, *row.attn, row.kernel, p, suffixes, bn, pad,
+                                                layer_scale)
                 elif row.kind == "er":
                     x = blocks.edge_residual(x, filters, expand, row.kernel, stride, row.act, p,
                                              suffixes, bn, pad)
@@ -132,7 +143,8 @@ def build(x, table, alpha, *, names, prefix, bn, pad="keras", se=None, truncate=
                         p, suffixes, bn, pad, residual=row.kind == "ir",
                     )
                 skip = row.kind != "ds" and stride == 1 and in_filters == filters
-                last = p + suffixes["add" if skip else "project_bn"]
+                scaled = layer_scale is not None and row.kind == "uir"
+                last = p + suffixes["add" if skip else "layer_scale" if scaled else "project_bn"]
                 block += 1
             base = row.filters or round(base * row.expand)
             scale *= stride

@@ -204,7 +204,7 @@ def test_arguments():
 
 def test_manifest_entries():
     entries = {e["file"]: e for e in manifest.entries() if e["source"] == "timm"
-               and e["family"].startswith("MobileNetV4")}
+               and e["family"].startswith("MobileNetV4Conv")}
     assert {e["weights"] for e in entries.values()} == {
         "timm", "timm_e1200_r224", "timm_e3600_r256", "timm_e500_r224", "timm_e500_r256"}
     for family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):

@@ -5,6 +5,8 @@
 - `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise convolution (exact):
   XNNPACK takes float AVERAGE_POOL_2D only.
 - `ConvRescaling`: a per-channel `x * scale + offset` as one diagonal 1x1 convolution.
+- `ErfGelu`: the exact GELU as `x * (1 + erf(x / sqrt(2))) / 2`: TensorFlow writes it with
+  `erfc`, which tf2onnx does not convert (ONNX has `Erf`).
 
 The tf_keras twins take the same forms while `active(name)`, set by the TFLite export.
 """
@@ -88,3 +90,16 @@ class ConvRescaling(keras.layers.Rescaling):
         kernel, bias = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
         dtype = self.compute_dtype
         return ops.conv(ops.cast(inputs, dtype), ops.cast(kernel, dtype)) + ops.cast(bias, dtype)
+
+
+class ErfGelu(keras.layers.Layer):
+    """The exact GELU of an `Activation("gelu")` (its config), written with `erf`."""
+
+    def __init__(self, activation="gelu", **kwargs):
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return 0.5 * inputs * (1.0 + ops.erf(inputs * float(np.sqrt(0.5))))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

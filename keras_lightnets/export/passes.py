@@ -16,6 +16,7 @@ benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
 | int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
 | int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split) |
 | rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
+| erf_gelu | ONNX | needed: tf2onnx cannot convert TensorFlow's exact GELU (`Erfc`) |
 | hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
 | quantized_kernels | ONNX QDQ | int8 kernels, not ones ONNX Runtime quantizes per tensor |
 """
@@ -88,8 +89,16 @@ KERAS = (
     Pass("int8_average_pool", substitute=int8_average_pool),
     Pass("rescaling_conv", substitute=rescaling_conv),
 )
+def erf_gelu(layer, channels, export):
+    """ONNX: the exact GELU with `erf` (TensorFlow's `erfc` has no ONNX op) (`forms`)."""
+    if type(layer) is keras.layers.Activation and graph.activation_name(layer) == "gelu":
+        return forms.ErfGelu
+    return None
+
+
 # The Keras-graph passes of an ONNX export, before tf2onnx.
-ONNX_KERAS = tuple(p for p in KERAS if p.name == "rescaling_conv")
+ONNX_KERAS = (*(p for p in KERAS if p.name == "rescaling_conv"),
+              Pass("erf_gelu", substitute=erf_gelu))
 # tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
 TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
 

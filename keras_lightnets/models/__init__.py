@@ -17,6 +17,8 @@ from keras_lightnets.models.mobilenet_v4 import (
     MobileNetV4ConvLarge,
     MobileNetV4ConvMedium,
     MobileNetV4ConvSmall,
+    MobileNetV4HybridLarge,
+    MobileNetV4HybridMedium,
 )
 from keras_lightnets.models.nasnet import NASNetMobile
 from keras_lightnets.models.shufflenet_v1 import ShuffleNetV1
@@ -90,3 +92,9 @@ for _version, _alpha in ((1, 1.0), (2, 1.0), (2, 1.3), (2, 1.6)):
 
 __all__ += ["GhostNet", "EfficientNetLite", "EfficientNetLite0", "EfficientNetLite1",
             "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"]
+# MobileNetV4 Hybrid: one width each, as timm publishes them.
+register("mobilenet_v4_hybrid_medium_100", "MobileNetV4HybridMedium", MobileNetV4HybridMedium,
+         default=True)
+register("mobilenet_v4_hybrid_large_100", "MobileNetV4HybridLarge", MobileNetV4HybridLarge,
+         default=True)
+__all__ += ["MobileNetV4HybridLarge", "MobileNetV4HybridMedium"]

@@ -1,4 +1,5 @@
-"""MobileNetV4 Conv-Small, Conv-Medium and Conv-Large, numerically identical to timm's.
+"""MobileNetV4 Conv-Small, Conv-Medium, Conv-Large, Hybrid-Medium and Hybrid-Large,
+numerically identical to timm's.
 
 Reference:
 - [MobileNetV4: Universal Models for the Mobile Ecosystem](
@@ -35,6 +36,16 @@ def _conv(stage, index, kernel, stride, filters, tap=False):
 def _uir(stage, start, mid, stride, filters, expand, repeats=1, tap=False):
     return Block("uir", (start, mid), stride, filters, expand, act="relu", repeats=repeats,
                  tap=tap, name=f"blocks_{stage}_{{j}}_")
+
+
+def _mqa(stage, heads, key_dim, kv_stride, filters):
+    """timm's `mqa` row: mobile multi-query attention, 3x3 key/value downsampling."""
+    return Block("mqa", 3, 1, filters, name=f"blocks_{stage}_{{j}}_",
+                 attn=(heads, key_dim, kv_stride))
+
+
+def _with_activation(table, act):
+    return [row._replace(act=act) for row in table]
 
 
 SMALL = [
@@ -95,15 +106,87 @@ LARGE = [
     _uir(3, 5, 0, 1, 512, 4, repeats=3),
     _conv(4, 0, 1, 1, 960, tap=True),
 ]
-# Per family: block table, model name prefix.
+# The hybrids (the paper's Tables 13-14): attention rows between the blocks of
+# the last two stages (keys and values downsampled twice at stride 16).
+HYBRID_MEDIUM = [
+    Block("conv", 3, 2, 32, act="relu", scale="up", tap=True, name=STEM),
+    Block("er", 3, 2, 48, 4, act="relu", tap=True, name="blocks_0_{j}_"),
+    _uir(1, 3, 5, 2, 80, 4),
+    _uir(1, 3, 3, 1, 80, 2, tap=True),
+    _uir(2, 3, 5, 2, 160, 6),
+    _uir(2, 0, 0, 1, 160, 2),
+    _uir(2, 3, 3, 1, 160, 4),
+    _uir(2, 3, 5, 1, 160, 4),
+    _mqa(2, 4, 64, 2, 160),
+    _uir(2, 3, 3, 1, 160, 4),
+    _mqa(2, 4, 64, 2, 160),
+    _uir(2, 3, 0, 1, 160, 4),
+    _mqa(2, 4, 64, 2, 160),
+    _uir(2, 3, 3, 1, 160, 4),
+    _mqa(2, 4, 64, 2, 160),
+    _uir(2, 3, 0, 1, 160, 4, tap=True),
+    _uir(3, 5, 5, 2, 256, 6),
+    _uir(3, 5, 5, 1, 256, 4),
+    _uir(3, 3, 5, 1, 256, 4, repeats=2),
+    _uir(3, 0, 0, 1, 256, 2),
+    _uir(3, 3, 5, 1, 256, 2),
+    _uir(3, 0, 0, 1, 256, 2),
+    _uir(3, 0, 0, 1, 256, 4),
+    _mqa(3, 4, 64, 1, 256),
+    _uir(3, 3, 0, 1, 256, 4),
+    _mqa(3, 4, 64, 1, 256),
+    _uir(3, 5, 5, 1, 256, 4),
+    _mqa(3, 4, 64, 1, 256),
+    _uir(3, 5, 0, 1, 256, 4),
+    _mqa(3, 4, 64, 1, 256),
+    _uir(3, 5, 0, 1, 256, 4),
+    _conv(4, 0, 1, 1, 960, tap=True),
+]
+HYBRID_LARGE = _with_activation([
+    Block("conv", 3, 2, 24, act="relu", scale="up", tap=True, name=STEM),
+    Block("er", 3, 2, 48, 4, act="relu", tap=True, name="blocks_0_{j}_"),
+    _uir(1, 3, 5, 2, 96, 4),
+    _uir(1, 3, 3, 1, 96, 4, tap=True),
+    _uir(2, 3, 5, 2, 192, 4),
+    _uir(2, 3, 3, 1, 192, 4, repeats=3),
+    _uir(2, 3, 5, 1, 192, 4),
+    _uir(2, 5, 3, 1, 192, 4, repeats=2),
+    _mqa(2, 8, 48, 2, 192),
+    _uir(2, 5, 3, 1, 192, 4),
+    _mqa(2, 8, 48, 2, 192),
+    _uir(2, 5, 3, 1, 192, 4),
+    _mqa(2, 8, 48, 2, 192),
+    _uir(2, 5, 3, 1, 192, 4),
+    _mqa(2, 8, 48, 2, 192),
+    _uir(2, 3, 0, 1, 192, 4, tap=True),
+    _uir(3, 5, 5, 2, 512, 4, repeats=4),
+    _uir(3, 5, 0, 1, 512, 4),
+    _uir(3, 5, 3, 1, 512, 4),
+    _uir(3, 5, 0, 1, 512, 4, repeats=2),
+    _uir(3, 5, 3, 1, 512, 4),
+    _uir(3, 5, 5, 1, 512, 4),
+    _mqa(3, 8, 64, 1, 512),
+    _uir(3, 5, 0, 1, 512, 4),
+    _mqa(3, 8, 64, 1, 512),
+    _uir(3, 5, 0, 1, 512, 4),
+    _mqa(3, 8, 64, 1, 512),
+    _uir(3, 5, 0, 1, 512, 4),
+    _mqa(3, 8, 64, 1, 512),
+    _uir(3, 5, 0, 1, 512, 4),
+    _conv(4, 0, 1, 1, 960, tap=True),
+], "gelu")
+# Per family: block table, model name prefix, activation, initial layer scale of the
+# residual branches (None: none).
 SPECS = {
-    "MobileNetV4ConvSmall": (SMALL, "mobilenet_v4_conv_small"),
-    "MobileNetV4ConvMedium": (MEDIUM, "mobilenet_v4_conv_medium"),
-    "MobileNetV4ConvLarge": (LARGE, "mobilenet_v4_conv_large"),
+    "MobileNetV4ConvSmall": (SMALL, "mobilenet_v4_conv_small", "relu", None),
+    "MobileNetV4ConvMedium": (MEDIUM, "mobilenet_v4_conv_medium", "relu", None),
+    "MobileNetV4ConvLarge": (LARGE, "mobilenet_v4_conv_large", "relu", None),
+    "MobileNetV4HybridMedium": (HYBRID_MEDIUM, "mobilenet_v4_hybrid_medium", "relu", 1e-5),
+    "MobileNetV4HybridLarge": (HYBRID_LARGE, "mobilenet_v4_hybrid_large", "gelu", 1e-5),
 }
 # Channels of the head's 1x1 conv on the pooled map (not scaled by alpha).
 HEAD_FILTERS = 1280
-NAMES = {"uir": blocks.UIR_NAMES_TIMM, "er": blocks.ER_NAMES_TIMM}
+NAMES = {"uir": blocks.UIR_NAMES_TIMM, "er": blocks.ER_NAMES_TIMM, "mqa": blocks.MQA_NAMES_TIMM}
 
 
 def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor, pooling,
@@ -117,19 +200,19 @@ def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor
     common.check_published(family, variant, weights)
     flavour = sources.flavour_for(family, weights, variant)
 
-    table, prefix = SPECS[family]
+    table, prefix, act, layer_scale = SPECS[family]
     img_input, inputs = common.make_input(shape, input_tensor)
     x = img_input
     if include_preprocessing and flavour.normalization.embedded:
         x = kl.Rescaling(*flavour.normalization.scale_offset(), name="normalization")(x)
     x, taps = spec.build(x, table, alpha, names=NAMES, prefix="", bn=flavour.bn,
-                         pad=flavour.padding)
+                         pad=flavour.padding, layer_scale=layer_scale)
     if include_top:
         # timm's head: pool, 1x1 conv + BN + act on the pooled map, linear classifier.
         x = layers.GlobalAveragePooling2D(keepdims=True, name="global_pool")(x)
-        x = blocks.conv_bn_act(x, HEAD_FILTERS, 1, act="relu", bn=flavour.bn,
+        x = blocks.conv_bn_act(x, HEAD_FILTERS, 1, act=act, bn=flavour.bn,
                                names={"conv": "conv_head", "bn": "norm_head",
-                                      "act": "norm_head_relu"})
+                                      "act": f"norm_head_{act}"})
         x = layers.Flatten(name="flatten")(x)
         if dropout_rate > 0:
             x = layers.Dropout(dropout_rate, name="dropout")(x)
@@ -233,12 +316,59 @@ def MobileNetV4ConvLarge(
                          include_preprocessing, name)
 
 
+def MobileNetV4HybridMedium(
+    input_shape=None,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    dropout_rate=0.2,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+):
+    return _mobilenet_v4("MobileNetV4HybridMedium", input_shape, 1.0, include_top, weights,
+                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
+                         include_preprocessing, name)
+
+
+def MobileNetV4HybridLarge(
+    input_shape=None,
+    include_top=True,
+    weights="imagenet",
+    input_tensor=None,
+    pooling=None,
+    classes=1000,
+    dropout_rate=0.2,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name=None,
+):
+    return _mobilenet_v4("MobileNetV4HybridLarge", input_shape, 1.0, include_top, weights,
+                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
+                         include_preprocessing, name)
+
+
 MobileNetV4ConvSmall.__doc__ = DOCSTRING.format(size="Conv-Small", timm="mobilenetv4_conv_small",
                                                 alpha=ALPHA_DOC)
 MobileNetV4ConvMedium.__doc__ = DOCSTRING.format(size="Conv-Medium",
                                                  timm="mobilenetv4_conv_medium", alpha="")
 MobileNetV4ConvLarge.__doc__ = DOCSTRING.format(size="Conv-Large", timm="mobilenetv4_conv_large",
                                                 alpha="")
+# The hybrids' "timm" set is timm's best ImageNet-1k tag (timm's default tag of
+# Hybrid-Medium was pretrained on ImageNet-12k).
+HYBRID_NOTE = """(ECCV 2024)
+
+    Mobile multi-query attention blocks (`MultiQueryAttentionCore`, keys and
+    values downsampled by strided depthwise convs in the stride-16 stage) sit
+    between the universal inverted residuals of the last two stages; both
+    kinds of block end in a `LayerScale`. `"timm"` is timm's `{tag}`."""
+for _factory, _size, _tag in ((MobileNetV4HybridMedium, "Hybrid-Medium", "ix_e550_r256_in1k"),
+                              (MobileNetV4HybridLarge, "Hybrid-Large", "ix_e600_r384_in1k")):
+    _factory.__doc__ = DOCSTRING.format(
+        size=_size, timm=f"mobilenetv4_{_size.lower().replace('-', '_')}", alpha="").replace(
+        "(ECCV 2024)", HYBRID_NOTE.format(tag=_tag), 1)
 
 
 def preprocess_input(x, data_format=None):

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from keras_lightnets.export import forms
-from keras_lightnets.layers import shuffle_channels
+from keras_lightnets.layers import multi_query_attention, shuffle_channels
 
 PACKAGE = "keras_lightnets"
 CUSTOM_LAYERS = {}  # the twins by class name, filled by `_register`
@@ -153,6 +153,55 @@ class ResizeNearest(tf_keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x, like = (tf.TensorShape(s).as_list() for s in input_shape)
         return tf.TensorShape([x[0], like[1], like[2], x[3]])
+
+
+@_register
+class LayerScale(tf_keras.layers.Layer):
+    """Learned per-channel scale, `x * gamma`."""
+
+    quantize_config = "OutputQuantizeConfig"
+
+    def __init__(self, init_value=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.init_value = float(init_value)
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma", shape=(int(input_shape[-1]),),
+            initializer=tf_keras.initializers.Constant(self.init_value))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        return inputs * tf.cast(self.gamma, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "init_value": self.init_value}
+
+
+@_register
+class MultiQueryAttentionCore(tf_keras.layers.Layer):
+    """`softmax(q k^T / sqrt(key_dim)) v`, query heads sharing one key/value head."""
+
+    quantize_config = "OutputQuantizeConfig"
+
+    def __init__(self, key_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.key_dim = int(key_dim)
+
+    def call(self, inputs):
+        query, key, value = inputs
+        return multi_query_attention(query, key, value, self.key_dim, tf,
+                                     lambda x: tf.nn.softmax(x, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        query, _, value = (tf.TensorShape(s).as_list() for s in input_shape)
+        return tf.TensorShape([*query[:3], query[3] // self.key_dim * value[3]])
+
+    def get_config(self):
+        return {**super().get_config(), "key_dim": self.key_dim}
 
 
 def custom_objects():

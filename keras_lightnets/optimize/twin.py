@@ -245,7 +245,7 @@ class _Translator:
 # Fused activations that compute the same in both (Keras 3 name -> tf_keras name).
 _SAME_ACTIVATIONS = {
     name: name for name in ("linear", "relu", "sigmoid", "softmax", "tanh", "elu", "selu",
-                            "softplus", "softsign", "exponential", "swish")
+                            "softplus", "softsign", "exponential", "swish", "gelu")
 }
 _SAME_ACTIVATIONS["silu"] = "swish"
 

@@ -104,6 +104,8 @@ def _layer_values(sd, layer, prefix, source):
                                    source.bn_keys, strict=True):
             if keras_name in shapes:
                 values[keras_name] = sd.take(f"{prefix}.{key}", shapes[keras_name], layer)
+    elif kind == "LayerScale":
+        values["gamma"] = sd.take(f"{prefix}.gamma", shapes["gamma"], layer)
     else:
         raise ValueError(
             f"No {source.name} conversion for layer {layer.name!r} of type {kind}. "

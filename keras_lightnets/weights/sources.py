@@ -394,6 +394,16 @@ for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4Con
 TIMM_INCEPTION = Normalization((0.5,) * 3, (0.5,) * 3)
 TIMM.set_flavours[("MobileNetV4ConvSmall", "inception")] = _replace(
     _TIMM_MOBILENET_V4, normalization=TIMM_INCEPTION)
+# The hybrids add the attention blocks' modules and the layer scales (same flavour).
+_TIMM_MOBILENET_V4_HYBRID_NAMES = (
+    *_TIMM_MOBILENET_V4_NAMES,
+    (r"blocks_(\d+)_(\d+)_(norm|layer_scale)", r"blocks.\1.\2.\3"),
+    (r"blocks_(\d+)_(\d+)_attn_(query|key|value|output)_(proj|down_conv|norm)",
+     r"blocks.\1.\2.attn.\3.\4"),
+)
+for _family in ("MobileNetV4HybridMedium", "MobileNetV4HybridLarge"):
+    TIMM.flavours[_family] = _TIMM_MOBILENET_V4
+    TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_HYBRID_NAMES
 
 
 def _megvii_shufflenet_v1_map():

@@ -366,6 +366,14 @@ def measured_targets(results):
             row[key] = None if p is None else {
                 "weight_set": p["weight_set"], "top1": p["top1"], "float32_ms": p["float32_ms"],
                 "gain": None if k["top1"] is None else p["top1"] - k["top1"]}
+        # Our file of keras.applications' own weights (the same graph): what a few
+        # percent of latency mean in this run.
+        _, family, variant = KERAS_MOBILENETS[name]
+        same = [ident for ident, a in results["architectures"].items()
+                if a["family"] == family and a["variant"] == variant
+                and a["flavour"] == KERAS_SOURCE and a["input_size"] == k["input_size"]]
+        row["ours_same_weights_over_keras"] = None if not same else timing.paired_ratio(
+            results["architectures"][same[0]]["times_ms"]["float32"], k["times_ms"]["float32"])
         gain = row["best"]["gain"] if row["best"] else None
         row.update(gain=gain, bound=targets.text("front_top1_gain"),
                    met=gain is not None and targets.met("front_top1_gain", gain))
@@ -489,6 +497,12 @@ def targets_markdown(results):
         near = "" if n is None else f"{n['weight_set']} ({n['gain']:+.2f})"
         lines.append(f"| {g['keras_model']} | {g['keras_top1']} | {g['keras_float32_ms']:.2f} "
                      f"| {best} | {'yes' if g['met'] else 'NO'} | {near} |")
+    same = [f"{g['keras_model']} {g['ours_same_weights_over_keras']:.3f}"
+            for g in t["front_top1_gain"] if g.get("ours_same_weights_over_keras")]
+    if same:
+        lines += ["", "Resolution: our float32 file of the same keras.applications weights over "
+                      "keras.applications' own file (op-for-op the same graph as run.py "
+                      "checks), paired per round: " + ", ".join(same) + "."]
     i = t["int8_not_slower"]
     worst = "" if i["worst_ratio"] is None else f"{i['worst_ratio']:.3f}"
     lines += ["", f"`int8_not_slower` ({i['bound']}): int8/float32 over our {i['files']} "
@@ -512,7 +526,7 @@ def plot(results, path):
         return
     colours = {"keras.applications": "tab:orange", "torchvision": "tab:green",
                "paddleclas": "tab:blue", "timm": "tab:red", "megvii": "tab:purple"}
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 7), sharey=True)
     points = _all_points(results)
     for ax, precision in zip(axes, PRECISIONS, strict=True):
         key = f"{precision}_ms"
@@ -527,8 +541,8 @@ def plot(results, path):
             ax.scatter(k[key], k["top1"], marker="*", s=160, color="black", zorder=3,
                        label="keras.applications (same export)"
                        if name == next(iter(results["keras_applications"])) else None)
-            ax.annotate(name, (k[key], k["top1"]), fontsize=7, xytext=(4, -10),
-                        textcoords="offset points")
+            ax.annotate(name, (k[key], k["top1"]), fontsize=7, xytext=(6, -12),
+                        textcoords="offset points", fontweight="bold")
         on = sorted(((ms[precision], top1, label) for label, top1, ms in points
                      if label in front(points, precision)))
         if on:
@@ -536,8 +550,8 @@ def plot(results, path):
                     color="gray", lw=0.8, alpha=0.7, label="front")
             for x, y, label in on:
                 if not label.startswith("keras.applications"):
-                    ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3),
-                                textcoords="offset points")
+                    ax.annotate(label, (x, y), fontsize=5.5, xytext=(-3, 4),
+                                textcoords="offset points", ha="right", alpha=0.8)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -572,7 +586,15 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="fewer calibration images")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--from-json", default=None,
+                        help="rewrite the table and plot from a recorded front.json")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = json.loads(pathlib.Path(args.from_json).read_text())
+        mark_fronts(results)
+        results["targets"] = measured_targets(results)
+        write(results, args.out)
+        return 0
     benchmark(args.variants, args.keras, args.runs, args.warmup, args.instances,
               args.max_macs, args.size, args.quick, args.out)
     return 0

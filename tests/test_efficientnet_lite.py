@@ -1,5 +1,7 @@
 """EfficientNet-Lite against timm's own model code, through timm-layout `.safetensors` files."""
 
+import os
+
 import harness
 import keras
 import numpy as np
@@ -8,8 +10,9 @@ from conftest import import_torchvision, sample_photos
 
 import keras_lightnets as kl
 from keras_lightnets import registry
+from keras_lightnets import weights as wl
 from keras_lightnets.models import efficientnet_lite
-from keras_lightnets.weights import load_state, sources
+from keras_lightnets.weights import manifest, sources
 
 TOL = 1e-4
 
@@ -150,17 +153,34 @@ def test_tf_port_file_matches_timm(variant, tmp_path):
 
 
 @pytest.mark.torch
-def test_timm_trained_flavour_matches_timm(tmp_path):
-    """timm's own EfficientNet-Lite0 (`efficientnet_lite0.ra_in1k`): symmetric padding,
-    epsilon 1e-5, ImageNet mean and std, the same tensors."""
+def test_timm_trained_set_matches_timm(tmp_path, monkeypatch):
+    """`weights="timm_ra"`: timm's own EfficientNet-Lite0 (`efficientnet_lite0.ra_in1k`), the
+    same tensors in another flavour (symmetric padding, epsilon 1e-5, ImageNet mean and std),
+    which the set's manifest entry names; served from a mirror."""
     _, path, x, ref = timm_reference("efficientnet_lite0", 67, tmp_path)
-    ours = kl.EfficientNetLite(0, weights=None, classifier_activation=None,
-                               flavour=sources.TIMM_LITE)
-    load_state(ours, sources.TIMM.reader(path), sources.TIMM, "EfficientNetLite")
-    assert_logits(ours(x, training=False), ref, "efficientnet_lite0 at 67")
+    entry = manifest.find("EfficientNetLite", {"variant": 0}, True, weights="timm_ra")
+    assert sources.entry_flavour(entry) is sources.TIMM_LITE
+    served = tmp_path / "served"
+    served.mkdir()
+    os.replace(path, served / entry["file"])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
+    ours = kl.EfficientNetLite0(weights="timm_ra", classifier_activation=None)
+    assert_logits(ours(x, training=False), ref, "efficientnet_lite0.ra_in1k at 67")
     pads = {tuple(map(tuple, la.padding)) for la in ours.layers
             if isinstance(la, keras.layers.ZeroPadding2D)}
     assert pads == {((1, 1), (1, 1)), ((2, 2), (2, 2))}
+    assert {la.epsilon for la in ours.layers
+            if isinstance(la, keras.layers.BatchNormalization)} == {1e-5}
+    # The file alone cannot tell the flavours apart: a path builds the TF port's, into
+    # which the set's file, loaded as the set's flavour, is refused.
+    assert "timm_ra" in kl.list_weights("efficientnet_lite0")
+    tf_port = kl.EfficientNetLite0(weights=None, input_shape=(67, 67, 3))
+    with pytest.raises(ValueError, match="not built in"):
+        wl.load_file(tf_port, str(served / entry["file"]), family=efficientnet_lite.FAMILY,
+                     flavour=sources.entry_flavour(entry))
+    with pytest.raises(ValueError, match="timm_ra"):
+        kl.EfficientNetLite1(weights="timm_ra")
 
 
 def test_layer_names_and_flavour():

@@ -196,7 +196,7 @@ def test_arguments():
     with pytest.raises(ValueError, match=r"Received: dropout_rate=1"):
         kl.MobileNetV4ConvMedium(dropout_rate=1, weights=None)
     with pytest.raises(ValueError, match="Received: weights='timm'"):
-        kl.MobileNetV4ConvSmall(alpha=0.5, weights="timm")
+        kl.MobileNetV4ConvSmall(alpha=0.35, weights="timm")
     model = kl.MobileNetV4ConvSmall(alpha=0.5, weights=None, dropout_rate=0.0, classes=10)
     assert model.name == "mobilenet_v4_conv_small_050" and model.output.shape == (None, 10)
     assert "dropout" not in [layer.name for layer in model.layers]
@@ -206,17 +206,22 @@ def test_manifest_entries():
     entries = {e["file"]: e for e in manifest.entries() if e["source"] == "timm"
                and e["family"].startswith("MobileNetV4")}
     assert {e["weights"] for e in entries.values()} == {
-        "timm", "timm_e1200_r224", "timm_e500_r224", "timm_e500_r256"}
+        "timm", "timm_e1200_r224", "timm_e3600_r256", "timm_e500_r224", "timm_e500_r256"}
     for family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
-        defaults = [e for e in entries.values() if e["family"] == family and e["weights"] == "timm"]
-        assert len(defaults) == 1
         # "timm" is the default tag.
         variant = {"alpha": 1.0} if family == "MobileNetV4ConvSmall" else {}
+        defaults = [e for e in entries.values() if e["family"] == family
+                    and e["weights"] == "timm" and manifest.matches(e, variant)]
+        assert len(defaults) == 1
         assert manifest.find(family, variant, True, weights="timm") is defaults[0]
-        norm = sources.TIMM.flavours[family].normalization
         for e in entries.values():
             if e["family"] == family:
+                norm = sources.entry_flavour(e).normalization
                 assert (tuple(e["mean"]), tuple(e["std"])) == (norm.mean, norm.std)
+    # timm's longer Conv-Small trainings take [-1, 1] inputs: their entries name the flavour.
+    assert {e["file"] for e in entries.values() if e.get("flavour") == "inception"} == {
+        "mobilenetv4_conv_small.e3600_r256_in1k.safetensors",
+        "mobilenetv4_conv_small_050.e3000_r224_in1k.safetensors"}
 
 
 @pytest.mark.torch
@@ -239,3 +244,40 @@ def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
     default = kl.MobileNetV4ConvSmall(classifier_activation=None)
     np.testing.assert_array_equal(np.asarray(default(x, training=False)),
                                   np.asarray(ours(x, training=False)))
+
+
+@pytest.mark.torch
+def test_inception_normalized_set_through_a_mirror(tmp_path, monkeypatch):
+    """`weights="timm_e3600_r256"` builds the set's flavour (inputs scaled to [-1, 1], as its
+    entry says) and gives timm's logits on raw pixels; its file into the default flavour's
+    model is refused."""
+    torch, model, path, x = _timm_case(DEFAULT, tmp_path)
+    entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True,
+                          weights="timm_e3600_r256")
+    served = tmp_path / "served"
+    served.mkdir()
+    path.rename(served / entry["file"])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
+    ours = kl.MobileNetV4ConvSmall(weights="timm_e3600_r256", input_shape=(SIZE, SIZE, 3),
+                                   classifier_activation=None)
+    with torch.no_grad():
+        ref = model(_torch_input(torch, x, {"mean": (0.5,) * 3, "std": (0.5,) * 3})).numpy()
+    assert ref.std(0).mean() > 0.5 * ref.std()
+    diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
+    assert diff <= TOL * np.abs(ref).max()
+    default = kl.MobileNetV4ConvSmall(weights=None, input_shape=(SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match="normalization"):
+        wl.load_file(default, str(served / entry["file"]), family="MobileNetV4ConvSmall",
+                     flavour=sources.entry_flavour(entry))
+
+
+def test_narrow_small_imagenet_is_its_inception_flavour():
+    """Conv-Small 0.5's only timm tag takes [-1, 1] inputs: "imagenet" builds that."""
+    from keras_lightnets.models import common
+
+    with common.weights_not_loaded():
+        model = kl.MobileNetV4ConvSmall(alpha=0.5, input_shape=(64, 64, 3))
+    layer = model.get_layer("normalization")
+    assert (layer.scale, layer.offset) == pytest.approx((1 / 127.5, -1.0))
+    assert kl.list_weights("mobilenet_v4_conv_small_050") == ["imagenet", "timm"]

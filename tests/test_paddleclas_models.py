@@ -131,7 +131,7 @@ def test_paddleclas_flavours_differ_where_paddleclas_does():
 
 
 def test_paddle_sets_are_listed_and_resolve_to_the_flavour():
-    assert kl.list_weights("mobilenet_v1_100") == ["imagenet", "paddle", "paddle_ssld"]
+    assert kl.list_weights("mobilenet_v1_100")[:3] == ["imagenet", "paddle", "paddle_ssld"]
     assert {"paddle", "paddle_ssld"} <= set(kl.list_weights("mobilenet_v2_100"))
     assert kl.list_weights("mobilenet_v2_050")[:2] == ["imagenet", "paddle"]
     assert kl.list_weights("shufflenet_v2_025") == ["paddle"]

@@ -342,3 +342,29 @@ def test_manifest_facts():
         assert f"resize {resize}, centre crop 224" in preprocessing
     assert all(e["top1_source"] for e in doc["entries"])
     json.dumps(doc)  # plain JSON throughout
+
+
+def test_entries_mean_and_std_are_their_flavours():
+    """An entry stating the mean and std of its file's input is built with them: its source's
+    flavour of the family or the set flavour it names (`flavour`)."""
+    stated = [e for e in manifest.entries() if "mean" in e]
+    assert len(stated) >= 18
+    for e in stated:
+        assert manifest.buildable(e), e["file"]
+        norm = sources.entry_flavour(e).normalization
+        assert (tuple(e["mean"]), tuple(e["std"])) == (norm.mean, norm.std), e["file"]
+        assert norm.pixel_max == 1.0 and norm.order == "RGB" and norm.embedded, e["file"]
+    named = [e for e in manifest.entries() if e.get("flavour")]
+    assert named and all((e["family"], e["flavour"]) in sources.SOURCES[e["source"]].set_flavours
+                         for e in named)
+
+
+def test_a_set_flavour_is_built_per_variant():
+    """One set ("timm" of MobileNetV4ConvSmall) with a flavour per width: the factory's variant
+    picks it; without a variant, or for a path, the family's flavour."""
+    base = sources.TIMM.flavours["MobileNetV4ConvSmall"]
+    assert sources.flavour_for("MobileNetV4ConvSmall", "timm", {"alpha": 1.0}) is base
+    half = sources.flavour_for("MobileNetV4ConvSmall", "imagenet", {"alpha": 0.5})
+    assert half.normalization.mean == (0.5,) * 3 and half.bn == base.bn
+    assert sources.flavour_for("MobileNetV4ConvSmall", "timm") is base
+    assert sources.flavour_for("MobileNetV4ConvSmall", "x.safetensors", {"alpha": 0.5}) is base

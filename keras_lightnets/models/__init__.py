@@ -28,7 +28,7 @@ from keras_lightnets.registry import register, width_tag
 # default (the family's representative in the heavier tests).
 VARIANTS = [
     *[("mobilenet_v1", "MobileNet", MobileNet, {"alpha": a}, a == 0.25)
-      for a in (0.25, 0.5, 0.75, 1.0)],
+      for a in (0.25, 0.5, 0.75, 1.0, 1.25)],
     *[("mobilenet_v2", "MobileNetV2", MobileNetV2, {"alpha": a}, a == 1.0)
       for a in (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4, 1.5, 2.0)],
     *[(prefix, family, factory, {"alpha": a, "minimalistic": m}, a == 1.0 and not m)

@@ -77,20 +77,19 @@ def EfficientNetLite(
     include_preprocessing=True,
     name=None,
     dropout_rate=None,
-    flavour=None,
 ):
     """Instantiates an EfficientNet-Lite architecture (`variant` 0 to 4).
 
     `EfficientNetLite0` .. `EfficientNetLite4` are this with their `variant`;
-    see them for the arguments. `flavour`: the numerics to build
-    (`keras_lightnets.weights.sources.Flavour`); None: the one `weights` needs.
+    see them for the arguments.
     """
     classes = common.check_common(locals())
     variant = common.check_choice("variant", variant, tuple(VARIANTS))
     alpha, depth, _, default_dropout = VARIANTS[variant]
     dropout_rate = default_dropout if dropout_rate is None else dropout_rate
     common.check_fraction("dropout_rate", dropout_rate)
-    flavour = flavour or sources.flavour_for(FAMILY, weights)
+    common.check_published(FAMILY, {"variant": variant}, weights)
+    flavour = sources.flavour_for(FAMILY, weights, {"variant": variant})
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
 
     img_input, inputs = common.make_input(shape, input_tensor)
@@ -122,8 +121,11 @@ _DOC = """Instantiates the EfficientNet-Lite{variant} architecture.
 
     Args:
         include_top: whether to include the classifier.
-        weights: `None`, `"imagenet"` or the path to a weights file (timm's
-            `model.safetensors`).
+        weights: `None`, `"imagenet"` (= `"timm"`, timm's port of the
+            TensorFlow weights), `"timm_ra"` (Lite0: timm's own training,
+            built with PyTorch's padding and ImageNet mean/std) or the path
+            to a weights file (a timm `model.safetensors` builds the port's
+            flavour).
         input_tensor: optional Keras tensor to use as the model input.
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.

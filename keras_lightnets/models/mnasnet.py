@@ -6,7 +6,8 @@ Reference:
 
 Weighted layers are named after torchvision's module paths (`layers_0`,
 `layers_8_0_layers_3`, `classifier_1`), so a torchvision state dict loads
-through `keras_lightnets.weights.load_torch_state_dict`.
+through `keras_lightnets.weights.load_torch_state_dict`. timm's `mnasnet_100`
+is the same network (`weights="timm"` or a timm `.safetensors` file).
 """
 
 from keras_lightnets import blocks, imagenet, spec
@@ -78,7 +79,7 @@ def MnasNet(
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.
         alpha: width multiplier, at most 4 (0.5, 0.75, 1.0 and 1.3 have
-            ImageNet weights).
+            ImageNet weights; 1.0 timm's too).
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"`, a weight set's name
             (`keras_lightnets.list_weights`) or the path to a weights file.

@@ -69,7 +69,9 @@ def MobileNet(
     A PaddleClas `.pdparams` file as `weights` builds PaddleClas' flavour
     (ReLU, symmetric padding, a dense classifier), which takes float RGB
     pixels in `[0, 255]` with the ImageNet mean/std normalization embedded
-    (`include_preprocessing=True`).
+    (`include_preprocessing=True`). A timm `.safetensors` file (or the set
+    `"timm_ra4"`) builds timm's flavour: ReLU6, symmetric padding, a dense
+    classifier, RGB pixels in `[0, 255]` scaled to `[-1, 1]` in the model.
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to

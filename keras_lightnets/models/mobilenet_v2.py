@@ -50,11 +50,13 @@ def MobileNetV2(
     `keras.applications.MobileNetV2`, so its `.h5` weight files load as they
     are. Inputs are float RGB pixels scaled to `[-1, 1]` by `preprocess_input`.
 
-    A torchvision `.pth` or PaddleClas `.pdparams` file as `weights` builds
-    that publisher's flavour (symmetric padding, its batch-norm epsilon;
-    PaddleClas: an expansion in the first block and widths `int(c * alpha)`),
-    which takes float RGB pixels in `[0, 255]` with the ImageNet mean/std
-    normalization embedded (`include_preprocessing=True`).
+    A torchvision `.pth`, PaddleClas `.pdparams` or timm `.safetensors` file
+    as `weights` builds that publisher's flavour (symmetric padding, its
+    batch-norm epsilon; PaddleClas: an expansion in the first block and
+    widths `int(c * alpha)`), which takes float RGB pixels in `[0, 255]`
+    with the ImageNet mean/std normalization embedded
+    (`include_preprocessing=True`); so do those publishers' weight sets
+    (`"torchvision"`, `"paddle"`, `"timm_ra"`, ...: `keras_lightnets.list_weights`).
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to

@@ -7,9 +7,10 @@ Hard-swish and the SE gate are the registered `HardSwish` and `HardSigmoid`
 layers (Keras' `x + 3` arithmetic cannot be quantized by TF-MOT).
 
 The weights decide the flavour built (`sources.flavour_for`): keras.applications'
-by default; torchvision's (`.pth`, sets "torchvision"/"torchvision_v2") and
-PaddleClas's (`.pdparams`, sets "paddle"/"paddle_ssld") keep the same layer names
-with their own numerics, widths and head (see `sources.Flavour`).
+by default; torchvision's (`.pth`, sets "torchvision"/"torchvision_v2"),
+PaddleClas's (`.pdparams`, sets "paddle"/"paddle_ssld") and timm's (`.safetensors`,
+sets "timm"/"timm_ra4") keep the same layer names with their own numerics, widths
+and head (see `sources.Flavour`).
 """
 
 from keras import layers
@@ -110,7 +111,7 @@ def _mobilenet_v3(
         common.check_published(family, {"alpha": alpha, "minimalistic": minimalistic}, weights)
         common.warn_default_size(shape[0], shape[1], (224,))
 
-    flavour = sources.flavour_for(family, weights)
+    flavour = sources.flavour_for(family, weights, {"alpha": alpha, "minimalistic": minimalistic})
     table, hidden = SPECS[model_type]
     if minimalistic:
         table = [minimal(row) for row in table]
@@ -149,15 +150,18 @@ DOCSTRING = """Instantiates the {name} architecture.
     `keras.applications.{name}`, so its `.h5` weight files load as they are.
     With `include_preprocessing=True` (default) the model takes float RGB
     pixels in `[0, 255]` and `preprocess_input` is the identity; without it,
-    pixels in `[-1, 1]` (torchvision's and PaddleClas's flavours: pixels
-    normalized by the ImageNet mean and std).
+    pixels in `[-1, 1]` (torchvision's, PaddleClas's and timm's flavours:
+    pixels normalized by the ImageNet mean and std; timm's "timm_ra4" set:
+    `[-1, 1]`). A timm `.safetensors` file given by path builds the "timm"
+    set's normalization.
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
             `(None, None, 3)`.
         alpha: width multiplier, at most 4 (0.75 and 1.0 have ImageNet
             weights; 1.0 only when minimalistic; PaddleClas's sets have
-            0.35, 0.5, 0.75, 1.0 and 1.25).
+            0.35, 0.5, 0.75, 1.0 and 1.25; timm's, Large 1.0 and Small 0.5,
+            0.75 and 1.0).
         minimalistic: no squeeze-excite, no hard-swish and no 5x5 kernels.
         include_top: whether to include the classifier.
         weights: `None`, `"imagenet"`, a weight set's name

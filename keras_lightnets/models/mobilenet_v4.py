@@ -110,12 +110,12 @@ def _mobilenet_v4(family, input_shape, alpha, include_top, weights, input_tensor
                   classes, dropout_rate, classifier_activation, include_preprocessing, name):
     args = {k: v for k, v in locals().items() if k != "family"}
     classes = common.check_common(args)
-    flavour = sources.flavour_for(family, weights)
     alpha = common.check_positive("alpha", alpha, upper=common.MAX_ALPHA)
     common.check_fraction("dropout_rate", dropout_rate)
     shape = common.resolve_input_shape(input_shape, input_tensor, include_top)
     variant = {"alpha": alpha} if family == "MobileNetV4ConvSmall" else {}
     common.check_published(family, variant, weights)
+    flavour = sources.flavour_for(family, weights, variant)
 
     table, prefix = SPECS[family]
     img_input, inputs = common.make_input(shape, input_tensor)
@@ -152,9 +152,10 @@ DOCSTRING = """Instantiates the MobileNetV4 {size} architecture.
     padding included); weighted layers carry timm's module paths, and
     `weights=<path>` loads timm's `.safetensors` files. With
     `include_preprocessing=True` (default) the model takes float RGB pixels
-    in `[0, 255]` and embeds timm's mean/std normalization, and
-    `preprocess_input` is the identity; without it, pixels normalised as
-    `imagenet.preprocess_input(x, mode="torch")` does.
+    in `[0, 255]` and embeds the normalization its weight set was trained
+    with (timm's ImageNet mean/std; `[-1, 1]` for the sets whose manifest
+    entry says so), and `preprocess_input` is the identity; without it,
+    pixels normalised that way.
 
     Args:
         input_shape: optional `(rows, cols, channels)`; defaults to
@@ -177,7 +178,7 @@ DOCSTRING = """Instantiates the MobileNetV4 {size} architecture.
     """
 ALPHA_DOC = """
         alpha: width multiplier, at most 4 (timm builds 0.35, 0.5 and 1.0;
-            1.0 has ImageNet weights here)."""
+            0.5 and 1.0 have ImageNet weights here)."""
 
 
 def MobileNetV4ConvSmall(

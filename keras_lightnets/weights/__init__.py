@@ -22,7 +22,7 @@ from keras_lightnets.weights.pth import load_state_dict
 from keras_lightnets.weights.sources import flavour_for
 
 
-def load_file(model, path, allow_nan=False, family=None):
+def load_file(model, path, allow_nan=False, family=None, flavour=None):
     """Loads a weights file of the same variant into `model`.
 
     Accepts a legacy Keras `.h5` (keras.applications layout, matched by layer
@@ -39,6 +39,8 @@ def load_file(model, path, allow_nan=False, family=None):
             so a refused Keras file leaves `model` holding its values.
         family: the model's family (the factory's name, e.g. "ShuffleNetV2");
             None: for a state-dict file, the family whose name map fits.
+        flavour: the flavour the file was trained in (a weight set's, see
+            `sources.entry_flavour`); None: its source's flavour of `family`.
 
     Raises:
         ValueError: the file is missing, truncated, foreign, of another
@@ -51,12 +53,12 @@ def load_file(model, path, allow_nan=False, family=None):
     source = sources.file_source(path, family)
     if source is not None:
         family = family or sources.family_of(model, source, path)
-        flavour_check.check_flavour(model, source, family, path)
+        flavour_check.check_flavour(model, source, family, path, flavour)
     if source is not None and source.reader is not None:
         state = source.reader(path)
         if not allow_nan:
             _check_finite(state.items(), path)
-        load_state(model, state, source, family)
+        load_state(model, state, source, family, flavour)
         return model
     try:
         try:
@@ -112,10 +114,11 @@ def load_imagenet(model, family, variant, include_top, weights=manifest.IMAGENET
     variant = dict(variant)
     rows = variant.pop("rows", None)
     entry = manifest.find(family, variant, include_top, rows, weights=weights)
+    flavour = sources.entry_flavour(entry)
     if sources.SOURCES[entry["source"]].reader is None:
         # A file that entered the cache was checked for NaN then.
         download.fetch(entry, lambda path, new: load_file(model, path, allow_nan=not new,
-                                                          family=family))
+                                                          family=family, flavour=flavour))
         return model
 
     def convert(path, new):
@@ -129,7 +132,7 @@ def load_imagenet(model, family, variant, include_top, weights=manifest.IMAGENET
                 warnings.warn(f"Rebuilding the converted weights cache {converted}: {exc}",
                               stacklevel=4)
                 download.remove_quietly(converted)
-        load_file(model, path, family=family)
+        load_file(model, path, family=family, flavour=flavour)
         try:
             download.save_weights_atomically(model, converted)
         except OSError as exc:

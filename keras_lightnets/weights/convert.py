@@ -114,8 +114,10 @@ def _layer_values(sd, layer, prefix, source):
     return [values[w.path.split("/")[-1]] for w in layer.weights]
 
 
-def load_state(model, state_dict, source, family):
+def load_state(model, state_dict, source, family, flavour=None):
     """Loads `source`'s state dict of `family` into the Keras model of the same variant.
+
+    `flavour`: the one the weights were trained in (None: the source's of `family`).
 
     Returns the sorted state-dict keys used (after `source.key_prefixes` are
     stripped); unused tensors (a classifier the model lacks) are allowed.
@@ -132,7 +134,7 @@ def load_state(model, state_dict, source, family):
     staged = [(layer, _layer_values(sd, layer, sources.state_prefix(source, family, layer.name),
                                     source))
               for layer in sources.weighted_layers(model)]
-    flavour = source.flavours[family]
+    flavour = flavour or source.flavours[family]
     if flavour.normalization.order == "BGR":
         stem = next(values for layer, values in staged if type(layer).__name__ == "Conv2D")
         stem[0] = stem[0][:, :, ::-1, :]

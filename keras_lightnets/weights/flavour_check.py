@@ -122,9 +122,10 @@ def flavour_mismatch(model, flavour):
             or _shuffle_mismatch(model, flavour))
 
 
-def check_flavour(model, source, family, weights):
-    """ValueError unless `model` is built in `source`'s flavour of `family`."""
-    flavour = source.flavours.get(family)
+def check_flavour(model, source, family, weights, flavour=None):
+    """ValueError unless `model` is built in `flavour` (None: `source`'s flavour of
+    `family`)."""
+    flavour = flavour or source.flavours.get(family)
     problem = "the source has no flavour of it" if flavour is None else flavour_mismatch(
         model, flavour)
     if problem:

@@ -80,7 +80,8 @@ def _same(a, b):
     return a == b
 
 
-def _matches(entry, variant):
+def matches(entry, variant):
+    """Whether the entry is of the variant built with `variant`."""
     return all(_same(variant.get(k), v) for k, v in entry["variant"].items())
 
 
@@ -96,15 +97,15 @@ def published_variants(family=None, weights=IMAGENET):
 
 def weight_sets(family, variant):
     """The weight sets with files of the variant built with `variant`: "imagenet" first."""
-    sets = {e["weights"] for e in entries(family) if _matches(e, variant)}
-    if any(_matches(e, variant) for e in entries(family, IMAGENET)):
+    sets = {e["weights"] for e in entries(family) if matches(e, variant)}
+    if any(matches(e, variant) for e in entries(family, IMAGENET)):
         sets.add(IMAGENET)  # also where it names the publisher's default set
     return sorted(sets, key=_set_order)
 
 
 def has_weights(family, variant, weights=IMAGENET):
     """Whether the variant built with `variant` has files in the weight set `weights`."""
-    return any(_matches(e, variant) for e in entries(family, weights))
+    return any(matches(e, variant) for e in entries(family, weights))
 
 
 def has_imagenet_weights(family, kwargs):
@@ -142,7 +143,7 @@ def find(family, variant, include_top, rows=None, weights=IMAGENET):
     (torchvision, PaddleClas) hold the classifier and serve `include_top=False`
     as well.
     """
-    found = [e for e in entries(family, weights) if _matches(e, variant)]
+    found = [e for e in entries(family, weights) if matches(e, variant)]
     if not found:
         raise ValueError(f"{missing_message(family, variant, weights)} "
                          f"Received: weights={weights!r}")
@@ -169,7 +170,11 @@ def buildable(entry):
     from keras_lightnets.weights import sources
 
     source = sources.SOURCES.get(entry["source"])
-    return source is not None and entry["family"] in source.flavours
+    if source is None:
+        return False
+    if entry.get("flavour"):
+        return (entry["family"], entry["flavour"]) in source.set_flavours
+    return entry["family"] in source.flavours
 
 
 def complexity(entry):

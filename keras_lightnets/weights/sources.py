@@ -125,7 +125,9 @@ class Source:
     matches a whole Keras layer name gives the tensor-name prefix
     (`re.Match.expand`). `bn_keys` name a batch norm's gamma, beta, mean and
     variance; `dense_layout` is "out_in" ([out, in], PyTorch) or "in_out";
-    `key_prefixes` are stripped from the file's keys.
+    `key_prefixes` are stripped from the file's keys. `set_flavours[(family,
+    name)]` are flavours of weight sets whose numerics differ from the
+    family's (another mean and std): manifest entries name them in `flavour`.
     """
 
     name: str
@@ -137,6 +139,7 @@ class Source:
     bn_keys: tuple = ("weight", "bias", "running_mean", "running_var")
     dense_layout: str = "out_in"
     key_prefixes: tuple = ()
+    set_flavours: dict = dataclasses.field(default_factory=dict)
 
 
 # -- flavours: today's values, as the models build them ----------------------------------
@@ -387,6 +390,10 @@ _TIMM_MOBILENET_V4_NAMES = (
 for _family in ("MobileNetV4ConvSmall", "MobileNetV4ConvMedium", "MobileNetV4ConvLarge"):
     TIMM.flavours[_family] = _TIMM_MOBILENET_V4
     TIMM.name_maps[_family] = _TIMM_MOBILENET_V4_NAMES
+# timm's longer trainings of Conv-Small (e3600, the 0.5 width) take inputs scaled to [-1, 1].
+TIMM_INCEPTION = Normalization((0.5,) * 3, (0.5,) * 3)
+TIMM.set_flavours[("MobileNetV4ConvSmall", "inception")] = _replace(
+    _TIMM_MOBILENET_V4, normalization=TIMM_INCEPTION)
 
 
 def _megvii_shufflenet_v1_map():
@@ -433,6 +440,7 @@ _EFFICIENTNET_LITE_NAMES = (
 )
 TIMM.flavours["EfficientNetLite"] = TIMM_TF_LITE
 TIMM.name_maps["EfficientNetLite"] = _EFFICIENTNET_LITE_NAMES
+TIMM.set_flavours[("EfficientNetLite", "pytorch")] = TIMM_LITE
 
 # timm's GhostNet V1/V2: PyTorch numerics, ImageNet mean and std; SE gate `hard_sigmoid`.
 TIMM.flavours["GhostNet"] = _replace(TORCH, source="timm", gate=GATE_RELU6)
@@ -442,6 +450,89 @@ TIMM.name_maps["GhostNet"] = (
      r"blocks.\1.\2.\3.\4.\5"),
     (r"blocks_(\d+)_(\d+)_(conv_dw|bn_dw|conv|bn1)", r"blocks.\1.\2.\3"),
     (r"blocks_(\d+)_(\d+)_(se|shortcut)_(conv_reduce|conv_expand|\d+)", r"blocks.\1.\2.\3.\4"),
+)
+
+# timm's MobileNet V1 (`mobilenetv1_*`, ra4 tags): PyTorch numerics, symmetric padding in the
+# stem too, a dense classifier on the pooled 1024 (no head conv), inputs scaled to [-1, 1].
+TIMM.flavours["MobileNet"] = _replace(TORCH, source="timm", normalization=TIMM_INCEPTION)
+# Keras' separable blocks 1-13 are timm's `blocks.{stage}.{i}`: stages of 1, 2, 2, 6, 2.
+_V1_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate((1, 2, 2, 6, 2)) for i in range(n)]
+TIMM.name_maps["MobileNet"] = (
+    (r"conv1", "conv_stem"), (r"conv1_bn", "bn1"), (r"predictions", "classifier"),
+    *((f"conv_{kind}_{b}{bn}", f"{module}.{leaf}")
+      for b, module in enumerate(_V1_TIMM_BLOCKS, start=1)
+      for kind, leaves in (("dw", ("conv_dw", "bn1")), ("pw", ("conv_pw", "bn2")))
+      for bn, leaf in zip(("", "_bn"), leaves, strict=True)),
+)
+# timm's MobileNetV2 (`mobilenetv2_{050,100,140}`): torchvision's topology and numerics, no
+# dropout; block 0 is a depthwise separable `blocks.0.0`, the others `blocks.{stage}.{i}`.
+TIMM.flavours["MobileNetV2"] = _replace(TORCHVISION.flavours["MobileNetV2"], source="timm",
+                                        classifier_dropout=0.0)
+_V2_TIMM_IR = {"expand": "conv_pw", "expand_BN": "bn1", "depthwise": "conv_dw",
+               "depthwise_BN": "bn2", "project": "conv_pwl", "project_BN": "bn3"}
+_V2_TIMM_BLOCK0 = {"depthwise": "conv_dw", "depthwise_BN": "bn1", "project": "conv_pw",
+                   "project_BN": "bn2"}
+_V2_TIMM_BLOCKS = [f"blocks.{s}.{i}" for s, n in enumerate(_V2_REPEATS) for i in range(n)]
+TIMM.name_maps["MobileNetV2"] = (
+    (r"Conv1", "conv_stem"), (r"bn_Conv1", "bn1"), (r"Conv_1", "conv_head"),
+    (r"Conv_1_bn", "bn2"), (r"predictions", "classifier"),
+    *((f"expanded_conv_{k}", f"blocks.0.0.{v}") for k, v in _V2_TIMM_BLOCK0.items()),
+    *((f"block_{b}_{k}", f"{module}.{v}") for b, module in enumerate(_V2_TIMM_BLOCKS)
+      if b for k, v in _V2_TIMM_IR.items()),
+)
+
+# timm's MobileNetV3 (`mobilenetv3_large_100`, `mobilenetv3_small_*`): torchvision's topology
+# (same SE rounding, hard-sigmoid gate, head conv with bias and no batch norm, linear
+# classifier) with PyTorch's batch-norm epsilon; ImageNet mean/std (the `ra_in1k`/`lamb_in1k`
+# tags). Keras block b is timm's `blocks.{stage}.{i}`: block 0 a depthwise-separable block,
+# the head's 1x1 conv the last stage.
+def _timm_v3(stages, se):
+    """The name map of a MobileNetV3 of `stages` blocks per stage; blocks `se` have an SE."""
+    places = [(s, i) for s, repeats in enumerate(stages) for i in range(repeats)]
+    block0 = {"depthwise": "conv_dw", "depthwise_bn": "bn1", "project": "conv_pw",
+              "project_bn": "bn2"}
+    block = {"expand": "conv_pw", "expand_bn": "bn1", "depthwise": "conv_dw",
+             "depthwise_bn": "bn2", "project": "conv_pwl", "project_bn": "bn3"}
+
+    def block_names(b):
+        if b >= len(places):
+            return {}
+        module = "blocks.{}.{}".format(*places[b])
+        names = {k: f"{module}.{v}" for k, v in (block if b else block0).items()}
+        if b in se:
+            names.update({"squeeze_excite_conv": f"{module}.se.conv_reduce",
+                          "squeeze_excite_conv_1": f"{module}.se.conv_expand"})
+        return names
+
+    head = f"blocks.{len(stages)}.0"
+    return _v3_rules(block_names, {"conv": "conv_stem", "conv_bn": "bn1", "conv_1": f"{head}.conv",
+                                   "conv_1_bn": f"{head}.bn1", "conv_2": "conv_head",
+                                   "logits": "classifier"})
+
+
+TIMM_V3 = _replace(TORCHVISION.flavours["MobileNetV3Large"], source="timm", bn_epsilon=1e-5,
+                   bn_momentum=0.9)
+TIMM.flavours.update({"MobileNetV3Large": TIMM_V3, "MobileNetV3Small": TIMM_V3})
+TIMM.name_maps["MobileNetV3Large"] = _timm_v3((1, 2, 3, 4, 2, 3),
+                                              se=(3, 4, 5, 10, 11, 12, 13, 14))
+TIMM.name_maps["MobileNetV3Small"] = _timm_v3((1, 2, 3, 2, 3), se=(0, 3, 4, 5, 6, 7, 8, 9, 10))
+# The ra4 tag (`mobilenetv3_large_100.ra4_e3600_r224_in1k`) takes inputs scaled to [-1, 1].
+TIMM.set_flavours[("MobileNetV3Large", "inception")] = _replace(
+    TIMM_V3, normalization=TIMM_INCEPTION)
+
+# timm's MnasNet-B1 (`mnasnet_100`): torchvision's topology; PyTorch's default batch-norm
+# momentum. Keras' torchvision names `layers_{8 + s}_{i}_layers_{j}` are timm's
+# `blocks.{s + 1}.{i}`.
+_MNASNET_IR = {0: "conv_pw", 1: "bn1", 3: "conv_dw", 4: "bn2", 6: "conv_pwl", 7: "bn3"}
+TIMM.flavours["MnasNet"] = _replace(TORCHVISION.flavours["MnasNet"], source="timm",
+                                    bn_momentum=0.9)
+TIMM.name_maps["MnasNet"] = (
+    (r"layers_0", "conv_stem"), (r"layers_1", "bn1"),
+    (r"layers_3", "blocks.0.0.conv_dw"), (r"layers_4", "blocks.0.0.bn1"),
+    (r"layers_6", "blocks.0.0.conv_pw"), (r"layers_7", "blocks.0.0.bn2"),
+    *((rf"layers_{8 + s}_(\d+)_layers_{j}", rf"blocks.{s + 1}.\1.{v}")
+      for s in range(6) for j, v in _MNASNET_IR.items()),
+    (r"layers_14", "conv_head"), (r"layers_15", "bn2"), (r"classifier_1", "classifier"),
 )
 
 # In order of precedence: a family's default source is the first that publishes it.
@@ -525,21 +616,37 @@ def file_source(path, family=None):
     )
 
 
-def flavour_for(family, weights):
+def flavour_for(family, weights, variant=None):
     """The flavour a factory builds for `weights` (None, a weight set's name or a path).
 
     "imagenet" and None give the family's default source; another set the
     source its manifest entries name (`set_source`); a path's ending decides
     its source (`file_source`), Keras-layout files giving the default source.
+    With `variant` (the factory's variant arguments), a set whose entry of
+    that variant names a `flavour` gives that flavour (`entry_flavour`).
     """
     from keras_lightnets.weights import manifest
 
     source = None
-    if manifest.is_set_name(weights) and weights != manifest.IMAGENET:
-        source = set_source(family, weights)
-    elif weights is not None and not manifest.is_set_name(weights):
+    if manifest.is_set_name(weights):
+        if weights != manifest.IMAGENET:
+            source = set_source(family, weights)
+        if variant is not None:
+            named = [e for e in manifest.entries(family, weights)
+                     if manifest.matches(e, variant) and e.get("flavour")]
+            if named:
+                return entry_flavour(named[0])
+    elif weights is not None:
         source = file_source(weights, family)
     return (source or default_source(family)).flavours[family]
+
+
+def entry_flavour(entry):
+    """The flavour manifest entry `entry`'s file was trained in."""
+    source = SOURCES[entry["source"]]
+    if entry.get("flavour"):
+        return source.set_flavours[(entry["family"], entry["flavour"])]
+    return source.flavours[entry["family"]]
 
 
 def state_prefix(source, family, layer_name):

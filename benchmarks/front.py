@@ -77,7 +77,7 @@ def registry_name(entry):
     from keras_lightnets.weights import manifest
 
     for name in registry.list_models(entry["family"]):
-        if manifest._matches(entry, registry.get_entry(name).variant):
+        if manifest.matches(entry, registry.get_entry(name).variant):
             return name
     return None
 
@@ -139,7 +139,7 @@ def keras_reference_entry(family, variant):
 
     for e in manifest.entries(family):
         if (e["source"] == KERAS_SOURCE and e["include_top"] and e["input_size"] == KERAS_SIZE
-                and manifest._matches(e, variant)):
+                and manifest.matches(e, variant)):
             return e
     return None
 

@@ -29,18 +29,13 @@ The targets the ratios are checked against are benchmarks/targets.py's.
 
 import argparse
 import functools
-import itertools
 import json
 import os
 import pathlib
 import platform
-import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -53,8 +48,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import targets  # noqa: E402
+import timing  # noqa: E402
+from timing import (  # noqa: E402, F401  (run.X: the investigations' names)
+    INSTANCES,
+    SHARED,
+    Runner,
+    in_turn,
+    interleave,
+    made_in_turns,
+    matmul_peak_gmacs,
+    model_domain,
+    tflite_instance,
+    trained_like,
+)
 
-SHARED = ROOT.parent / "shared"
 DEFAULT_VARIANTS = [
     "mobilenet_v1_100",
     "mobilenet_v2_100",
@@ -70,9 +77,6 @@ SIZE = 224
 # MobileNetV2's graph has none (its callers normalize), so the two networks then do
 # the same job.
 NORMALIZED_INPUT = "shufflenet_v2_100"
-# Runtime instances (interpreters, sessions) per file, timed in turn; even, so that
-# `made_in_turns` makes as many of each file early as late.
-INSTANCES = 4
 
 # Peers per variant. Columns: keras.applications factory and kwargs, torchvision
 # builder name (exported to ONNX), Google TFLite files (name -> shared file).
@@ -91,77 +95,6 @@ PEERS = {
 
 
 # -- timing --------------------------------------------------------------------------------
-
-
-class Runner:
-    """One timed measurement: `call()` runs one inference (or training step)."""
-
-    def __init__(self, variant, source, kind, call, items=1):
-        self.variant, self.source, self.kind = variant, source, kind
-        self.call, self.items = call, items
-        self.times = []
-
-    @property
-    def median_ms(self):
-        return 1000 * statistics.median(self.times) if self.times else None
-
-
-def interleave(runners, runs, warmup, seed=0):
-    """Runs every runner once per round, `warmup` untimed rounds first.
-
-    The order changes every round (seeded), so that no file always runs right
-    after the same neighbour (cache state, frequency changes) or in the same
-    part of a round.
-    """
-    order = list(runners)
-    rng = random.Random(seed)
-    for r in range(warmup + runs):
-        rng.shuffle(order)
-        for runner in order:
-            start = time.perf_counter()
-            runner.call()
-            elapsed = time.perf_counter() - start
-            if r >= warmup:
-                runner.times.append(elapsed)
-
-
-def in_turn(calls):
-    """One call that runs `calls` in turn: a runtime instance's buffer placement moves
-    its latency by as much as the margins of the tightest targets, so each file's time
-    is spread over several instances (investigations/FINDINGS.md)."""
-    turn = itertools.cycle(calls)
-    return lambda: next(turn)()
-
-
-def made_in_turns(makers, instances=INSTANCES):
-    """`[in_turn(calls)]` per maker (each makes one runtime instance's call), making
-    instance i of every maker before instance i + 1 of any, in alternating order.
-
-    Where an instance lies in memory moves its latency: of two identical files,
-    the one whose interpreters were made first ran consistently slower
-    (investigations/FINDINGS.md).
-    """
-    calls = [[] for _ in makers]
-    order = list(range(len(makers)))
-    for i in range(instances):
-        for j in order if i % 2 == 0 else reversed(order):
-            calls[j].append(makers[j]())
-    return [in_turn(c) for c in calls]
-
-
-def tflite_instance(path, threads):
-    """One interpreter of a TFLite file: a call running one inference."""
-    from keras_lightnets.export import tflite
-
-    interp = tflite.interpreter(str(path), num_threads=threads)
-    detail = interp.get_input_details()[0]
-    x = np.zeros(detail["shape"], dtype=detail["dtype"])
-
-    def call():
-        interp.set_tensor(detail["index"], x)
-        interp.invoke()
-
-    return call
 
 
 def onnx_instance(path, threads=1):
@@ -192,100 +125,25 @@ def keras_train_call(model, batch):
     return lambda: model.train_on_batch(x, y)
 
 
-def matmul_peak_gmacs(threads=None, n=2048, repeats=5):
-    """Measured float32 matmul peak (GMAC/s), optionally in a 1-thread subprocess."""
-    if threads == 1:
-        code = (
-            "import numpy as np, time\n"
-            f"a = np.ones(({n}, {n}), 'float32'); a @ a\n"
-            "best = float('inf')\n"
-            f"for _ in range({repeats}):\n"
-            "    s = time.perf_counter(); a @ a; best = min(best, time.perf_counter() - s)\n"
-            f"print({n} ** 3 / best / 1e9)\n"
-        )
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-               "MKL_NUM_THREADS": "1"}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
-        return float(out.stdout.strip())
-    a = np.ones((n, n), "float32")
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return n**3 / best / 1e9
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 # -- building the artifacts ---------------------------------------------------------------
 
 
 def calibration_images(count=32):
     """Real photos when ../shared is there (raw 0-255 RGB), else smooth noise."""
-    from PIL import Image
-
-    folder = SHARED / "data" / "imagenet-sample" / "jpeg"
-    files = sorted(folder.glob("*.JPEG"))[:count] if folder.is_dir() else []
-    if files:
-        return np.stack([np.asarray(Image.open(f).convert("RGB").resize((SIZE, SIZE)),
-                                    dtype="float32") for f in files])
-    rng = np.random.default_rng(0)
-    return rng.uniform(0, 255, (count, SIZE, SIZE, 3)).astype("float32")
-
-
-def model_domain(model, images, preprocess):
-    from keras_lightnets.export import expects_raw_pixels
-
-    return images if expects_raw_pixels(model) else np.asarray(preprocess(images.copy()))
-
-
-def trained_like(model, images, preprocess):
-    """Gives `model` weights shaped like trained ones, in place; returns its input data.
-
-    Latency does not depend on weight values, but int8 files do: untouched
-    initial weights give near-constant activations, which fail int8
-    verification and make XNNPACK refuse int8 ADD/MUL ops whose scales are too
-    far apart. Batch-norm scales and offsets are drawn around 1 and 0 and the
-    moving statistics are measured on the calibration images
-    (`trained_weights.trained_like`).
-    """
-    from trained_weights import trained_like as randomize
-
-    data = model_domain(model, images, preprocess)
-    randomize(model, data[:16])
-    return data
+    return timing.calibration_images(SIZE, count)
 
 
 def export_all(model, prefix, data, quick, strict=True, qat=False):
     """Float32 and int8 TFLite and ONNX files of one Keras model: `({kind: path}, notes)`.
 
-    Our float files must reproduce the model (export verification). An int8
-    file, or a peer's file, that does not is still timed and the failure is
-    noted: with random weights the int8 agreement says little (tests/
-    test_export.py and test_optimize.py check it on real photos).
+    Our float files must reproduce the model (export verification); int8 files
+    and peers' files that do not are timed all the same, noted (`timing.write_file`).
     """
     from keras_lightnets import export
-    from keras_lightnets.export.verify import ExportVerificationError
 
     notes = []
-
-    def write(fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs).path
-        except ExportVerificationError as exc:
-            if strict and "int8" not in args:
-                raise
-            notes.append(f"{pathlib.Path(args[1]).name}: {str(exc).split(';')[0]}")
-            return fn(*args, **{**kwargs, "verify": False}).path
-
     calibration = data[: 8 if quick else 32]
-    files = {"tflite_fp32": write(export.to_tflite, model, f"{prefix}_fp32.tflite",
-                                  verify_data=data[:4]),
-             "tflite_int8": write(export.to_tflite, model, f"{prefix}_int8.tflite", "int8",
-                                  representative_data=calibration, progress=False)}
+    files = timing.tflite_files(model, prefix, data, calibration, notes, strict)
     if qat:
         # TF-MOT's graph, calibrated but not trained (the graph is what counts):
         # the int8 path for MobileNetV3, whose PTQ file keeps HARD_SWISH.
@@ -296,8 +154,8 @@ def export_all(model, prefix, data, quick, strict=True, qat=False):
             aware, f"{prefix}_int8_qat.tflite", "int8", representative_data=calibration,
             progress=False, verify=False).path
     # Channels-first input, as torchvision's exports take it.
-    files["onnx"] = write(export.to_onnx, model, f"{prefix}.onnx", batch_size=1,
-                          input_layout="NCHW", verify_data=data[:2])
+    files["onnx"] = timing.write_file(notes, strict, export.to_onnx, model, f"{prefix}.onnx",
+                                      batch_size=1, input_layout="NCHW", verify_data=data[:2])
     return files, notes
 
 
@@ -514,9 +372,8 @@ def paired_ratio(results, ours, reference):
     a, b = _measurement(results, *ours), _measurement(results, *reference)
     if a is None or b is None:
         return None
-    times_a, times_b = a.get("times_ms"), b.get("times_ms")
-    if times_a and times_b and len(times_a) == len(times_b):
-        return statistics.median(x / y for x, y in zip(times_a, times_b, strict=True))
+    if a.get("times_ms") and b.get("times_ms"):
+        return timing.paired_ratio(a["times_ms"], b["times_ms"])
     return _ratio(a["median_ms"], b["median_ms"])
 
 
@@ -609,9 +466,8 @@ def markdown(results):
 
 
 def _load(results):
-    start = results["machine"].get("load_1min_start")
-    end = results["machine"].get("load_1min_end")
-    return "n/a" if start is None else f"{start:.2f} at the start, {end:.2f} at the end"
+    return timing.load_text(results["machine"].get("load_1min_start"),
+                            results["machine"].get("load_1min_end"))
 
 
 def plot(results, path):

@@ -160,3 +160,70 @@ def test_readme_targets_table_mirrors_targets_py():
     rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| `")]
     table = {cells[0].strip().strip("`"): cells[2].strip() for cells in rows}
     assert table == {key: targets.text(key) for key in targets.TARGETS}
+
+
+def test_front_script_times_each_architecture_once(tmp_path):
+    """Two weight sets of one architecture (PaddleClas' MobileNetV3 Small 0.35, plain and
+    SSLD) share one timed pair of files, beside keras.applications' MobileNet."""
+    from keras_lightnets.weights import manifest
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "front.py"), "--variants",
+         "mobilenet_v3_small_035", "--keras", "MobileNet", "--size", "64", "--runs", "3",
+         "--warmup", "1", "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    data = json.loads((tmp_path / "front.json").read_text())
+    sets = {e["weights"]: e for e in manifest.entries("MobileNetV3Small")
+            if e["variant"]["alpha"] == 0.35 and e["include_top"]}
+    assert set(sets) == {"paddle", "paddle_ssld"}
+    (ident, arch), = data["architectures"].items()
+    assert ident == "mobilenet_v3_small_035.paddleclas@64" and arch["input_size"] == 64
+    assert arch["weight_sets"] == [f"mobilenet_v3_small_035.{w}" for w in sets]
+    for precision in ("float32", "int8"):
+        assert arch[f"{precision}_ms"] > 0 and len(arch["times_ms"][precision]) == 3
+    assert arch["bytes"]["int8"] < arch["bytes"]["float32"]
+    assert arch["int8_over_float32"] > 0
+    points = {p["weights"]: p for p in data["points"]}
+    assert set(points) == set(sets)
+    for weights, p in points.items():
+        assert (p["top1"], p["top1_source"]) == (sets[weights]["top1"],
+                                                 sets[weights]["top1_source"])
+        assert (p["architecture"], p["float32_ms"], p["int8_ms"]) == \
+            (ident, arch["float32_ms"], arch["int8_ms"])
+    # Same latency, lower top-1: never on a front.
+    assert points["paddle"]["front"] == []
+    (keras_name, peer), = data["keras_applications"].items()
+    assert keras_name == "MobileNet" and peer["float32_ms"] > 0 and peer["int8_ms"] > 0
+    assert peer["top1"] == next(e["top1"] for e in manifest.entries("MobileNet", "imagenet")
+                                if e["variant"] == {"alpha": 1.0} and e["input_size"] == 224)
+    (gain,) = data["targets"]["front_top1_gain"]
+    assert gain["keras_model"] == "MobileNet" and isinstance(gain["met"], bool)
+    if gain["best"] is not None:
+        assert gain["gain"] == gain["best"]["top1"] - peer["top1"]
+    int8 = data["targets"]["int8_not_slower"]
+    assert int8["files"] == 1 and int8["worst_architecture"] == ident
+    assert int8["worst_ratio"] == arch["int8_over_float32"] and isinstance(int8["met"], bool)
+    assert data["machine"]["load_1min_start"] is not None
+
+    table = (tmp_path / "front.md").read_text()
+    line = next(x for x in table.splitlines()
+                if x.startswith("| mobilenet_v3_small_035.paddle_ssld |"))
+    assert f"{arch['float32_ms']:.2f}" in line and "[1]" in line
+    assert "**keras.applications.MobileNet**" in table and "## Targets" in table
+    png = (tmp_path / "front.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_front_marks_the_points_no_other_beats():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import front
+
+    points = [("a", 70.0, {"float32": 1.0}), ("b", 72.0, {"float32": 2.0}),
+              ("c", 71.0, {"float32": 3.0}), ("d", 72.0, {"float32": 2.5}),
+              ("e", 70.0, {"float32": 1.0})]
+    # c is slower and less accurate than b; d as accurate as b but slower; a and e tie.
+    assert front.front(points, "float32") == {"a", "b", "e"}

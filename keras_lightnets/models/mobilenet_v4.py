@@ -282,72 +282,33 @@ def MobileNetV4ConvSmall(
                          include_preprocessing, name)
 
 
-def MobileNetV4ConvMedium(
-    input_shape=None,
-    include_top=True,
-    weights="imagenet",
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    dropout_rate=0.2,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
-):
-    return _mobilenet_v4("MobileNetV4ConvMedium", input_shape, 1.0, include_top, weights,
-                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
-                         include_preprocessing, name)
+def _fixed_width(family):
+    """The factory of a family built at one width (the same arguments, without `alpha`)."""
+
+    def factory(
+        input_shape=None,
+        include_top=True,
+        weights="imagenet",
+        input_tensor=None,
+        pooling=None,
+        classes=1000,
+        dropout_rate=0.2,
+        classifier_activation="softmax",
+        include_preprocessing=True,
+        name=None,
+    ):
+        return _mobilenet_v4(family, input_shape, 1.0, include_top, weights, input_tensor,
+                             pooling, classes, dropout_rate, classifier_activation,
+                             include_preprocessing, name)
+
+    factory.__name__ = factory.__qualname__ = family
+    return factory
 
 
-def MobileNetV4ConvLarge(
-    input_shape=None,
-    include_top=True,
-    weights="imagenet",
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    dropout_rate=0.2,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
-):
-    return _mobilenet_v4("MobileNetV4ConvLarge", input_shape, 1.0, include_top, weights,
-                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
-                         include_preprocessing, name)
-
-
-def MobileNetV4HybridMedium(
-    input_shape=None,
-    include_top=True,
-    weights="imagenet",
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    dropout_rate=0.2,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
-):
-    return _mobilenet_v4("MobileNetV4HybridMedium", input_shape, 1.0, include_top, weights,
-                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
-                         include_preprocessing, name)
-
-
-def MobileNetV4HybridLarge(
-    input_shape=None,
-    include_top=True,
-    weights="imagenet",
-    input_tensor=None,
-    pooling=None,
-    classes=1000,
-    dropout_rate=0.2,
-    classifier_activation="softmax",
-    include_preprocessing=True,
-    name=None,
-):
-    return _mobilenet_v4("MobileNetV4HybridLarge", input_shape, 1.0, include_top, weights,
-                         input_tensor, pooling, classes, dropout_rate, classifier_activation,
-                         include_preprocessing, name)
+MobileNetV4ConvMedium = _fixed_width("MobileNetV4ConvMedium")
+MobileNetV4ConvLarge = _fixed_width("MobileNetV4ConvLarge")
+MobileNetV4HybridMedium = _fixed_width("MobileNetV4HybridMedium")
+MobileNetV4HybridLarge = _fixed_width("MobileNetV4HybridLarge")
 
 
 MobileNetV4ConvSmall.__doc__ = DOCSTRING.format(size="Conv-Small", timm="mobilenetv4_conv_small",

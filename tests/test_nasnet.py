@@ -17,7 +17,7 @@ from test_optimize import _compile, _dataset, _int8, _prune_fit_strip
 from test_weights import env, sha256, use_hashes, write_keras_h5  # noqa: F401 (env: fixture)
 
 import keras_lightnets as kl
-from keras_lightnets import optimize
+from keras_lightnets import layers, optimize
 from keras_lightnets import weights as wl
 from keras_lightnets.export import forms, passes
 from keras_lightnets.models import nasnet
@@ -115,32 +115,37 @@ def test_imagenet_no_top_file_comes_from_the_manifest(env, monkeypatch, referenc
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(ref_no_top(x)), atol=1e-5)
 
 
-def test_int8_average_pool_pass_leaves_same_pools_alone():
+def test_int8_average_pool_pass_takes_same_pools_of_known_size():
     """The cells' 3x3/1 'same' pools average only the pixels inside the map at its
-    borders: no fixed depthwise kernel computes that, so the int8 pass keeps them; the
-    'valid' pools (reductions, on explicitly padded maps) become depthwise convolutions."""
+    borders: on a map of known size the int8 pass writes them as a depthwise convolution
+    plus the border windows' correction (`x + x * c`, `c` 0 inside), exact; on a map of
+    unknown size it keeps them. The 'valid' pools (reductions) become depthwise convolutions."""
     model = kl.NASNetMobile(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
     harness.randomize(model)
     export = passes.Export("int8", None)
     pools = [la for la in model.layers if isinstance(la, keras.layers.AveragePooling2D)]
-    same = [la for la in pools if la.padding == "same"]
-    valid = [la for la in pools if la.padding == "valid"]
-    assert same and valid
+    assert {la.padding for la in pools} == {"same", "valid"}
     for layer in pools:
-        form = passes.int8_average_pool(layer, 8, export)
-        assert form is (None if layer.padding == "same" else forms.DepthwiseAveragePooling2D)
+        assert passes.int8_average_pool(layer, 8, export) is forms.DepthwiseAveragePooling2D
+    inputs = keras.Input((None, None, 8))
+    dynamic = keras.Model(inputs, layers.AveragePooling2D(3, 1, padding="same")(inputs))
+    assert passes.int8_average_pool(dynamic.layers[-1], 8, export) is None
 
-    # A 'same' pool as the depthwise form would be wrong at the borders.
+    # The plain depthwise mean is wrong at the borders; the form's correction makes it exact.
     x = np.random.default_rng(0).uniform(0, 1, (1, 5, 5, 2)).astype("float32")
     pool = keras.layers.AveragePooling2D(3, strides=1, padding="same")
     as_depthwise = keras.ops.depthwise_conv(x, np.full((3, 3, 2, 1), 1 / 9, "float32"),
                                             padding="same")
     assert not np.allclose(np.asarray(pool(x))[0, 0, 0], np.asarray(as_depthwise)[0, 0, 0])
+    form = forms.DepthwiseAveragePooling2D(3, strides=1, padding="same")
+    np.testing.assert_allclose(np.asarray(form(x)), np.asarray(pool(x)), atol=1e-6, rtol=0)
+    assert forms.same_pool_excess((3, 3), (1, 1), (5, 5))[0, 2, 2, 0] == 0.0
+    assert forms.same_pool_excess((3, 3), (1, 1), (None, 5)) is None
 
     rebuilt, outcomes = passes.run_keras(model, {"int8_average_pool"}, export)
     assert outcomes["int8_average_pool"] == passes.APPLIED
     kinds = {type(la).__name__ for la in rebuilt.layers}
-    assert "DepthwiseAveragePooling2D" in kinds and "AveragePooling2D" in kinds
+    assert "DepthwiseAveragePooling2D" in kinds and "AveragePooling2D" not in kinds
     images = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(model(images)),
                                atol=1e-5, rtol=0)

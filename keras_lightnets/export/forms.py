@@ -2,8 +2,10 @@
 
 - `UnfusedHardSwish`: `x * (relu6(x + 3) * c)`, `c` one float32 step above 1/6, so the
   converter keeps the ADD/MUL chain XNNPACK runs in int8, not HARD_SWISH (float only there).
-- `DepthwiseAveragePooling2D`: a 'valid' average pool as a depthwise convolution (exact):
-  XNNPACK takes float AVERAGE_POOL_2D only.
+- `DepthwiseAveragePooling2D`: an average pool as a depthwise convolution (exact): XNNPACK
+  takes float AVERAGE_POOL_2D only. A 'same' pool of a map of known size also gets
+  `x + x * c`, `c` the border windows' `pool area / pixels inside - 1` (0 inside the map,
+  so the interior stays exact in int8; a MUL by the whole factor would round its 1).
 - `ConvRescaling`: a per-channel `x * scale + offset` as one diagonal 1x1 convolution.
 - `ErfGelu`: the exact GELU as `x * (1 + erf(x / sqrt(2))) / 2`: TensorFlow writes it with
   `erfc`, which tf2onnx does not convert (ONNX has `Erf`).
@@ -74,13 +76,34 @@ class UnfusedHardSwish(keras.layers.Layer):
         return input_shape
 
 
+def same_pool_excess(pool_size, strides, size):
+    """`(1, rows, cols, 1)` of `area / pixels inside - 1` per window of a 'same' pool of a
+    `size` map (TensorFlow's padding: the smaller half before); None if `size` is unknown
+    or no window crosses the border."""
+    if size is None or None in tuple(size):
+        return None
+    factors = []
+    for k, s, n in zip(pool_size, strides, size, strict=True):
+        out = -(-n // s)
+        starts = np.arange(out) * s - max((out - 1) * s + k - n, 0) // 2
+        factors.append(k / (np.minimum(starts + k, n) - np.maximum(starts, 0)))
+    excess = np.outer(*factors) - 1.0
+    return excess[None, :, :, None].astype("float32") if excess.any() else None
+
+
 class DepthwiseAveragePooling2D(keras.layers.AveragePooling2D):
-    """A 'valid' channels-last `AveragePooling2D` as a depthwise convolution."""
+    """A channels-last `AveragePooling2D` as a depthwise convolution ('same': of a map of
+    known size, with its border correction)."""
 
     def call(self, inputs):
-        kernel = average_kernel(self.pool_size, self.padding, self.data_format, inputs.shape[-1])
+        kernel = average_kernel(self.pool_size, "valid", self.data_format, inputs.shape[-1])
         kernel = ops.cast(kernel, self.compute_dtype)
-        return ops.depthwise_conv(inputs, kernel, strides=self.strides, padding="valid")
+        x = ops.depthwise_conv(inputs, kernel, strides=self.strides, padding=self.padding)
+        if self.padding == "same":
+            excess = same_pool_excess(self.pool_size, self.strides, inputs.shape[1:3])
+            if excess is not None:
+                x = x + x * ops.cast(excess, self.compute_dtype)
+        return x
 
 
 class ConvRescaling(keras.layers.Rescaling):

@@ -14,7 +14,7 @@ benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
 | fold | all | ShuffleNetV1 g3 float32 ~8% faster, int8/float32 0.73x -> 0.60x |
 | route | all | ShuffleNetV2 float32 ~12%, int8 ~14% faster |
 | int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
-| int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split) |
+| int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split); NASNet: FINDINGS |
 | rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
 | erf_gelu | ONNX | needed: tf2onnx cannot convert TensorFlow's exact GELU (`Erfc`) |
 | hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
@@ -64,11 +64,23 @@ def int8_hard_swish(layer, channels, export):
     return None
 
 
+def _spatial(layer):
+    try:
+        return tuple(layer.input.shape[1:3])
+    except (AttributeError, ValueError):  # a layer called more than once
+        return None
+
+
 def int8_average_pool(layer, channels, export):
-    """int8: a 'valid' average pool as a depthwise convolution XNNPACK runs (`forms`)."""
-    if export.quantization == "int8" and type(layer) is layers.AveragePooling2D and (
-            forms.average_kernel(layer.pool_size, layer.padding, layer.data_format,
-                                 channels) is not None):
+    """int8: an average pool as a depthwise convolution XNNPACK runs (`forms`); a 'same'
+    pool only on a map of known size (its border correction needs it)."""
+    if export.quantization != "int8" or type(layer) is not layers.AveragePooling2D or (
+            layer.data_format != "channels_last" or channels is None):
+        return None
+    if layer.padding == "valid":
+        return forms.DepthwiseAveragePooling2D
+    size = _spatial(layer)
+    if size is not None and None not in size:
         return forms.DepthwiseAveragePooling2D
     return None
 

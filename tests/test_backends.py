@@ -22,10 +22,16 @@ CLASSES = 10
 ATOL = 1e-4
 
 
+# Families whose every layer class another family's default model already runs here
+# (MobileNetV4 Conv-Small's): left out for time (`test_every_family_has_a_representative`).
+COVERED_BY = {"MobileNetV4ConvMedium": "MobileNetV4ConvSmall",
+              "MobileNetV4ConvLarge": "MobileNetV4ConvSmall"}
+
+
 def _defaults():
     from keras_lightnets import registry
 
-    return [e for e in registry.entries() if e.default]
+    return [e for e in registry.entries() if e.default and e.family not in COVERED_BY]
 
 
 def _build(entry):
@@ -162,7 +168,12 @@ def test_every_family_has_a_representative():
     from keras_lightnets import registry
 
     families = {e.family for e in registry.entries()}
-    assert sorted(e.family for e in _defaults()) == sorted(families)
+    assert sorted(e.family for e in _defaults()) == sorted(families - set(COVERED_BY))
+    run = {e.family: e for e in _defaults()}
+    for family, other in COVERED_BY.items():
+        entry = next(e for e in registry.entries() if e.family == family and e.default)
+        classes = {type(la).__name__ for la in _build(entry).layers}
+        assert classes <= {type(la).__name__ for la in _build(run[other]).layers}, family
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

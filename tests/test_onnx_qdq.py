@@ -31,6 +31,9 @@ KERNEL_OPS = ("Conv", "MatMul", "Gemm")
 # Families whose default run exports the sparse QAT model (the others: the dense one). Magnitude
 # pruning without fine-tuning leaves some trained-like models near-constant (MobileNetV2).
 SPARSE_IN_DEFAULT_RUN = {"MobileNet", "MobileNetV3Large", "ShuffleNetV1", "SqueezeNet"}
+# The slowest QAT graph, under `-m heavy` only for suite time (its ONNX and int8 TFLite exports
+# stay in the default run: tests/test_models_export.py, tests/test_optimize.py).
+HEAVY_QDQ = {"GhostNet"}
 
 
 def _cases():
@@ -38,7 +41,8 @@ def _cases():
     for entry in (e for e in registry.entries() if e.default):
         for preserve in (False, True):
             default = (preserve == (entry.family in SPARSE_IN_DEFAULT_RUN)
-                       and in_default_run(entry, export=True))
+                       and in_default_run(entry, export=True)
+                       and entry.family not in HEAVY_QDQ)
             marks = () if default else pytest.mark.heavy
             cases.append(pytest.param(entry.name, preserve, marks=marks,
                                       id=f"{entry.name}-{'sparse' if preserve else 'dense'}"))

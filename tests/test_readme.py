@@ -144,6 +144,7 @@ COVERED_ELSEWHERE = {
     "python -m pytest -m heavy": "the heavy subset itself",
     "python examples/distillation.py": "tests/test_distill.py runs its experiment",
     "python benchmarks/run.py": "tests/test_benchmarks.py runs it on a tiny variant",
+    "python benchmarks/front.py": "tests/test_benchmarks.py runs it on a tiny variant",
     "python -m keras_lightnets.weights.manifest --update":
         "rewrites the manifest; tests/test_weights.py and test_cli.py check for drift",
     "python -m pytest": ".ci/run runs the suite",

@@ -169,12 +169,11 @@ def buildable(entry):
     """Whether this version builds the flavour of the entry's source for its family."""
     from keras_lightnets.weights import sources
 
-    source = sources.SOURCES.get(entry["source"])
-    if source is None:
+    try:
+        sources.entry_flavour(entry)
+    except KeyError:  # an unknown source, or no flavour of the family or the set
         return False
-    if entry.get("flavour"):
-        return (entry["family"], entry["flavour"]) in source.set_flavours
-    return entry["family"] in source.flavours
+    return True
 
 
 def complexity(entry):

@@ -440,7 +440,7 @@ MEGVII = Source(
 # TF 'same' padding, epsilon 1e-3 and inputs scaled to [-1, 1]; its own training
 # (`efficientnet_lite0.ra_in1k`) has PyTorch's padding and epsilon and ImageNet mean/std. The
 # files hold the same tensors: a timm file of the family is taken as the TF port.
-TIMM_TF_LITE = Flavour("timm", "same", 1e-3, 0.9, Normalization((0.5,) * 3, (0.5,) * 3),
+TIMM_TF_LITE = Flavour("timm", "same", 1e-3, 0.9, TIMM_INCEPTION,
                        block0_expand=False)
 TIMM_LITE = _replace(TIMM_TF_LITE, padding="symmetric", bn_epsilon=1e-5,
                      normalization=TORCH_IMAGENET)

@@ -66,6 +66,9 @@ PRECISIONS = ("float32", "int8")
 # Interpreters per file: fewer than run.py's, as a hundred architectures' files are
 # all alive at once.
 INSTANCES = 2
+# New export processes after one dies of a signal (a native abort in TensorFlow, seen
+# now and then under load), each resuming where the last stopped.
+EXPORT_RETRIES = 2
 
 
 # -- the points --------------------------------------------------------------------------
@@ -197,13 +200,20 @@ def export_all(jobs, work, quick):
     """Writes every job's files into `work` and `work/exports.json`: `{ident: row}` of
     the files and the failures. Run in a process of its own (`benchmark`), so that the
     memory TensorFlow keeps after the largest export is not held while timing."""
+    import faulthandler
+
     import tensorflow as tf
 
+    faulthandler.enable()
     tf.get_logger().setLevel("ERROR")
     photos = functools.lru_cache(maxsize=None)(
         lambda rows: timing.calibration_images(rows, 8 if quick else 32))
-    rows = {}
+    done = pathlib.Path(work) / "exports.json"
+    # A retried process (`benchmark`) keeps what its predecessor finished.
+    rows = json.loads(done.read_text()) if done.exists() else {}
     for i, (ident, ours, what, rows_px) in enumerate(jobs):
+        if ident in rows:
+            continue
         print(f"[{i + 1}/{len(jobs)}] {ident}: exporting ...", flush=True)
         build = (functools.partial(build_ours, what) if ours
                  else functools.partial(build_keras, what, rows_px))
@@ -217,11 +227,13 @@ def export_all(jobs, work, quick):
             rows[ident] = {"failed": f"export failed: {type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0][:200]}"}
             print(f"    left out: {rows[ident]['failed']}", flush=True)
-            continue
-        rows[ident] = {"files": paths, "params": params, "notes": notes,
-                       "export_s": time.time() - start,
-                       "bytes": {p: os.path.getsize(path) for p, path in paths.items()}}
-    (pathlib.Path(work) / "exports.json").write_text(json.dumps(rows))
+        else:
+            rows[ident] = {"files": paths, "params": params, "notes": notes,
+                           "export_s": time.time() - start,
+                           "bytes": {p: os.path.getsize(path) for p, path in paths.items()}}
+        tmp = done.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, done)
 
 
 def benchmark(names=None, keras_names=tuple(KERAS_MOBILENETS), runs=40, warmup=3,
@@ -243,10 +255,16 @@ def benchmark(names=None, keras_names=tuple(KERAS_MOBILENETS), runs=40, warmup=3
     jobs = [(ident, True, arch, arch["input_size"]) for ident, arch in archs.items()]
     jobs += [(f"keras.applications.{name}", False, name, size or KERAS_SIZE)
              for name in keras_names]
-    child = multiprocessing.get_context("spawn").Process(
-        target=export_all, args=(jobs, str(work), quick))
-    child.start()
-    child.join()
+    for attempt in range(1 + EXPORT_RETRIES):
+        child = multiprocessing.get_context("spawn").Process(
+            target=export_all, args=(jobs, str(work), quick))
+        child.start()
+        child.join()
+        if child.exitcode >= 0 or attempt == EXPORT_RETRIES:
+            break
+        # faulthandler has printed where it died.
+        print(f"the export process died of signal {-child.exitcode}; resuming the exports "
+              "in a new process", file=sys.stderr, flush=True)
     if child.exitcode != 0:
         raise RuntimeError(f"the export process failed (exit code {child.exitcode})")
     rows = json.loads((work / "exports.json").read_text())

@@ -174,7 +174,7 @@ def test_front_script_times_each_architecture_once(tmp_path):
          "--warmup", "1", "--quick", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=env,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
 
     data = json.loads((tmp_path / "front.json").read_text())
     sets = {e["weights"]: e for e in manifest.entries("MobileNetV3Small")
@@ -227,3 +227,18 @@ def test_front_marks_the_points_no_other_beats():
               ("e", 70.0, {"float32": 1.0})]
     # c is slower and less accurate than b; d as accurate as b but slower; a and e tie.
     assert front.front(points, "float32") == {"a", "b", "e"}
+
+
+def test_front_export_process_resumes_what_its_predecessor_finished(tmp_path):
+    """A retried export process (after a native abort) skips the finished jobs and
+    keeps their rows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import front
+
+    finished = {"a": {"files": {"float32": "a.tflite"}, "params": 1},
+                "b": {"failed": "export failed: ValueError: x"}}
+    (tmp_path / "exports.json").write_text(json.dumps(finished))
+    # Building either would fail: "nothing" is no architecture.
+    front.export_all([("a", True, "nothing", 64), ("b", True, "nothing", 64)],
+                     str(tmp_path), quick=True)
+    assert json.loads((tmp_path / "exports.json").read_text()) == finished

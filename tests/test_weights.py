@@ -440,11 +440,12 @@ def test_real_squeezenet_caffe_weights_as_pth_through_path(tmp_path):
     model = kl.SqueezeNet(weights=str(pth), **kwargs)
     direct = kl.SqueezeNet(weights=None, **kwargs)
     wl.load_torch_state_dict(direct, state)
+    for got, want in zip(model.weights, direct.weights):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
+    # The wiring of these weights on all sample photos: test_squeezenet_mnasnet.
     x, y = sample_photos(227)
-    x = np.ascontiguousarray(x[..., ::-1])
+    x = np.ascontiguousarray(x[:100, ..., ::-1])
     x -= CAFFE_BGR_MEAN
     p = model.predict(x, batch_size=50, verbose=0)
-    np.testing.assert_allclose(p[:50], direct.predict(x[:50], verbose=0), atol=1e-6)
-    top1 = float((p.argmax(1) == y).mean())
-    print(f"SqueezeNet 1.1 Caffe weights through weights=<.pth>: top-1 {top1:.3f}")
-    assert abs(top1 - 0.659) <= 0.005  # torchvision's top-1 with these weights (test_squeezenet)
+    np.testing.assert_allclose(p, direct.predict(x, verbose=0), atol=1e-6)
+    assert (p.argmax(1) == y[:100]).mean() > 0.6

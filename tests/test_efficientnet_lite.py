@@ -2,112 +2,26 @@
 
 import os
 
-import harness
 import keras
 import numpy as np
 import pytest
-from conftest import import_torchvision, sample_photos
+from conftest import sample_photos
+from timm_ref import (
+    TOL,
+    assert_logits,
+    float64_logits,
+    float64_model,
+    import_timm,
+    timm_normalize,
+    timm_reference,
+    to_torch,
+)
 
 import keras_lightnets as kl
 from keras_lightnets import registry
 from keras_lightnets import weights as wl
 from keras_lightnets.models import efficientnet_lite
 from keras_lightnets.weights import manifest, sources
-
-TOL = 1e-4
-
-
-def import_timm():
-    """torch and timm (timm imports torchvision: its stub first), or skip."""
-    torch, _ = import_torchvision()
-    timm = pytest.importorskip("timm")
-    return torch, timm
-
-
-def timm_normalize(x, cfg):
-    """timm's eval transform on [0, 255] RGB pixels: `/ 255`, the config's mean and std."""
-    mean, std = (np.array(cfg[k], "float32") for k in ("mean", "std"))
-    return ((x / 255.0 - mean) / std).astype("float32")
-
-
-def to_torch(torch, x):
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def timm_trained_like(torch, module, images, seed=0, logit_std=harness.LOGIT_STD):
-    """`harness.trained_like` on a timm model, in place: batch norms with random scales,
-    offsets of 1-2 scales and the statistics of their input measured on `images` (one pass
-    in training mode, momentum 1), then the classifier scaled and centred so the logits have
-    std `logit_std` and mean 0 per class. Returns the model in eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.copy_(m.weight * (torch.rand(m.num_features, generator=gen) + 1.0))
-            m.momentum = 1.0
-        module.train()
-        module(images)
-        for m in norms:
-            m.momentum = 0.1
-        module.eval()
-        classifier = module.get_classifier()
-        logits = module(images).double()
-        spread = float((logits - logits.mean(0)).std())
-        mean = logits.mean(0)
-        classifier.bias.copy_(((classifier.bias - mean) * logit_std / spread).float())
-        classifier.weight.mul_(logit_std / spread)
-    return module
-
-
-def timm_file(torch, module, path):
-    """`module`'s state dict written as timm's hub `model.safetensors`."""
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
-    return str(path)
-
-
-def timm_reference(name, size, tmp_path, batch=8):
-    """`(module, file, pixels, logits)`: timm's `name` made trained-like on photos at `size`,
-    its `.safetensors` file and its logits on raw [0, 255] pixels."""
-    torch, timm = import_timm()
-    module = timm.create_model(name, pretrained=False)
-    x, _ = sample_photos(size, batch)
-    images = to_torch(torch, timm_normalize(x, module.pretrained_cfg))
-    timm_trained_like(torch, module, images)
-    path = timm_file(torch, module, tmp_path / f"{name}.safetensors")
-    return module, path, x, float64_logits(torch, module, x)
-
-
-def float64_logits(torch, module, x):
-    """`module`'s logits on raw pixels `x`, computed in float64 (then float32): the reference
-    holds none of float32's rounding, so a comparison measures the Keras model's alone."""
-    import copy
-
-    images = to_torch(torch, timm_normalize(x.astype("float64"), module.pretrained_cfg))
-    with torch.no_grad():
-        return copy.deepcopy(module).double()(images.double()).float().numpy()
-
-
-def float64_model(factory, **kwargs):
-    """`factory(**kwargs)` built in float64: exact numerics show as float64 rounding."""
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float64")
-    try:
-        return factory(**kwargs)
-    finally:
-        keras.config.set_dtype_policy(policy)
-
-
-def assert_logits(keras_logits, ref, what, exact=False):
-    """float32 logits within `TOL` of the largest reference logit (float32 rounding through
-    the depth of the model), float64 ones within `TOL / 10` absolute (`exact`)."""
-    diff = float(np.abs(np.asarray(keras_logits, "float64") - ref).max())
-    bound = TOL / 10 if exact else TOL * float(np.abs(ref).max())
-    print(f"{what}: max |logit diff| {diff:.2e} (bound {bound:.1e}), logit std {ref.std():.2f}")
-    assert ref.std() > 1.0, "the logits follow the input"
-    assert diff < bound, what
 
 
 def expected_params(entry):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from test_efficientnet_lite import (
+from timm_ref import (
     TOL,
     assert_logits,
     float64_logits,

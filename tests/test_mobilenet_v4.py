@@ -1,12 +1,12 @@
 """MobileNetV4 (conv) against timm's own model code, through timm's `.safetensors` files."""
 
-import sys
-import types
+import os
 
 import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
+from timm_ref import TOL, import_timm, timm_file, timm_input, timm_trained_like
 
 import keras_lightnets as kl
 from keras_lightnets import registry, spec
@@ -14,9 +14,7 @@ from keras_lightnets import weights as wl
 from keras_lightnets.features import feature_layers
 from keras_lightnets.weights import manifest, sources
 
-TOL = 1e-4
 SIZE = 96
-LOGIT_STD = 3.0
 # Parameter counts of timm 1.0.31's models: `sum(p.numel() for p in model.parameters())`
 # (trainable), plus each batch norm's running mean and variance (total); no top: the stem
 # and blocks only. `test_counts_are_timms` recomputes them from timm.
@@ -44,61 +42,13 @@ def expected_params(entry):
     return {"total_params": total, "trainable_params": trainable, "no_top_total_params": no_top}
 
 
-def import_timm():
-    torch = pytest.importorskip("torch", reason="torch is a dev dependency")
-    # timm imports torchvision, whose compiled ops do not match the CPU torch build.
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("stub"))
-    timm = pytest.importorskip("timm", reason="pip install timm==1.0.31")
-    torch.manual_seed(0)
-    return torch, timm
-
-
-def _torch_input(torch, x, cfg):
-    mean, std = (np.array(cfg[k], "float32") for k in ("mean", "std"))
-    return torch.from_numpy(np.ascontiguousarray(((x / 255.0 - mean) / std).transpose(0, 3, 1, 2)))
-
-
-def trained_like_timm(torch, model, x, seed=0):
-    """A timm model with trained-like batch norms and logits, in place (`harness.trained_like`).
-
-    Batch norms get gamma in [0.5, 1.5], beta 1-2 gamma and the statistics of
-    their input on `x`, measured layer by layer in one training-mode pass; the
-    classifier is rescaled so that the logits on `x` have std 3 and mean 0 per class.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            gamma = torch.rand(m.num_features, generator=gen) + 0.5
-            m.weight.copy_(gamma)
-            m.bias.copy_(gamma * (torch.rand(m.num_features, generator=gen) + 1.0))
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average: one pass stores its batch's statistics
-        model.train()
-        model(x)
-        model.eval()
-        logits = model(x)
-        centre, spread = logits.mean(0), float((logits - logits.mean(0)).std())
-        head = model.classifier
-        head.weight.mul_(LOGIT_STD / spread)
-        head.bias.copy_((head.bias - centre) * LOGIT_STD / spread)
-    return model
-
-
-def write_timm_file(torch, model, path):
-    from safetensors.torch import save_file
-
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
 def _timm_case(name, tmp_path, size=SIZE, count=16):
     """`(timm model, its file, photos)` for registry entry `name`: trained-like on the photos."""
     torch, timm = import_timm()
     model = timm.create_model(TIMM_NAMES[name], pretrained=False)
     x, _ = sample_photos(size, count)
-    trained_like_timm(torch, model, _torch_input(torch, x, model.pretrained_cfg))
-    path = write_timm_file(torch, model, tmp_path / f"{TIMM_NAMES[name]}.safetensors")
+    timm_trained_like(torch, model, timm_input(torch, x, model.pretrained_cfg))
+    path = timm_file(torch, model, tmp_path / f"{TIMM_NAMES[name]}.safetensors")
     return torch, model, path, x
 
 
@@ -114,7 +64,7 @@ def test_timm_file_gives_timms_logits(name, tmp_path):
     # The flavour's normalization: timm's `pretrained_cfg` of the default tag (the narrow
     # Conv-Small widths' own tags use another; they have no weights here).
     norm = sources.TIMM.flavours[entry.family].normalization
-    x_torch = _torch_input(torch, x, {"mean": norm.mean, "std": norm.std})
+    x_torch = timm_input(torch, x, {"mean": norm.mean, "std": norm.std})
     with torch.no_grad():
         ref = model(x_torch).numpy()
         ref_features = model.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)
@@ -231,12 +181,12 @@ def test_imagenet_weights_through_a_mirror(tmp_path, monkeypatch):
     entry = manifest.find("MobileNetV4ConvSmall", {"alpha": 1.0}, True, weights="timm")
     served = tmp_path / "served"
     served.mkdir()
-    path.rename(served / entry["file"])
+    os.rename(path, served / entry["file"])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
     ours = kl.MobileNetV4ConvSmall(weights="timm", classifier_activation=None)
     with torch.no_grad():
-        ref = model(_torch_input(torch, x, model.pretrained_cfg)).numpy()
+        ref = model(timm_input(torch, x, model.pretrained_cfg)).numpy()
     diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
     assert diff <= TOL * np.abs(ref).max()
     # "imagenet" (the default) is timm's default set for a family only timm publishes.
@@ -256,13 +206,13 @@ def test_inception_normalized_set_through_a_mirror(tmp_path, monkeypatch):
                           weights="timm_e3600_r256")
     served = tmp_path / "served"
     served.mkdir()
-    path.rename(served / entry["file"])
+    os.rename(path, served / entry["file"])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv(wl.MIRROR_ENV, served.as_uri())
     ours = kl.MobileNetV4ConvSmall(weights="timm_e3600_r256", input_shape=(SIZE, SIZE, 3),
                                    classifier_activation=None)
     with torch.no_grad():
-        ref = model(_torch_input(torch, x, {"mean": (0.5,) * 3, "std": (0.5,) * 3})).numpy()
+        ref = model(timm_input(torch, x, {"mean": (0.5,) * 3, "std": (0.5,) * 3})).numpy()
     assert ref.std(0).mean() > 0.5 * ref.std()
     diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
     assert diff <= TOL * np.abs(ref).max()

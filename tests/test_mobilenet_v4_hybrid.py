@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from test_mobilenet_v4 import _torch_input, import_timm, trained_like_timm, write_timm_file
 from test_optimize import _compile, _dataset, _int8, _prune_fit_strip
+from timm_ref import TOL, import_timm, timm_file, timm_input, timm_trained_like
 
 import keras_lightnets as kl
 from keras_lightnets import registry, spec
@@ -26,7 +26,6 @@ from keras_lightnets.models import mobilenet_v4
 from keras_lightnets.spec import Block
 from keras_lightnets.weights import flavour_check, manifest, sources
 
-TOL = 1e-4
 # The keys and values of the stride-16 attention are downsampled twice more: 128 px gives
 # them 4x4 positions.
 SIZE = 128
@@ -63,8 +62,8 @@ def _timm_case(name, tmp_path, size=SIZE, count=8):
             if key.endswith("layer_scale.gamma"):
                 p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
     x, _ = sample_photos(size, count)
-    trained_like_timm(torch, model, _torch_input(torch, x, model.pretrained_cfg))
-    path = write_timm_file(torch, model, tmp_path / f"{TIMM_NAMES[name]}.safetensors")
+    timm_trained_like(torch, model, timm_input(torch, x, model.pretrained_cfg))
+    path = timm_file(torch, model, tmp_path / f"{TIMM_NAMES[name]}.safetensors")
     return torch, model, path, x
 
 
@@ -77,7 +76,7 @@ def test_timm_file_gives_timms_logits(name, tmp_path):
     entry = registry.get_entry(name)
     ours = entry.build(weights=str(path), classifier_activation=None)
     headless = entry.build(weights=str(path), include_top=False)
-    x_torch = _torch_input(torch, x, model.pretrained_cfg)
+    x_torch = timm_input(torch, x, model.pretrained_cfg)
     with torch.no_grad():
         ref = model(x_torch).numpy()
         ref_features = model.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)

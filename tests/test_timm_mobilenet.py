@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from test_efficientnet_lite import (
+from timm_ref import (
     TOL,
     assert_logits,
     import_timm,

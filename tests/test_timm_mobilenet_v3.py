@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from test_mobilenet_v4 import _torch_input, import_timm, trained_like_timm, write_timm_file
+from timm_ref import TOL, import_timm, timm_file, timm_input, timm_trained_like
 
 import keras_lightnets as kl
 from keras_lightnets import registry
@@ -18,7 +18,6 @@ from keras_lightnets import weights as wl
 from keras_lightnets.models import common
 from keras_lightnets.weights import flavour_check, manifest, sources
 
-TOL = 1e-4
 SIZE = 96
 # Columns: registry name, timm model and weighted tag.
 CASES = [
@@ -51,14 +50,14 @@ def timm_case(tag, directory, file=None, count=16):
     torch, timm = import_timm()
     model = timm.create_model(tag, pretrained=False)
     x, _ = sample_photos(SIZE, count)
-    trained_like_timm(torch, model, _torch_input(torch, x, model.pretrained_cfg))
-    path = write_timm_file(torch, model, directory / (file or f"{tag}.safetensors"))
+    timm_trained_like(torch, model, timm_input(torch, x, model.pretrained_cfg))
+    path = timm_file(torch, model, directory / (file or f"{tag}.safetensors"))
     return torch, model, path, x
 
 
 def timm_logits(torch, model, x):
     with torch.no_grad():
-        return model(_torch_input(torch, x, model.pretrained_cfg)).numpy()
+        return model(timm_input(torch, x, model.pretrained_cfg)).numpy()
 
 
 def assert_logits_match(ours, ref, x, label):
@@ -171,7 +170,7 @@ def test_timm_files_go_to_their_family(tmp_path):
     A timm file without a family goes to the model's own; a Small file into a Large fails."""
     torch, small, small_path, x = timm_case("mobilenetv3_small_100", tmp_path, count=4)
     large_path = tmp_path / "large.safetensors"
-    write_timm_file(torch, import_timm()[1].create_model("mobilenetv3_large_100"), large_path)
+    timm_file(torch, import_timm()[1].create_model("mobilenetv3_large_100"), large_path)
     models = {family: getattr(kl, family)(weights=None, input_shape=(64, 64, 3))
               for family in ("MobileNetV3Large", "MobileNetV3Small", "MnasNet")}
     for family, model in models.items():
@@ -216,7 +215,7 @@ def test_timm_flavour_exports(name, tag, tmp_path):
     """The harness's export check (float32 and int8 TFLite, ONNX) on the timm flavour, built
     by a file timm's code wrote (its kernels; batch norms and classifier trained-like)."""
     torch, timm = import_timm()
-    path = write_timm_file(torch, timm.create_model(tag), tmp_path / f"{tag}.safetensors")
+    path = timm_file(torch, timm.create_model(tag), tmp_path / f"{tag}.safetensors")
     measured = harness.run_export_test(registry.get_entry(name), tmp_path, SIZE,
                                        weights=str(path))
     print(f"\n{tag}: " + ", ".join(

@@ -440,7 +440,7 @@ def test_real_squeezenet_caffe_weights_as_pth_through_path(tmp_path):
     model = kl.SqueezeNet(weights=str(pth), **kwargs)
     direct = kl.SqueezeNet(weights=None, **kwargs)
     wl.load_torch_state_dict(direct, state)
-    for got, want in zip(model.weights, direct.weights):
+    for got, want in zip(model.weights, direct.weights, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=got.path)
     # The wiring of these weights on all sample photos: test_squeezenet_mnasnet.
     x, y = sample_photos(227)

@@ -269,6 +269,13 @@ def test_attention_block_prunes_and_quantizes(tmp_path):
     report = _int8(qat, tmp_path / "hybrid_small_int8.tflite", x[:8], x[8:], True)
     assert report.samples == 32 and report.cosine >= 0.95, report
     assert {"BATCH_MATMUL", "SOFTMAX", "GELU"} <= set(report.ops), report.ops
+    # The QAT model's exact GELU reaches tf2onnx as TensorFlow's `Erfc` (the Keras passes
+    # rewrite Keras 3 models only): the export writes it as `1 - Erf`.
+    from keras_lightnets import export
+
+    report = export.to_onnx(qat, tmp_path / "hybrid_small_qdq.onnx", verify_data=x[8:])
+    assert report.verified and report.quantization == "int8", report
+    assert {"Erf", "QuantizeLinear", "MatMul", "Softmax"} <= set(report.ops), report.ops
 
 
 def test_layers_round_trip_and_check_arguments(tmp_path):

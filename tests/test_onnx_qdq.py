@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from harness import in_default_run, trained_like
+from harness import in_default_run, int8_cosine, trained_like
 
 from keras_lightnets import export, optimize, registry
 from keras_lightnets.export import _model, verify
@@ -123,7 +123,9 @@ def _kernels(path):
 def test_qdq_export_verifies(name, preserve_sparsity, tmp_path):
     qat, x = _qat(name, preserve_sparsity)
     path = tmp_path / f"{name}_qdq.onnx"
-    report = export.to_onnx(qat, path, verify_data=x[FIT:])
+    # Lower for the families whose int8 files agree less on random weights.
+    report = export.to_onnx(qat, path, verify_data=x[FIT:],
+                            tolerance=int8_cosine(registry.get_entry(name)))
 
     assert report.verified and report.quantization == "int8", report
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(report.ops), report.ops

@@ -8,7 +8,8 @@
   so the interior stays exact in int8; a MUL by the whole factor would round its 1).
 - `ConvRescaling`: a per-channel `x * scale + offset` as one diagonal 1x1 convolution.
 - `ErfGelu`: the exact GELU as `x * (1 + erf(x / sqrt(2))) / 2`: TensorFlow writes it with
-  `erfc`, which tf2onnx does not convert (ONNX has `Erf`).
+  `erfc`, which ONNX lacks (the ONNX export writes a tf_keras model's as `1 - erf`, two ops
+  more).
 
 The tf_keras twins take the same forms while `active(name)`, set by the TFLite export.
 """

@@ -142,7 +142,7 @@ def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
         try:
             proto, _ = tf2onnx.convert.from_function(
                 fn, input_signature=[_model.tensor_spec(shape)], opset=opset,
-                inputs_as_nchw=nchw)
+                inputs_as_nchw=nchw, custom_op_handlers={"Erfc": (_erfc, [])})
         except Exception as exc:
             raise verify_lib.ExportError(
                 f"tf2onnx could not convert the model: {exc}\n{log.tail()}") from exc
@@ -156,6 +156,19 @@ def convert(model, shape, opset=17, input_layout="NHWC", passes=None):
             dim.ClearField("dim_value")
             dim.dim_param = BATCH_DIM
     return proto, counts
+
+
+def _erfc(ctx, node, name, args):
+    """TensorFlow's `Erfc` (its exact GELU's) as `1 - Erf`: ONNX has no `Erfc`. The Keras
+    passes rewrite a Keras 3 GELU (`erf_gelu`); a tf_keras (QAT) model's reaches tf2onnx."""
+    import numpy as np
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.ones((), dtype))
+    ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{name}_erfc"),
+                                  inputs=[one.output[0], node.output[0]])
 
 
 def _by_value(fn, spec):

@@ -16,7 +16,7 @@ benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
 | int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
 | int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split); NASNet: FINDINGS |
 | rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
-| erf_gelu | ONNX | needed: tf2onnx cannot convert TensorFlow's exact GELU (`Erfc`) |
+| erf_gelu | ONNX | exact GELU as one `Erf` (tf_keras models: `Erfc` written as `1 - Erf`) |
 | hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
 | quantized_kernels | ONNX QDQ | int8 kernels, not ones ONNX Runtime quantizes per tensor |
 """

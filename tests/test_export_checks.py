@@ -229,6 +229,7 @@ def test_export_passes_are_switchable_and_reported(tmp_path):
     assert report.passes == {"rounding": "not applicable", "fold": "not applicable",
                              "route": "not applicable", "int8_hard_swish": "not applicable",
                              "int8_average_pool": "not applicable",
+                             "int8_relu": "not applicable",
                              "rescaling_conv": "applied"}, report.passes
     assert "passes applied: rescaling_conv" in str(report)
     assert "MUL" not in report.ops and "HARD_SWISH" in report.ops, report.ops

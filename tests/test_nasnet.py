@@ -17,6 +17,7 @@ from test_optimize import _compile, _dataset, _int8, _prune_fit_strip
 from test_weights import env, sha256, use_hashes, write_keras_h5  # noqa: F401 (env: fixture)
 
 import keras_lightnets as kl
+from keras_lightnets import graph as kl_graph
 from keras_lightnets import layers, optimize
 from keras_lightnets import weights as wl
 from keras_lightnets.export import forms, passes
@@ -148,6 +149,51 @@ def test_int8_average_pool_pass_takes_same_pools_of_known_size():
     assert "DepthwiseAveragePooling2D" in kinds and "AveragePooling2D" not in kinds
     images = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(model(images)),
+                               atol=1e-5, rtol=0)
+
+
+def test_int8_relu_pass_takes_relus_of_shared_maps(tmp_path):
+    """A ReLU of a map other ops also read cannot fuse into the op before it: the int8 pass
+    writes it as a depthwise convolution with the ReLU fused (no standalone RELU left in the
+    int8 file, which XNNPACK would leave to the built-in kernels); a ReLU its producer can
+    take stays."""
+    from keras_lightnets.export import tflite
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    shared = keras.layers.Activation("relu", name="shared_relu")(x)
+    y = keras.layers.Conv2D(8, 1, name="conv_b")(shared)
+    fused = keras.layers.Activation("relu", name="fused_relu")(y)
+    model = keras.Model(inputs, keras.layers.Add(name="add")([x, fused]))
+    harness.randomize(model)
+    export = passes.Export("int8", None)
+    rebuilt, outcomes = passes.run_keras(model, {"int8_relu"}, export)
+    assert outcomes["int8_relu"] == passes.APPLIED
+    assert type(rebuilt.get_layer("shared_relu")) is forms.DepthwiseReLU
+    assert type(rebuilt.get_layer("fused_relu")) is keras.layers.Activation
+    data = np.random.default_rng(0).normal(0, 1, (8, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(rebuilt(data)), np.asarray(model(data)))
+    report = kl.export.to_tflite(model, tmp_path / "relu_int8.tflite", "int8", data,
+                                 verify_data=data, progress=False)
+    assert report.verified and report.passes["int8_relu"] == passes.APPLIED, report
+    text = tflite.analyze((tmp_path / "relu_int8.tflite").read_bytes())[2]
+    ops = re.findall(r"Op#\d+ (\w+)\(", text)
+    assert "RELU" not in ops and ops.count("DEPTHWISE_CONV_2D") == 1, ops
+    assert passes.run_keras(model, {"int8_relu"}, passes.Export("float32", None))[0] is model
+
+    nasnet = kl.NASNetMobile(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
+    harness.randomize(nasnet)
+    rebuilt, _ = passes.run_keras(nasnet, {"int8_relu"}, export)
+    relus = [la.name for la in nasnet.layers if type(la) is keras.layers.Activation
+             and kl_graph.activation_name(la) == "relu"]
+    kept = {name for name in relus if type(rebuilt.get_layer(name)) is keras.layers.Activation}
+    # Those after a separable convolution's batch norm fuse; the ReLUs of cell inputs (read
+    # by several branches) and of cell outputs (concatenations: the head's) do not.
+    assert kept == {n for n in relus if n.startswith("separable_relu_2_")}
+    assert type(rebuilt.get_layer("relu")) is forms.DepthwiseReLU
+    assert len(relus) - len(kept) > 40, len(relus) - len(kept)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(rebuilt(images)), np.asarray(nasnet(images)),
                                atol=1e-5, rtol=0)
 
 

@@ -7,6 +7,9 @@
   `x + x * c`, `c` the border windows' `pool area / pixels inside - 1` (0 inside the map,
   so the interior stays exact in int8; a MUL by the whole factor would round its 1).
 - `ConvRescaling`: a per-channel `x * scale + offset` as one diagonal 1x1 convolution.
+- `DepthwiseReLU`: a ReLU the converter cannot fuse into the op before it (that op's output
+  has other readers) as a 1x1 identity depthwise convolution with the ReLU fused: XNNPACK
+  runs that in int8, a standalone int8 RELU it leaves to the built-in kernels.
 - `ErfGelu`: the exact GELU as `x * (1 + erf(x / sqrt(2))) / 2`: TensorFlow writes it with
   `erfc`, which ONNX lacks (the ONNX export writes a tf_keras model's as `1 - erf`, two ops
   more).
@@ -114,6 +117,17 @@ class ConvRescaling(keras.layers.Rescaling):
         kernel, bias = rescaling_as_conv(self.scale, self.offset, inputs.shape[-1])
         dtype = self.compute_dtype
         return ops.conv(ops.cast(inputs, dtype), ops.cast(kernel, dtype)) + ops.cast(bias, dtype)
+
+
+class DepthwiseReLU(keras.layers.Layer):
+    """`max(x, 0)` of a channels-last map as a 1x1 depthwise convolution of ones, ReLU fused."""
+
+    def call(self, inputs):
+        kernel = ops.ones((1, 1, inputs.shape[-1], 1), self.compute_dtype)
+        return ops.relu(ops.depthwise_conv(inputs, kernel, strides=1, padding="valid"))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 class ErfGelu(keras.layers.Layer):

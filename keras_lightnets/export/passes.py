@@ -15,6 +15,7 @@ benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
 | route | all | ShuffleNetV2 float32 ~12%, int8 ~14% faster |
 | int8_hard_swish | int8 | MobileNetV3 int8/float32 1.4-2.2x -> 0.55-0.64x |
 | int8_average_pool | int8 | ShuffleNetV1 int8/float32 0.80x -> 0.72x (split); NASNet: FINDINGS |
+| int8_relu | int8 | NASNetMobile int8/float32 1.40x -> 0.90x |
 | rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
 | erf_gelu | ONNX | exact GELU as one `Erf` (tf_keras models: `Erfc` written as `1 - Erf`) |
 | hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
@@ -85,6 +86,45 @@ def int8_average_pool(layer, channels, export):
     return None
 
 
+def int8_relu(model, export):
+    """int8: a ReLU of a map other ops also read as a depthwise convolution with the ReLU
+    fused, which XNNPACK runs in int8 (`forms`)."""
+    if export.quantization != "int8" or graph.functional(model) is None:
+        return model
+    chosen = _unfused_relus(model)
+
+    def substitute(node, args, kwargs):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            inner = int8_relu(layer, export)  # a nested model (a backbone)
+            return None if inner is layer else inner(*args, **kwargs)
+        if id(node) in chosen:
+            return forms.DepthwiseReLU(name=layer.name)(*args, **kwargs)
+        return None
+
+    return graph.rebuild(model, substitute)
+
+
+def _unfused_relus(model):
+    """`{id(node)}` of the plain ReLUs of 4-D maps whose input has other readers too or
+    comes from a concatenation (the converter fuses a ReLU into neither)."""
+    found = set()
+    graph_nodes = graph.nodes(model)
+    readers, makers = graph.consumers(graph_nodes), graph.producers(graph_nodes)
+    for node in graph_nodes:
+        layer = node.operation
+        if type(layer) is not keras.layers.Activation or graph.activation_name(layer) != "relu":
+            continue
+        (x,) = node.input_tensors
+        maker = makers.get(id(x))
+        concatenated = maker is not None and isinstance(maker.operation,
+                                                        keras.layers.Concatenate)
+        if len(x.shape) == 4 and x.shape[-1] is not None and (
+                len(readers[id(x)]) > 1 or concatenated):
+            found.add(id(node))
+    return found
+
+
 def rescaling_conv(layer, channels, export):
     """Per-channel preprocessing as one 1x1 convolution (`forms`)."""
     if type(layer) is layers.Rescaling and forms.rescaling_as_conv(
@@ -99,6 +139,7 @@ KERAS = (
     Pass("route", route),
     Pass("int8_hard_swish", substitute=int8_hard_swish),
     Pass("int8_average_pool", substitute=int8_average_pool),
+    Pass("int8_relu", int8_relu),
     Pass("rescaling_conv", substitute=rescaling_conv),
 )
 def erf_gelu(layer, channels, export):

@@ -362,22 +362,30 @@ def cmd_benchmark(args, out):
 
 
 def _trained_like(model, x, seed=0):
-    """Batch norms with trained-like values (statistics measured on `x`), in place.
+    """Batch norms with trained-like values (statistics measured on `x`) and layer scales
+    of a trained model's size, in place.
 
     Freshly initialised weights give near-constant activations whose int8
     ADD/MUL ops XNNPACK refuses, so their int8 file would time slower than a
-    trained model's. `benchmarks/` uses it too. Returns `model`.
+    trained model's; initial layer scales (1e-5) leave a float32 file off the
+    model by float32 rounding alone. `benchmarks/` uses it too. Returns `model`.
     """
     import keras
     import numpy as np
 
+    from keras_lightnets import layers as kl_layers
+
     rng = np.random.default_rng(seed)
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, keras.layers.BatchNormalization)]
+    everything = list(model._flatten_layers())
+    layers = [layer for layer in everything if isinstance(layer, keras.layers.BatchNormalization)]
     for layer in layers:
         gamma, beta, mean, variance = layer.get_weights()
         layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
                            rng.normal(0.0, 0.5, beta.shape).astype("float32"), mean, variance])
+    for layer in everything:
+        if isinstance(layer, kl_layers.LayerScale):
+            (gamma,) = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32")])
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.momentum = 0.0

@@ -180,6 +180,26 @@ def test_benchmark_measures_float_and_int8_latency():
     assert int8_mib < float_mib / 2
 
 
+def test_benchmark_weights_are_trained_like():
+    """The benchmark's random weights: batch norms measured on the inputs, layer scales of a
+    trained model's size (initial ones leave float32 files off by rounding alone)."""
+    import keras
+
+    import keras_lightnets as kl
+    from keras_lightnets import cli
+
+    model = kl.MobileNetV4HybridMedium(weights=None, input_shape=(64, 64, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 64, 64, 3)).astype("float32")
+    cli._trained_like(model, x)
+    scales = [la.get_weights()[0] for la in model._flatten_layers()
+              if isinstance(la, kl.layers.LayerScale)]
+    assert scales and all(0.5 <= s.min() and s.max() <= 1.5 for s in scales)
+    norms = [la for la in model._flatten_layers()
+             if isinstance(la, keras.layers.BatchNormalization)]
+    assert all(np.abs(la.moving_mean.numpy()).max() > 0 for la in norms)
+
+
+
 @pytest.mark.parametrize("args", [
     ("info", "no_such_model"),
     ("classify", "mobilenet_v1_025", "/no/such.jpg", "--weights", "none"),

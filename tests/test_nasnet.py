@@ -180,6 +180,10 @@ def test_int8_relu_pass_takes_relus_of_shared_maps(tmp_path):
     ops = re.findall(r"Op#\d+ (\w+)\(", text)
     assert "RELU" not in ops and ops.count("DEPTHWISE_CONV_2D") == 1, ops
     assert passes.run_keras(model, {"int8_relu"}, passes.Export("float32", None))[0] is model
+    # Nothing to take: the model itself, even with operations as nodes (keras.applications'
+    # MobileNetV3 writes `x + 3.0`), which a copy could not carry.
+    plain = keras.Model(inputs, keras.layers.ReLU()(inputs + 3.0))
+    assert passes.int8_relu(plain, export) is plain
 
     nasnet = kl.NASNetMobile(weights=None, input_shape=(64, 64, 3), classifier_activation=None)
     harness.randomize(nasnet)

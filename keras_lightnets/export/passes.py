@@ -92,6 +92,9 @@ def int8_relu(model, export):
     if export.quantization != "int8" or graph.functional(model) is None:
         return model
     chosen = _unfused_relus(model)
+    nested = any(isinstance(node.operation, keras.Model) for node in graph.nodes(model))
+    if not chosen and not nested:
+        return model
 
     def substitute(node, args, kwargs):
         layer = node.operation

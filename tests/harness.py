@@ -140,6 +140,33 @@ def _scale_classifier(model, classifier, images, logit_std):
     classifier.set_weights([(w * factor).astype("float32") for w in classifier.get_weights()])
 
 
+def torch_trained_like(torch, module, images, seed=0, logit_std=LOGIT_STD):
+    """`trained_like` on a torch reference (torchvision, timm), in place: batch norms with
+    random scales, offsets of 1-2 scales and the statistics of their input measured on
+    `images` (one pass in training mode, momentum 1), then the classifier (the last `Linear`)
+    scaled and centred so the logits have std `logit_std` and mean 0 per class. Returns the
+    module in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.copy_(m.weight * (torch.rand(m.num_features, generator=gen) + 1.0))
+            m.momentum = 1.0
+        module.train()
+        module(images)
+        for m in norms:
+            m.momentum = 0.1
+        module.eval()
+        classifier = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+        logits = module(images).double()
+        spread = float((logits - logits.mean(0)).std())
+        mean = logits.mean(0)
+        classifier.bias.copy_(((classifier.bias - mean) * logit_std / spread).float())
+        classifier.weight.mul_(logit_std / spread)
+    return module
+
+
 def reference_row(entry):
     """The complexity.json row of a registry entry, or None.
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import import_torchvision, sample_photos
+from harness import torch_trained_like
 
 import keras_lightnets as kl
 
@@ -12,31 +13,6 @@ SIZE = 64
 # torchvision's ImageNet normalization on [0, 1] pixels.
 TORCH_MEAN = (0.485, 0.456, 0.406)
 TORCH_STD = (0.229, 0.224, 0.225)
-
-
-def torch_trained_like(torch, module, x, logit_std=3.0, seed=0):
-    """`harness.trained_like` on a torch module: batch norms with random scales, offsets of
-    1-2 scales and the statistics of their input on `x`; logits of std `logit_std`."""
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.copy_(m.weight * (torch.rand(m.num_features, generator=gen) + 1.0))
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average: one batch gives its own statistics
-        module.train()
-        module(x)
-        module.eval()
-        linear = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
-        logits = module(x).double()
-        spread = float((logits - logits.mean(0)).std())
-        linear.bias.sub_(logits.mean(0).float())
-        linear.weight.mul_(logit_std / spread)
-        linear.bias.mul_(logit_std / spread)
-    for m in norms:
-        m.momentum = 0.1
-    return module
 
 
 def _torch_input(torch, x):

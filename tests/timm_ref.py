@@ -3,11 +3,11 @@ inputs and logit comparisons shared by the timm parity tests."""
 
 import copy
 
-import harness
 import keras
 import numpy as np
 import pytest
 from conftest import import_torchvision, sample_photos
+from harness import torch_trained_like as timm_trained_like
 
 TOL = 1e-4
 
@@ -33,32 +33,6 @@ def timm_input(torch, x, cfg):
     """NHWC [0, 255] pixels as the NCHW tensor timm's eval transform gives (`cfg`'s
     mean and std)."""
     return to_torch(torch, timm_normalize(x, cfg))
-
-
-def timm_trained_like(torch, module, images, seed=0, logit_std=harness.LOGIT_STD):
-    """`harness.trained_like` on a timm model, in place: batch norms with random scales,
-    offsets of 1-2 scales and the statistics of their input measured on `images` (one pass
-    in training mode, momentum 1), then the classifier scaled and centred so the logits have
-    std `logit_std` and mean 0 per class. Returns the model in eval mode."""
-    gen = torch.Generator().manual_seed(seed)
-    norms = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in norms:
-            m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-            m.bias.copy_(m.weight * (torch.rand(m.num_features, generator=gen) + 1.0))
-            m.momentum = 1.0
-        module.train()
-        module(images)
-        for m in norms:
-            m.momentum = 0.1
-        module.eval()
-        classifier = module.get_classifier()
-        logits = module(images).double()
-        spread = float((logits - logits.mean(0)).std())
-        mean = logits.mean(0)
-        classifier.bias.copy_(((classifier.bias - mean) * logit_std / spread).float())
-        classifier.weight.mul_(logit_std / spread)
-    return module
 
 
 def timm_file(torch, module, path):

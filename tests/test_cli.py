@@ -199,7 +199,6 @@ def test_benchmark_weights_are_trained_like():
     assert all(np.abs(la.moving_mean.numpy()).max() > 0 for la in norms)
 
 
-
 @pytest.mark.parametrize("args", [
     ("info", "no_such_model"),
     ("classify", "mobilenet_v1_025", "/no/such.jpg", "--weights", "none"),

@@ -92,14 +92,13 @@ def int8_relu(model, export):
     if export.quantization != "int8" or graph.functional(model) is None:
         return model
     chosen = _unfused_relus(model)
-    nested = any(isinstance(node.operation, keras.Model) for node in graph.nodes(model))
-    if not chosen and not nested:
+    if not chosen:
         return model
 
     def substitute(node, args, kwargs):
         layer = node.operation
         if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
-            inner = int8_relu(layer, export)  # a nested model (a backbone)
+            inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
             return None if inner is layer else inner(*args, **kwargs)
         if id(node) in chosen:
             return forms.DepthwiseReLU(name=layer.name)(*args, **kwargs)
@@ -110,12 +109,16 @@ def int8_relu(model, export):
 
 def _unfused_relus(model):
     """`{id(node)}` of the plain ReLUs of 4-D maps whose input has other readers too or
-    comes from a concatenation (the converter fuses a ReLU into neither)."""
+    comes from a concatenation (the converter fuses a ReLU into neither), over `model`'s
+    graph and nested models."""
     found = set()
     graph_nodes = graph.nodes(model)
     readers, makers = graph.consumers(graph_nodes), graph.producers(graph_nodes)
     for node in graph_nodes:
         layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            found |= _unfused_relus(layer)
+            continue
         if type(layer) is not keras.layers.Activation or graph.activation_name(layer) != "relu":
             continue
         (x,) = node.input_tensors

@@ -14,8 +14,10 @@ from harness import randomize
 from onnx import TensorProto, helper, numpy_helper
 
 from keras_lightnets import export, registry
+from keras_lightnets.export import _model as model_lib
 from keras_lightnets.export import _onnx_passes
 from keras_lightnets.export import onnx as onnx_lib
+from keras_lightnets.export import passes as passes_lib
 
 SIZE = 64
 
@@ -53,6 +55,28 @@ def test_mobilenet_v3_hard_activations_fused_and_nchw(tmp_path):
     # No squeeze-excite reshape between pooling and convolution: only the head's flatten.
     assert ops["Reshape"] == 1, ops
     _assert_same_outputs(model, path)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_100", "mobilenet_v1_100"])
+def test_heads_reshape_to_constant_shapes(name, tmp_path):
+    """A dynamic batch leaves no shape computation before tf2onnx: whether tf2onnx's own
+    optimizers fold one (and the transpose before the flatten) varied from run to run."""
+    model = randomize(registry.get_entry(name).build(
+        weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None), seed=0)
+
+    def traced_ops(passes):
+        chosen, _ = passes_lib.run_keras(model, passes, passes_lib.Export(None, None),
+                                         passes_lib.ONNX_KERAS)
+        concrete = model_lib.serving_fn(chosen).get_concrete_function(
+            model_lib.tensor_spec((None, SIZE, SIZE, 3)))
+        return {op.type for op in concrete.graph.get_operations()}
+
+    assert "Shape" in traced_ops(set()) and "Shape" not in traced_ops({"static_reshapes"})
+    report = export.to_onnx(model, tmp_path / "m.onnx")
+    assert report.passes["static_reshapes"] == "applied", report.passes
+    ops = _ops(onnx.load(tmp_path / "m.onnx"))
+    assert "Shape" not in ops and ops["Transpose"] == 1, ops
+    _assert_same_outputs(model, tmp_path / "m.onnx")
 
 
 def test_opset_13_keeps_hard_swish_unfused(tmp_path):

@@ -13,12 +13,15 @@
 - `ErfGelu`: the exact GELU as `x * (1 + erf(x / sqrt(2))) / 2`: TensorFlow writes it with
   `erfc`, which ONNX lacks (the ONNX export writes a tf_keras model's as `1 - erf`, two ops
   more).
+- `StaticFlatten`, `StaticReshape`: a `Flatten` or `Reshape` of a map of static size as a
+  reshape to `(-1, ...)`, so a dynamic batch leaves no shape computation in the graph.
 
 The tf_keras twins take the same forms while `active(name)`, set by the TFLite export.
 """
 
 import contextlib
 import contextvars
+import math
 
 import keras
 import numpy as np
@@ -141,3 +144,17 @@ class ErfGelu(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class StaticFlatten(keras.layers.Flatten):
+    """A channels-last `Flatten` of a map of static size as a reshape to `(-1, size)`."""
+
+    def call(self, inputs):
+        return ops.reshape(inputs, (-1, math.prod(inputs.shape[1:])))
+
+
+class StaticReshape(keras.layers.Reshape):
+    """A `Reshape` of a map of static size as a reshape to `(-1, *target_shape)`."""
+
+    def call(self, inputs):
+        return ops.reshape(inputs, (-1, *self.compute_output_shape(inputs.shape)[1:]))

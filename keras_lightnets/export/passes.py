@@ -18,6 +18,7 @@ benchmarks/investigations/FINDINGS.md; 1 thread, 224 px):
 | int8_relu | int8 | NASNetMobile int8/float32 1.40x -> 0.90x |
 | rescaling_conv | all | MUL + ADD took 0.3-0.6 ms (TFLite), 1.7 ms (ONNX Runtime) |
 | erf_gelu | ONNX | exact GELU as one `Erf` (tf_keras models: `Erfc` written as `1 - Erf`) |
+| static_reshapes | ONNX | constant flatten shape: tf2onnx folded a computed one in some runs only |
 | hard_activations to max_pool_pads | ONNX | 0.98-1.02x torchvision's ONNX (1.15-1.24x before) |
 | quantized_kernels | ONNX QDQ | int8 kernels, not ones ONNX Runtime quantizes per tensor |
 """
@@ -155,9 +156,28 @@ def erf_gelu(layer, channels, export):
     return None
 
 
+def static_reshapes(layer, channels, export):
+    """ONNX: a `Flatten` or `Reshape` of a map of static size as a reshape to a constant
+    shape with the batch `-1`, not one computed from the input's shape (`forms`)."""
+    kind = type(layer)
+    if kind not in (keras.layers.Flatten, keras.layers.Reshape):
+        return None
+    try:
+        shape = tuple(layer.input.shape)
+    except (AttributeError, ValueError):  # a layer called more than once
+        return None
+    if None in shape[1:]:
+        return None
+    if kind is keras.layers.Flatten:
+        flat = len(shape) <= 2 or layer.data_format == "channels_last"
+        return forms.StaticFlatten if flat else None
+    return forms.StaticReshape if None not in layer.compute_output_shape(shape)[1:] else None
+
+
 # The Keras-graph passes of an ONNX export, before tf2onnx.
 ONNX_KERAS = (*(p for p in KERAS if p.name == "rescaling_conv"),
-              Pass("erf_gelu", substitute=erf_gelu))
+              Pass("erf_gelu", substitute=erf_gelu),
+              Pass("static_reshapes", substitute=static_reshapes))
 # tf_keras twins take these forms themselves when `forms.active(name)` (see `forms`).
 TWIN_FORMS = {"int8_hard_swish": "HardSwish", "int8_average_pool": "AveragePooling2D"}
 

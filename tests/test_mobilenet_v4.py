@@ -6,7 +6,14 @@ import keras
 import numpy as np
 import pytest
 from conftest import sample_photos
-from timm_ref import TOL, import_timm, timm_file, timm_input, timm_trained_like
+from timm_ref import (
+    TOL,
+    assert_file_parity,
+    import_timm,
+    timm_file,
+    timm_input,
+    timm_trained_like,
+)
 
 import keras_lightnets as kl
 from keras_lightnets import registry, spec
@@ -59,28 +66,10 @@ def test_timm_file_gives_timms_logits(name, tmp_path):
     builds the timm flavour) and gives timm's logits and features on raw 0-255 pixels."""
     torch, model, path, x = _timm_case(name, tmp_path)
     entry = registry.get_entry(name)
-    ours = entry.build(weights=str(path), classifier_activation=None)
-    headless = entry.build(weights=str(path), include_top=False)
     # The flavour's normalization: timm's `pretrained_cfg` of the default tag (the narrow
     # Conv-Small widths' own tags use another; they have no weights here).
     norm = sources.TIMM.flavours[entry.family].normalization
-    x_torch = timm_input(torch, x, {"mean": norm.mean, "std": norm.std})
-    with torch.no_grad():
-        ref = model(x_torch).numpy()
-        ref_features = model.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)
-    logits = np.asarray(ours(x, training=False))
-    diff = float(np.abs(logits - ref).max())
-    features = np.asarray(headless(x, training=False))
-    print(f"\n{name}: max |logit diff| {diff:.2e}, max |logit| {np.abs(ref).max():.2f}, "
-          f"logit std {ref.std():.2f}")
-    assert ref.std(0).mean() > 0.5 * ref.std(), "the logits follow the image"
-    # Relative to the largest logit, as `harness.FLOAT_REL`: with trained-like batch norms
-    # timm's own float32 logits are off its float64 ones by about 1e-4 absolute.
-    assert diff <= TOL * np.abs(ref).max()
-    assert np.abs(features - ref_features).max() <= TOL * np.abs(ref_features).max()
-    # Every timm tensor has a Keras home.
-    used = wl.load_state(ours, sources.TIMM.reader(path), sources.TIMM, entry.family)
-    assert used == sorted(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
+    assert_file_parity(torch, model, path, x, entry, {"mean": norm.mean, "std": norm.std})
 
 
 def test_embedded_normalization_is_timms():

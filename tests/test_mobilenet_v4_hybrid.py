@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 from conftest import sample_photos
 from test_optimize import _compile, _dataset, _int8, _prune_fit_strip
-from timm_ref import TOL, import_timm, timm_file, timm_input, timm_trained_like
+from timm_ref import assert_file_parity, import_timm, timm_file, timm_input, timm_trained_like
 
 import keras_lightnets as kl
 from keras_lightnets import registry, spec
-from keras_lightnets import weights as wl
 from keras_lightnets.features import feature_layers
 from keras_lightnets.models import mobilenet_v4
 from keras_lightnets.spec import Block
@@ -74,23 +73,8 @@ def test_timm_file_gives_timms_logits(name, tmp_path):
     timm's logits and features on raw 0-255 pixels."""
     torch, model, path, x = _timm_case(name, tmp_path)
     entry = registry.get_entry(name)
-    ours = entry.build(weights=str(path), classifier_activation=None)
-    headless = entry.build(weights=str(path), include_top=False)
-    x_torch = timm_input(torch, x, model.pretrained_cfg)
-    with torch.no_grad():
-        ref = model(x_torch).numpy()
-        ref_features = model.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)
-    logits = np.asarray(ours(x, training=False))
-    diff = float(np.abs(logits - ref).max())
-    features = np.asarray(headless(x, training=False))
-    print(f"\n{name}: max |logit diff| {diff:.2e}, max |logit| {np.abs(ref).max():.2f}, "
-          f"logit std {ref.std():.2f}")
-    assert ref.std(0).mean() > 0.5 * ref.std(), "the logits follow the image"
-    assert diff <= TOL * np.abs(ref).max()
-    assert np.abs(features - ref_features).max() <= TOL * np.abs(ref_features).max()
-    # Every timm tensor has a Keras home (the attention blocks' and layer scales' too).
-    used = wl.load_state(ours, sources.TIMM.reader(path), sources.TIMM, entry.family)
-    assert used == sorted(k for k in model.state_dict() if not k.endswith("num_batches_tracked"))
+    used = assert_file_parity(torch, model, path, x, entry, model.pretrained_cfg)
+    # The attention blocks' and layer scales' tensors have Keras homes too.
     assert any(".attn.key.down_conv." in k for k in used)
     assert any(k.endswith("layer_scale.gamma") for k in used)
 

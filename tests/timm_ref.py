@@ -54,6 +54,33 @@ def timm_reference(name, size, tmp_path, batch=8):
     return module, path, x, float64_logits(torch, module, x)
 
 
+def assert_file_parity(torch, module, path, x, entry, cfg):
+    """`entry` built from `module`'s timm file `path` gives its logits and features on raw
+    pixels `x` (timm's eval transform with `cfg`'s mean and std) within `TOL` of the largest
+    value, and loads every tensor of the file; returns the loaded keys."""
+    from keras_lightnets import weights as wl
+    from keras_lightnets.weights import sources
+
+    ours = entry.build(weights=str(path), classifier_activation=None)
+    headless = entry.build(weights=str(path), include_top=False)
+    x_torch = timm_input(torch, x, cfg)
+    with torch.no_grad():
+        ref = module(x_torch).numpy()
+        ref_features = module.forward_features(x_torch).numpy().transpose(0, 2, 3, 1)
+    diff = float(np.abs(np.asarray(ours(x, training=False)) - ref).max())
+    features = np.asarray(headless(x, training=False))
+    print(f"\n{entry.name}: max |logit diff| {diff:.2e}, max |logit| {np.abs(ref).max():.2f}, "
+          f"logit std {ref.std():.2f}")
+    assert ref.std(0).mean() > 0.5 * ref.std(), "the logits follow the image"
+    # Relative to the largest value, as `harness.FLOAT_REL`: with trained-like batch norms
+    # timm's own float32 logits are off its float64 ones by about 1e-4 absolute.
+    assert diff <= TOL * np.abs(ref).max()
+    assert np.abs(features - ref_features).max() <= TOL * np.abs(ref_features).max()
+    used = wl.load_state(ours, sources.TIMM.reader(path), sources.TIMM, entry.family)
+    assert used == sorted(k for k in module.state_dict() if not k.endswith("num_batches_tracked"))
+    return used
+
+
 def float64_logits(torch, module, x):
     """`module`'s logits on raw pixels `x`, computed in float64 (then float32): the reference
     holds none of float32's rounding, so a comparison measures the Keras model's alone."""

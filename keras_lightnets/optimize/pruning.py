@@ -25,6 +25,8 @@ def tfmot_module():
     import tensorflow as tf
 
     previous = os.environ.get("TF_USE_LEGACY_KERAS")
+    # TensorFlow resolves `tf.keras` on first access: resolve it to Keras 3 now, before
+    # TF-MOT's import sets TF_USE_LEGACY_KERAS (the package itself never uses `tf.keras`).
     getattr(tf.keras, "version", None)
     try:
         import tensorflow_model_optimization as tfmot

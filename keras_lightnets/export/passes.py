@@ -66,10 +66,11 @@ def int8_hard_swish(layer, channels, export):
     return None
 
 
-def _spatial(layer):
+def _input_shape(layer):
+    """The shape of `layer`'s input; None for a layer called more than once."""
     try:
-        return tuple(layer.input.shape[1:3])
-    except (AttributeError, ValueError):  # a layer called more than once
+        return tuple(layer.input.shape)
+    except (AttributeError, ValueError):
         return None
 
 
@@ -81,8 +82,8 @@ def int8_average_pool(layer, channels, export):
         return None
     if layer.padding == "valid":
         return forms.DepthwiseAveragePooling2D
-    size = _spatial(layer)
-    if size is not None and None not in size:
+    shape = _input_shape(layer)
+    if shape is not None and None not in shape[1:3]:
         return forms.DepthwiseAveragePooling2D
     return None
 
@@ -95,17 +96,8 @@ def int8_relu(model, export):
     chosen = _unfused_relus(model)
     if not chosen:
         return model
-
-    def substitute(node, args, kwargs):
-        layer = node.operation
-        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
-            inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
-            return None if inner is layer else inner(*args, **kwargs)
-        if id(node) in chosen:
-            return forms.DepthwiseReLU(name=layer.name)(*args, **kwargs)
-        return None
-
-    return graph.rebuild(model, substitute)
+    return _replaced(model, lambda node: forms.DepthwiseReLU(name=node.operation.name)
+                     if id(node) in chosen else None)
 
 
 def _unfused_relus(model):
@@ -162,11 +154,8 @@ def static_reshapes(layer, channels, export):
     kind = type(layer)
     if kind not in (keras.layers.Flatten, keras.layers.Reshape):
         return None
-    try:
-        shape = tuple(layer.input.shape)
-    except (AttributeError, ValueError):  # a layer called more than once
-        return None
-    if None in shape[1:]:
+    shape = _input_shape(layer)
+    if shape is None or None in shape[1:]:
         return None
     if kind is keras.layers.Flatten:
         flat = len(shape) <= 2 or layer.data_format == "channels_last"
@@ -229,22 +218,28 @@ def run_keras(model, chosen, export, pipeline=KERAS):
             model = new
     substitutions = [p for p in pipeline if p.substitute is not None and p.name in chosen]
     found = _forms(model, substitutions, export) if graph.functional(model) else {}
-
-    def substitute(node, args, kwargs):
-        layer = node.operation
-        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
-            inner = graph.rebuild(layer, substitute)  # a nested model (a backbone)
-            return None if inner is layer else inner(*args, **kwargs)
-        if id(node) in found:
-            return found[id(node)][1].from_config(layer.get_config())(*args, **kwargs)
-        return None
-
     if found:
-        model = graph.rebuild(model, substitute)
+        model = _replaced(model, lambda node: found[id(node)][1].from_config(
+            node.operation.get_config()) if id(node) in found else None)
     fired = {name for name, _ in found.values()}
     outcomes.update({p.name: APPLIED if p.name in fired else NOT_APPLICABLE
                      for p in substitutions})
     return model, {p.name: outcomes.get(p.name, OFF) for p in pipeline}
+
+
+def _replaced(model, replacement):
+    """A copy of functional `model` with each node for which `replacement(node)` gives a
+    layer computed by that layer instead, in nested models (backbones) too."""
+
+    def substitute(node, args, kwargs):
+        layer = node.operation
+        if isinstance(layer, keras.Model) and graph.functional(layer) is not None:
+            inner = graph.rebuild(layer, substitute)
+            return None if inner is layer else inner(*args, **kwargs)
+        new = replacement(node)
+        return None if new is None else new(*args, **kwargs)
+
+    return graph.rebuild(model, substitute)
 
 
 def _forms(model, substitutions, export):
